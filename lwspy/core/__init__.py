@@ -1,0 +1,1 @@
+"""The core: context, per-thread service, wsi, vhost, protocol, sul timers, logging."""

@@ -1,0 +1,587 @@
+"""The context (lws ``struct lws_context``): options, vhosts, the service thread and its loop."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import re
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from lwspy.core import client
+from lwspy.core.log import log
+from lwspy.core.protocol import Protocol, Reason
+from lwspy.core.pt import Pt
+from lwspy.core.role import RoleOps
+from lwspy.core.sul import Sul
+from lwspy.core.vhost import Vhost
+from lwspy.core.wsi import EV_READ, EV_WRITE, Wsi, WsiState
+from lwspy.net.hosts import parse_hosts
+from lwspy.roles.listen import LISTEN
+from lwspy.roles.pipe import PIPE
+from lwspy.roles.raw_file import RAW_FILE
+from lwspy.roles.raw_skt import RAW_SKT
+
+__all__ = ["CallbackErrorHandler", "Context"]
+
+CallbackErrorHandler = Callable[["Wsi | None", "Reason | None", BaseException], None]
+"""``on_callback_error(wsi, reason, exc)``: told of every exception a callback raised."""
+
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_-]{1,63})*\.?$"
+)
+
+
+def _seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be a finite number of seconds > 0, not {value!r}")
+    return float(value)
+
+
+def _port(value: object, *, allow_zero: bool) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"port must be an int, not {type(value).__name__}")
+    low = 0 if allow_zero else 1
+    if not low <= value <= 65535:
+        raise ValueError(f"port must be in {low}..65535, not {value}")
+    return value
+
+
+class Context:
+    """An lwspy context: the loop, its vhosts, protocols and timers.
+
+    A context manager; leaving the ``with`` block (or ``destroy()``) closes every wsi, each
+    with its close callback, and releases every fd the context opened::
+
+        with Context(protocols=[Protocol("echo", echo)]) as ctx:
+            vh = ctx.create_vhost("default", port=0, iface="127.0.0.1")
+            ctx.connect("127.0.0.1", vh.port, protocol="echo")
+            ctx.run()  # until ctx.stop()
+
+    Options: ``protocols`` (the protocols of the "default" vhost, and of every vhost made
+    without its own), ``hosts_file`` (names for ``connect``), ``timeout_secs`` (15; bounds
+    the flush of a closing wsi), ``connect_timeout_secs`` (20), ``on_callback_error``
+    (told of each exception a callback raised, after it was logged and its wsi closed; it
+    may re-raise, which ends ``service()`` with that exception: for tests), ``clock`` (a
+    monotonic clock in seconds; inject a fake one to test timing logic).
+    """
+
+    def __init__(
+        self,
+        *,
+        protocols: Iterable[Protocol] = (),
+        hosts_file: str | os.PathLike[str] = "/etc/hosts",
+        timeout_secs: float = 15,
+        connect_timeout_secs: float = 20,
+        on_callback_error: CallbackErrorHandler | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if isinstance(protocols, (str, bytes, Protocol)) or not isinstance(protocols, Iterable):
+            raise TypeError("protocols must be an iterable of Protocol")
+        protos = list(protocols)
+        names: set[str] = set()
+        for p in protos:
+            if not isinstance(p, Protocol):
+                raise TypeError(f"protocols must hold Protocol objects, not {type(p).__name__}")
+            if p.name in names:
+                raise ValueError(f"two protocols are named {p.name!r}")
+            names.add(p.name)
+        if on_callback_error is not None and not callable(on_callback_error):
+            raise TypeError("on_callback_error must be callable")
+        if not callable(clock):
+            raise TypeError("clock must be callable")
+        self.protocols = protos
+        self.hosts_file = os.fspath(hosts_file)
+        self.timeout_secs = _seconds("timeout_secs", timeout_secs)
+        self.connect_timeout_secs = _seconds("connect_timeout_secs", connect_timeout_secs)
+        self._on_callback_error = on_callback_error
+        self._clock = clock
+        self._hosts: tuple[float, dict[str, list[str]]] | None = None
+        self._wsis: dict[Wsi, None] = {}
+        self._paused_vhosts: set[Vhost] = set()
+        self._cancel_pending = False
+        self._stopping = False
+        self._in_service = False
+        self._destroying = False
+        self._destroyed = False
+        self.pt = Pt(clock)
+        self.vhosts: dict[str, Vhost] = {}
+        wake = Wsi(self, PIPE, None, _INTERNAL, fd=self.pt.wake_r)
+        wake.state = WsiState.ESTABLISHED
+        self.pt.add(wake, EV_READ)
+        self._wake_wsi = wake
+        self._add_vhost(Vhost(self, "default", list(protos), protos[0] if protos else None))
+
+    # -- lifetime ------------------------------------------------------------------------
+
+    def __enter__(self) -> Context:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.destroy()
+
+    def __repr__(self) -> str:
+        state = "destroyed" if self._destroyed else f"{len(self._wsis)} wsi"
+        return f"<lwspy.Context {state}>"
+
+    @property
+    def destroyed(self) -> bool:
+        """True once ``destroy()`` has run."""
+        return self._destroyed
+
+    def destroy(self) -> None:
+        """Close every wsi (each gets its close callback), every listener and fd. Idempotent.
+
+        A connect still in progress ends with CLIENT_CONNECTION_ERROR "context destroyed".
+        """
+        if self._destroyed or self._destroying:
+            return
+        self._destroying = True
+        try:
+            while self._wsis:
+                next(iter(self._wsis))._close_now("context destroyed")
+            for vh in self.vhosts.values():
+                if vh._backoff_sul is not None:
+                    vh._backoff_sul.cancel()
+                if vh.listener is not None:
+                    vh.listener._close_now("context destroyed")
+                for p in vh.protocols:
+                    self._call_protocol(p, Reason.PROTOCOL_DESTROY)
+        finally:
+            self._wake_wsi._close_now("context destroyed")
+            self.pt.close()
+            self._destroyed = True
+
+    def _check_alive(self) -> None:
+        if self._destroyed or self._destroying:
+            raise RuntimeError("the context is destroyed")
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The context's monotonic clock, in seconds."""
+        return self._clock()
+
+    def service(self, timeout_ms: float | None = None) -> int:
+        """Run one pass of the loop: wait for fds or the next timer, then dispatch.
+
+        ``timeout_ms`` bounds the wait (0: do not wait; None: until an fd, a timer or a
+        wake-up). Returns how many fd events and timers were handled.
+        """
+        self._check_alive()
+        if self._in_service:
+            raise RuntimeError("service() cannot be called from inside a callback")
+        if timeout_ms is None:
+            timeout: float | None = None
+        else:
+            timeout = max(0.0, _seconds("timeout_ms", timeout_ms, allow_zero=True) / 1000)
+        pt = self.pt
+        due = pt.suls.next_due()
+        if due is not None:
+            wait = max(0.0, due - self._clock())
+            if timeout is None or wait < timeout:
+                timeout = wait
+        if self._stopping:
+            timeout = 0.0
+        self._in_service = True
+        try:
+            events = pt.sel.select(timeout)
+            for key, mask in events:
+                wsi = key.data
+                if mask & EV_READ:
+                    wsi.role.on_readable(wsi)
+                    if mask & EV_WRITE and wsi.state is not WsiState.CLOSED:
+                        wsi.role.on_writable(wsi)
+                elif wsi.state is not WsiState.CLOSED:
+                    wsi.role.on_writable(wsi)
+            return len(events) + pt.suls.run_due(self._clock(), self._run_sul)
+        finally:
+            self._in_service = False
+
+    def run(self) -> None:
+        """Service the loop until ``stop()`` (or until the context is destroyed)."""
+        self._stopping = False
+        while not self._stopping and not self._destroyed:
+            self.service()
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Make ``run()`` return after the current pass."""
+        self._stopping = True
+        if not self._destroyed:
+            self.pt.wake()
+
+    def cancel_service(self) -> None:
+        """Wake the loop from any thread; every protocol gets EVENT_WAIT_CANCELLED.
+
+        This and ``smd.post`` are the only calls safe from another thread.
+        """
+        self._cancel_pending = True
+        if not self._destroyed:
+            self.pt.wake()
+
+    def _woken(self) -> None:
+        if self._cancel_pending:
+            self._cancel_pending = False
+            for vh in list(self.vhosts.values()):
+                for p in vh.protocols:
+                    self._call_protocol(p, Reason.EVENT_WAIT_CANCELLED)
+
+    # -- timers --------------------------------------------------------------------------
+
+    def sul(self, callback: Callable[[], Any]) -> Sul:
+        """A reusable timer that calls ``callback()`` from the loop once per ``schedule()``."""
+        self._check_alive()
+        return Sul(self.pt.suls, callback)
+
+    def call_later(self, seconds: float, fn: Callable[..., Any], *args: Any) -> Sul:
+        """Call ``fn(*args)`` from the loop ``seconds`` from now; returns the (cancellable) Sul."""
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, not {fn!r}")
+        sul = self.sul(lambda: fn(*args))
+        sul.schedule(seconds)
+        return sul
+
+    def _run_sul(self, fn: Callable[[], Any]) -> None:
+        try:
+            fn()
+        except Exception as exc:
+            self._callback_failed(None, None, exc)
+
+    # -- vhosts --------------------------------------------------------------------------
+
+    def create_vhost(
+        self,
+        name: str,
+        port: int | None = None,
+        iface: str | None = None,
+        protocols: Iterable[Protocol | str] | None = None,
+        accept_protocol: str | None = None,
+    ) -> Vhost:
+        """Make a vhost; with ``port`` (0: an ephemeral port) it listens on ``iface``.
+
+        ``iface`` is an address to bind (default: every address, IPv6 and IPv4) or an
+        interface name. Accepted connections are bound to ``accept_protocol`` (default:
+        the vhost's first protocol) and get RAW_ADOPT. Creating "default" gives the
+        always-present default vhost a listener.
+        """
+        self._check_alive()
+        if not isinstance(name, str) or not name:
+            raise TypeError("vhost name must be a non-empty str")
+        existing = self.vhosts.get(name)
+        if existing is not None and (existing._explicit or name != "default"):
+            raise ValueError(f"there is already a vhost named {name!r}")
+        if port is not None:
+            port = _port(port, allow_zero=True)
+        if iface is not None and not isinstance(iface, str):
+            raise TypeError(f"iface must be a str, not {type(iface).__name__}")
+        protos = self._vhost_protocols(protocols)
+        accept: Protocol | None
+        if accept_protocol is not None:
+            if not isinstance(accept_protocol, str):
+                raise TypeError("accept_protocol must be a protocol name")
+            accept = Vhost(self, name, protos, None).protocol(accept_protocol)
+        else:
+            accept = protos[0] if protos else None
+        if port is not None and accept is None:
+            raise ValueError(f"vhost {name!r} listens but has no protocol to bind connections to")
+        sock = _listen_socket(port, iface) if port is not None else None
+        same = existing is not None and existing.protocols == protos
+        if existing is not None and not same:  # the implicit default vhost becomes the user's
+            self._remove_vhost(existing)
+        vh = existing if existing is not None and same else Vhost(self, name, protos, accept)
+        vh.accept_protocol = accept
+        vh.iface = iface
+        vh._explicit = True
+        if sock is not None:
+            vh.port = sock.getsockname()[1]
+            listener = Wsi(self, LISTEN, vh, accept or _INTERNAL, sock)
+            listener.state = WsiState.LISTENING
+            self.pt.add(listener, EV_READ)
+            vh.listener = listener
+        if not same:
+            self._add_vhost(vh)
+        return vh
+
+    def get_vhost(self, name: str) -> Vhost:
+        """The vhost called ``name``; ValueError if there is none."""
+        vh = self.vhosts.get(name)
+        if vh is None:
+            raise ValueError(f"unknown vhost {name!r} (has: {', '.join(self.vhosts)})")
+        return vh
+
+    def _vhost_protocols(self, protocols: Iterable[Protocol | str] | None) -> list[Protocol]:
+        if protocols is None:
+            return list(self.protocols)
+        if isinstance(protocols, (str, Protocol)) or not isinstance(protocols, Iterable):
+            raise TypeError("protocols must be an iterable of Protocol objects or names")
+        out: list[Protocol] = []
+        for item in protocols:
+            if isinstance(item, str):
+                found = [q for q in self.protocols if q.name == item]
+                if not found:
+                    raise ValueError(f"unknown protocol {item!r}: not a protocol of the context")
+                p = found[0]
+            elif isinstance(item, Protocol):
+                p = item
+            else:
+                raise TypeError(f"protocols must hold Protocol objects, not {type(item).__name__}")
+            if any(q.name == p.name for q in out):
+                raise ValueError(f"two protocols are named {p.name!r}")
+            out.append(p)
+        return out
+
+    def _add_vhost(self, vh: Vhost) -> None:
+        self.vhosts[vh.name] = vh
+        for p in vh.protocols:
+            self._call_protocol(p, Reason.PROTOCOL_INIT)
+
+    def _remove_vhost(self, vh: Vhost) -> None:
+        for p in vh.protocols:
+            self._call_protocol(p, Reason.PROTOCOL_DESTROY)
+        del self.vhosts[vh.name]
+
+    def _resolve_vhost(self, vhost: str | Vhost | None) -> Vhost:
+        if vhost is None:
+            return self.vhosts["default"]
+        if isinstance(vhost, Vhost):
+            if self.vhosts.get(vhost.name) is not vhost:
+                raise ValueError(f"{vhost!r} is not a vhost of this context")
+            return vhost
+        if isinstance(vhost, str):
+            return self.get_vhost(vhost)
+        raise TypeError(f"vhost must be a name or a Vhost, not {type(vhost).__name__}")
+
+    # -- wsis ----------------------------------------------------------------------------
+
+    @property
+    def wsis(self) -> list[Wsi]:
+        """Every open connection and adopted fd of the context (not listeners)."""
+        return list(self._wsis)
+
+    def __iter__(self) -> Iterator[Wsi]:
+        return iter(list(self._wsis))
+
+    def connect(
+        self,
+        host: str,
+        port: int,
+        protocol: str | Protocol | None = None,
+        vhost: str | Vhost | None = None,
+        iface: str | None = None,
+        conmon: bool = True,
+    ) -> Wsi:
+        """Start a client connection; returns its Wsi at once.
+
+        The outcome comes from the loop, never from inside this call: exactly one of
+        RAW_CONNECTED or CLIENT_CONNECTION_ERROR (data: the reason, e.g. "connect
+        refused", "timed out", "DNS NO_RESULT: name"). Raises only for bad arguments.
+        ``host`` is an IP literal or a name from the hosts file; ``iface`` a source
+        address or an interface name to bind to.
+        """
+        self._check_alive()
+        if not isinstance(host, str):
+            raise TypeError(f"host must be a str, not {type(host).__name__}")
+        if client.literal_address(host) is None and not _HOSTNAME.match(host):
+            raise ValueError(f"host {host!r} is neither an IP address nor a valid host name")
+        port = _port(port, allow_zero=False)
+        vh = self._resolve_vhost(vhost)
+        if protocol is None:
+            if not vh.protocols:
+                raise ValueError(f"vhost {vh.name!r} has no protocol for the connection")
+            proto = vh.protocols[0]
+        else:
+            proto = vh.protocol(protocol)
+        if iface is not None:
+            if not isinstance(iface, str):
+                raise TypeError(f"iface must be a str, not {type(iface).__name__}")
+            if client.literal_address(iface) is None:
+                try:
+                    socket.if_nametoindex(iface)
+                except OSError:
+                    raise ValueError(f"no interface named {iface!r}") from None
+        if not isinstance(conmon, bool):
+            raise TypeError("conmon must be a bool")
+        wsi = Wsi(self, RAW_SKT, vh, proto)
+        wsi.is_client = True
+        self._wsis[wsi] = None
+        wsi._client = client.ClientConnect(wsi, host, port, iface, conmon)
+        return wsi
+
+    def adopt_socket(
+        self,
+        sock: socket.socket,
+        protocol: str | Protocol | None = None,
+        vhost: str | Vhost | None = None,
+    ) -> Wsi:
+        """Adopt a connected socket as a raw_skt wsi; it gets RAW_ADOPT now.
+
+        The context owns the socket from here on and closes it with the wsi.
+        """
+        self._check_alive()
+        if not isinstance(sock, socket.socket):
+            raise TypeError(f"sock must be a socket.socket, not {type(sock).__name__}")
+        if sock.fileno() < 0:
+            raise ValueError("the socket is closed")
+        if sock.fileno() in self.pt.fds:
+            raise ValueError(f"fd {sock.fileno()} is already in this context")
+        if sock.type == socket.SOCK_STREAM and sock.getsockopt(
+            socket.SOL_SOCKET, socket.SO_ACCEPTCONN
+        ):
+            raise ValueError("a listening socket cannot be adopted as a connection")
+        vh = self._resolve_vhost(vhost)
+        proto = self._adopt_protocol(vh, protocol)
+        return self._adopt(sock, vh, proto, RAW_SKT)
+
+    def adopt_file(
+        self, fd: int, protocol: str | Protocol | None = None, vhost: str | Vhost | None = None
+    ) -> Wsi:
+        """Adopt a pollable fd (pipe, tty, char device) as a raw_file wsi (RAW_ADOPT_FILE).
+
+        Reads arrive as RAW_RX_FILE, ``write`` buffers as for sockets, and the context
+        closes the fd with the wsi. A regular file cannot be polled: ValueError.
+        """
+        self._check_alive()
+        if isinstance(fd, bool) or not isinstance(fd, int):
+            raise TypeError(f"fd must be an int, not {type(fd).__name__}")
+        if fd < 0:
+            raise ValueError(f"fd must be >= 0, not {fd}")
+        if fd in self.pt.fds:
+            raise ValueError(f"fd {fd} is already in this context")
+        try:
+            os.fstat(fd)
+        except OSError:
+            raise ValueError(f"fd {fd} is not open") from None
+        vh = self._resolve_vhost(vhost)
+        proto = self._adopt_protocol(vh, protocol)
+        wsi = Wsi(self, RAW_FILE, vh, proto, fd=fd)
+        try:
+            self.pt.add(wsi, EV_READ)
+        except PermissionError:
+            raise ValueError(f"fd {fd} cannot be polled (a regular file?)") from None
+        os.set_blocking(fd, False)
+        return self._adopted(wsi)
+
+    def _adopt_protocol(self, vh: Vhost, protocol: str | Protocol | None) -> Protocol:
+        if protocol is not None:
+            return vh.protocol(protocol)
+        if vh.accept_protocol is None:
+            raise ValueError(f"vhost {vh.name!r} has no protocol to bind the wsi to")
+        return vh.accept_protocol
+
+    def _adopt(self, sock: socket.socket, vh: Vhost, proto: Protocol, role: RoleOps) -> Wsi:
+        """Take a connected socket into the loop (accepted, or given by the user)."""
+        sock.setblocking(False)
+        wsi = Wsi(self, role, vh, proto, sock)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                peer = sock.getpeername()
+                wsi.peer = (peer[0], peer[1])
+            except OSError:
+                pass  # not connected (a datagram socket) or already reset
+            local = sock.getsockname()
+            wsi.local = (local[0], local[1])
+        self.pt.add(wsi, 0)
+        return self._adopted(wsi)
+
+    def _adopted(self, wsi: Wsi) -> Wsi:
+        wsi.state = WsiState.ESTABLISHED
+        self._wsis[wsi] = None
+        if not self._make_user(wsi):
+            return wsi
+        wsi._call(Reason.WSI_CREATE)
+        if wsi.state is not WsiState.ESTABLISHED:
+            return wsi
+        wsi._rx_on = True
+        wsi._announced = True
+        wsi._call(wsi.role.adopt_reason)
+        wsi._update_events()
+        return wsi
+
+    def _make_user(self, wsi: Wsi) -> bool:
+        try:
+            wsi.user = wsi.protocol.user_factory()
+        except Exception as exc:
+            self._callback_failed(wsi, Reason.WSI_CREATE, exc)
+            return False
+        return True
+
+    def _wsi_closed(self, wsi: Wsi) -> None:
+        self._wsis.pop(wsi, None)
+        if self._paused_vhosts and not self._destroying:
+            for vh in list(self._paused_vhosts):  # an fd was freed: try accept() again
+                vh._resume_accept()
+
+    def _hosts_lookup(self, name: str) -> list[str]:
+        """The hosts file's addresses for ``name``; re-read when the file changes."""
+        try:
+            mtime = os.stat(self.hosts_file).st_mtime
+            if self._hosts is None or self._hosts[0] != mtime:
+                with open(self.hosts_file, encoding="utf-8", errors="replace") as f:
+                    self._hosts = (mtime, parse_hosts(f.read()))
+        except OSError:
+            return []
+        return list(self._hosts[1].get(name.lower().rstrip("."), ()))
+
+    # -- callbacks -----------------------------------------------------------------------
+
+    def _call_protocol(self, proto: Protocol, reason: Reason) -> None:
+        """A context-level callback: ``wsi=None, user=None``."""
+        try:
+            proto.callback(None, reason, None, None)
+        except Exception as exc:
+            self._callback_failed(None, reason, exc)
+
+    def _callback_failed(self, wsi: Wsi | None, reason: Reason | None, exc: Exception) -> None:
+        """Log a callback's exception with its traceback, close its wsi, go on."""
+        where = reason.name if reason is not None else "timer"
+        log.error("lwspy: %s callback of %r raised", where, wsi, exc_info=exc)
+        if wsi is not None and wsi.state is not WsiState.CLOSED:
+            wsi._close_now("callback error")
+        if self._on_callback_error is not None:
+            self._on_callback_error(wsi, reason, exc)
+
+
+def _internal_cb(wsi: Wsi | None, reason: Reason, user: Any, data: Any) -> int:
+    return 0
+
+
+_INTERNAL = Protocol("lwspy-internal", _internal_cb)
+
+
+def _listen_socket(port: int, iface: str | None) -> socket.socket:
+    """A bound, listening, non-blocking socket with the system's largest backlog."""
+    literal = client.literal_address(iface) if iface is not None else None
+    if iface is not None and literal is None:
+        try:
+            socket.if_nametoindex(iface)
+        except OSError:
+            raise ValueError(f"no interface named {iface!r}") from None
+    if literal is not None:
+        family = socket.AF_INET6 if ipaddress.ip_address(literal).version == 6 else socket.AF_INET
+        addr = literal
+    else:
+        family, addr = socket.AF_INET6, "::"
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError:  # no IPv6 here: every IPv4 address instead
+        family, addr = socket.AF_INET, "0.0.0.0"
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and literal is None:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        if iface is not None and literal is None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, iface.encode())
+        sock.bind((addr, port))
+        sock.listen(socket.SOMAXCONN)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

@@ -1,0 +1,59 @@
+"""The role ops table (lws ``struct lws_role_ops``): how a wsi's fd is read, written, closed.
+
+The loop calls only ``on_readable`` and ``on_writable``; a wsi calls ``send``,
+``close_fd`` and reads the callback reasons. Adding a role means adding a subclass in
+``lwspy.roles``; the loop does not change.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lwspy.core.protocol import Reason
+from lwspy.core.wsi import WsiState
+
+if TYPE_CHECKING:
+    from lwspy.core.wsi import Wsi
+
+__all__ = ["RX_CHUNK", "RoleOps"]
+
+RX_CHUNK = 65536
+"""The most one read takes from an fd per readable event."""
+
+
+class RoleOps:
+    """Base ops table: a stream whose writes are buffered and flushed by the wsi.
+
+    ``internal`` roles (listener, wake pipe, netlink) deliver no per-wsi callbacks.
+    """
+
+    name = "base"
+    internal = False
+    rx_reason = Reason.RAW_RX
+    writeable_reason = Reason.RAW_WRITEABLE
+    close_reason = Reason.RAW_CLOSE
+    adopt_reason = Reason.RAW_ADOPT
+
+    def on_readable(self, wsi: Wsi) -> None:
+        """The fd is readable."""
+        raise NotImplementedError
+
+    def on_writable(self, wsi: Wsi) -> None:
+        """The fd is writable: flush the buffer, then RAW_WRITEABLE if it was asked for."""
+        if wsi._tx and not wsi._flush():
+            return
+        if wsi.state is WsiState.CLOSING:  # the flush before close is done
+            wsi._close_now(wsi.close_reason or "closed")
+            return
+        if wsi._want_writable:
+            wsi._want_writable = False
+            wsi._call(self.writeable_reason)
+        wsi._update_events()
+
+    def send(self, wsi: Wsi, data: memoryview) -> int:
+        """Write what the fd takes now; raises BlockingIOError when it takes nothing."""
+        raise NotImplementedError
+
+    def close_fd(self, wsi: Wsi) -> None:
+        """Release the fd."""
+        raise NotImplementedError

@@ -1,0 +1,49 @@
+"""The raw file role: an adopted pollable fd: pipe, tty, char device (lws ``roles/raw-file``)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import TYPE_CHECKING
+
+from lwspy.core.protocol import Reason
+from lwspy.core.role import RX_CHUNK, RoleOps
+
+if TYPE_CHECKING:
+    from lwspy.core.wsi import Wsi
+
+__all__ = ["RAW_FILE", "RawFileRole"]
+
+
+class RawFileRole(RoleOps):
+    """Reads become RAW_RX_FILE; end of file closes the wsi with "end of file"."""
+
+    name = "raw_file"
+    rx_reason = Reason.RAW_RX_FILE
+    writeable_reason = Reason.RAW_WRITEABLE_FILE
+    close_reason = Reason.RAW_CLOSE_FILE
+    adopt_reason = Reason.RAW_ADOPT_FILE
+
+    def on_readable(self, wsi: Wsi) -> None:
+        try:
+            data = os.read(wsi.fd, RX_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            wsi._fail_io(e)
+            return
+        if data:
+            wsi._call(Reason.RAW_RX_FILE, data)
+        else:
+            wsi._rx_on = False
+            wsi.close("end of file")
+
+    def send(self, wsi: Wsi, data: memoryview) -> int:
+        return os.write(wsi.fd, data)
+
+    def close_fd(self, wsi: Wsi) -> None:
+        with contextlib.suppress(OSError):  # already closed behind our back
+            os.close(wsi.fd)
+
+
+RAW_FILE = RawFileRole()

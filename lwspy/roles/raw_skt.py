@@ -1,0 +1,56 @@
+"""The raw socket role: a connected stream socket, client or accepted (lws ``roles/raw-skt``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lwspy.core import client
+from lwspy.core.protocol import Reason
+from lwspy.core.role import RX_CHUNK, RoleOps
+from lwspy.core.wsi import WsiState
+
+if TYPE_CHECKING:
+    from lwspy.core.wsi import Wsi
+
+__all__ = ["RAW_SKT", "RawSktRole"]
+
+
+class RawSktRole(RoleOps):
+    """Reads become RAW_RX, the peer's end of stream closes with "peer closed"."""
+
+    name = "raw_skt"
+
+    def on_readable(self, wsi: Wsi) -> None:
+        sock = wsi.sock
+        assert sock is not None
+        try:
+            data = sock.recv(RX_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            wsi._fail_io(e)
+            return
+        if data:
+            wsi._call(Reason.RAW_RX, data)
+        else:
+            # Half-close: nothing more will come; what we still owe the peer is flushed.
+            wsi._rx_on = False
+            wsi.close("peer closed")
+
+    def on_writable(self, wsi: Wsi) -> None:
+        if wsi.state is WsiState.CONNECTING:
+            client.connect_finished(wsi)
+            return
+        RoleOps.on_writable(self, wsi)
+
+    def send(self, wsi: Wsi, data: memoryview) -> int:
+        sock = wsi.sock
+        assert sock is not None
+        return sock.send(data)
+
+    def close_fd(self, wsi: Wsi) -> None:
+        if wsi.sock is not None:
+            wsi.sock.close()
+
+
+RAW_SKT = RawSktRole()
