@@ -65,6 +65,7 @@ def _demo(clients: int, size: int, out: TextIO) -> int:
     ]
     with Context(protocols=protocols, connect_timeout_secs=5) as ctx:
         vh = ctx.create_vhost("default", port=0, iface="127.0.0.1")
+        assert vh.port is not None
         say(f"lwspy {__version__}: echo server listening on 127.0.0.1:{vh.port}")
         for _ in range(clients):
             ctx.connect("127.0.0.1", vh.port, protocol="echo-client")
