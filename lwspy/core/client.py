@@ -180,6 +180,7 @@ def connect_finished(wsi: Wsi) -> None:
     wsi._rx_on = True
     wsi._announced = True
     wsi._update_events()
+    wsi.ctx._established(wsi)
     wsi._call(Reason.RAW_CONNECTED)
 
 

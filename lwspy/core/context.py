@@ -10,6 +10,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+from typing import Protocol as Protocol_
 
 from lwspy.core import client
 from lwspy.core.log import log
@@ -25,7 +26,18 @@ from lwspy.roles.pipe import PIPE
 from lwspy.roles.raw_file import RAW_FILE
 from lwspy.roles.raw_skt import RAW_SKT
 
-__all__ = ["CallbackErrorHandler", "Context"]
+__all__ = ["CallbackErrorHandler", "Context", "RouteWatcher"]
+
+
+class RouteWatcher(Protocol_):
+    """What the netlink role offers the core: index connections by the route they use."""
+
+    def track(self, wsi: Wsi) -> None:
+        """A connection with a peer is established."""
+
+    def untrack(self, wsi: Wsi) -> None:
+        """A tracked connection closed."""
+
 
 CallbackErrorHandler = Callable[["Wsi | None", "Reason | None", BaseException], None]
 """``on_callback_error(wsi, reason, exc)``: told of every exception a callback raised."""
@@ -109,6 +121,7 @@ class Context:
         self._in_service = False
         self._destroying = False
         self._destroyed = False
+        self._netlink: RouteWatcher | None = None
         self.pt = Pt(clock)
         self.vhosts: dict[str, Vhost] = {}
         wake = Wsi(self, PIPE, None, _INTERNAL, fd=self.pt.wake_r)
@@ -499,6 +512,8 @@ class Context:
             return wsi
         wsi._rx_on = True
         wsi._announced = True
+        if wsi.peer is not None:
+            self._established(wsi)
         wsi._call(wsi.role.adopt_reason)
         wsi._update_events()
         return wsi
@@ -511,8 +526,15 @@ class Context:
             return False
         return True
 
+    def _established(self, wsi: Wsi) -> None:
+        """A connection with a peer is up: let the route watcher index it."""
+        if self._netlink is not None:
+            self._netlink.track(wsi)
+
     def _wsi_closed(self, wsi: Wsi) -> None:
         self._wsis.pop(wsi, None)
+        if self._netlink is not None:
+            self._netlink.untrack(wsi)
         if self._paused_vhosts and not self._destroying:
             for vh in list(self._paused_vhosts):  # an fd was freed: try accept() again
                 vh._resume_accept()

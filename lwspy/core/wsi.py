@@ -74,6 +74,7 @@ class Wsi:
         "_announced",
         "_client",
         "_events",
+        "_route_id",
         "_rx_on",
         "_timeout",
         "_timeout_reason",
@@ -130,6 +131,7 @@ class Wsi:
         self._timeout: Sul | None = None
         self._timeout_reason = "timeout"
         self._client: ClientConnect | None = None
+        self._route_id: int | None = None  # the route the netlink role indexed this wsi by
 
     def __repr__(self) -> str:
         return (
