@@ -329,10 +329,12 @@ class Wsi:
         self.role.close_fd(self)
         if log.isEnabledFor(10):
             log.debug("close %r: %s", self, self.close_reason)
-        if not self.role.internal:
-            if self._announced:
-                self._call(self.role.close_reason)
-            elif self.is_client and prev <= WsiState.CONNECTING:
-                self._call(Reason.CLIENT_CONNECTION_ERROR, self.close_reason)
-            self._call(Reason.WSI_DESTROY)
-        self.ctx._wsi_closed(self)
+        try:
+            if not self.role.internal:
+                if self._announced:
+                    self._call(self.role.close_reason)
+                elif self.is_client and prev <= WsiState.CONNECTING:
+                    self._call(Reason.CLIENT_CONNECTION_ERROR, self.close_reason)
+                self._call(Reason.WSI_DESTROY)
+        finally:  # even when on_callback_error re-raised: a closed wsi must not stay listed
+            self.ctx._wsi_closed(self)
