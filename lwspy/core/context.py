@@ -206,6 +206,8 @@ class Context:
             events = pt.sel.select(timeout)
             for key, mask in events:
                 wsi = key.data
+                if wsi.state is WsiState.CLOSED:
+                    continue  # closed by an earlier callback of this pass; its fd may be reused
                 if mask & EV_READ:
                     wsi.role.on_readable(wsi)
                     if mask & EV_WRITE and wsi.state is not WsiState.CLOSED:
