@@ -128,7 +128,12 @@ class Context:
         wake.state = WsiState.ESTABLISHED
         self.pt.add(wake, EV_READ)
         self._wake_wsi = wake
-        self._add_vhost(Vhost(self, "default", list(protos), protos[0] if protos else None))
+        try:
+            self._add_vhost(Vhost(self, "default", list(protos), protos[0] if protos else None))
+        except BaseException:  # on_callback_error re-raised from PROTOCOL_INIT: free our fds
+            self.pt.close()
+            self._destroyed = True
+            raise
 
     # -- lifetime ------------------------------------------------------------------------
 
