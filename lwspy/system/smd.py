@@ -279,14 +279,17 @@ class Smd:
                 self._routes[member] = route
         return route
 
-    def post(self, cls: SmdClass | int, payload: bytes | str | dict[str, Any]) -> bool:
+    def post(
+        self, cls: SmdClass | int, payload: bytes | bytearray | memoryview | str | dict[str, Any]
+    ) -> bool:
         """Queue a message for the peers listening to ``cls``; True when it was queued.
 
-        ``payload`` is bytes, a str (sent as UTF-8) or a JSON-able dict (sent as compact
-        JSON); at most :data:`MAX_PAYLOAD` bytes once encoded. Bad arguments raise
-        (TypeError, ValueError) before anything else is looked at. Returns False when no
-        registered peer listens to ``cls`` (nothing is queued) or when ``queue_depth``
-        messages are already waiting (counted in ``stats.dropped_full``).
+        ``payload`` is bytes (a bytearray or memoryview is copied), a str (sent as UTF-8)
+        or a JSON-able dict (sent as compact JSON); at most :data:`MAX_PAYLOAD` bytes once
+        encoded. Bad arguments raise (TypeError, ValueError) before anything else is looked
+        at. Returns False when no registered peer listens to ``cls`` (nothing is queued) or
+        when ``queue_depth`` messages are already waiting (counted in
+        ``stats.dropped_full``).
 
         Thread-safe; the messages of one thread are delivered in the order it posted them.
 
