@@ -9,6 +9,8 @@ from lwspy.core.sul import Sul
 from lwspy.core.vhost import Vhost
 from lwspy.core.wsi import Wsi, WsiState
 from lwspy.net.cao import Cao, CaoResult, Conmon
+from lwspy.system.smd import Smd, SmdClass, SmdPeer, SmdStats
+from lwspy.system.state import LwsSystem, SystemState
 
 __all__ = [
     "Callback",
@@ -17,9 +19,15 @@ __all__ = [
     "CaoResult",
     "Conmon",
     "Context",
+    "LwsSystem",
     "Protocol",
     "Reason",
+    "Smd",
+    "SmdClass",
+    "SmdPeer",
+    "SmdStats",
     "Sul",
+    "SystemState",
     "Vhost",
     "Wsi",
     "WsiState",

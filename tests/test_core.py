@@ -260,6 +260,8 @@ def test_sul_rejects_bad_delays(clock: FakeClock) -> None:
 def test_many_reschedules_keep_the_heap_small(clock: FakeClock) -> None:
     fired: list[int] = []
     with Context(clock=clock) as ctx:
+        ctx.service(0)  # the boot timer (system state to OPERATIONAL) fires
+        assert len(ctx.pt.suls) == 0
         suls = [ctx.sul(lambda i=i: fired.append(i)) for i in range(10)]
         for rnd in range(200):
             for i, s in enumerate(suls):

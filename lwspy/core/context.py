@@ -25,6 +25,8 @@ from lwspy.roles.listen import LISTEN
 from lwspy.roles.pipe import PIPE
 from lwspy.roles.raw_file import RAW_FILE
 from lwspy.roles.raw_skt import RAW_SKT
+from lwspy.system.smd import Smd
+from lwspy.system.state import LwsSystem, SystemState
 
 __all__ = ["CallbackErrorHandler", "Context", "RouteWatcher"]
 
@@ -88,6 +90,8 @@ class Context:
         *,
         protocols: Iterable[Protocol] = (),
         hosts_file: str | os.PathLike[str] = "/etc/hosts",
+        smd_queue_depth: int = 40,
+        smd_ttl: float = 2.0,
         timeout_secs: float = 15,
         connect_timeout_secs: float = 20,
         on_callback_error: CallbackErrorHandler | None = None,
@@ -122,7 +126,13 @@ class Context:
         self._destroying = False
         self._destroyed = False
         self._netlink: RouteWatcher | None = None
+        self.smd = Smd(queue_depth=smd_queue_depth, ttl=smd_ttl, clock=clock, wake=self._wake)
+        self.system = LwsSystem(self.smd.post)
         self.pt = Pt(clock)
+        # lws steps a new context to OPERATIONAL from its first service passes; a role that
+        # needs time (netlink cold plug) holds the machine with a notifier until it is ready.
+        self._boot = Sul(self.pt.suls, lambda: self.system.transition(SystemState.OPERATIONAL))
+        self._boot.schedule(0)
         self.vhosts: dict[str, Vhost] = {}
         wake = Wsi(self, PIPE, None, _INTERNAL, fd=self.pt.wake_r)
         wake.state = WsiState.ESTABLISHED
@@ -161,6 +171,8 @@ class Context:
             return
         self._destroying = True
         try:
+            self._boot.cancel()
+            self.system.transition(SystemState.CONTEXT_DESTROYING)
             while self._wsis:
                 next(iter(self._wsis))._close_now("context destroyed")
             for vh in self.vhosts.values():
@@ -174,6 +186,10 @@ class Context:
             self._wake_wsi._close_now("context destroyed")
             self.pt.close()
             self._destroyed = True
+
+    def _wake(self) -> None:
+        if not self._destroyed:
+            self.pt.wake()
 
     def _check_alive(self) -> None:
         if self._destroyed or self._destroying:
@@ -204,7 +220,8 @@ class Context:
             wait = max(0.0, due - self._clock())
             if timeout is None or wait < timeout:
                 timeout = wait
-        if self._stopping:
+        smd = self.smd
+        if self._stopping or smd.pending:
             timeout = 0.0
         self._in_service = True
         try:
@@ -219,7 +236,10 @@ class Context:
                         wsi.role.on_writable(wsi)
                 elif wsi.state is not WsiState.CLOSED:
                     wsi.role.on_writable(wsi)
-            return len(events) + pt.suls.run_due(self._clock(), self._run_sul)
+            n = len(events) + pt.suls.run_due(self._clock(), self._run_sul)
+            if smd.pending:
+                n += smd.service()
+            return n
         finally:
             self._in_service = False
 
@@ -233,8 +253,7 @@ class Context:
     def stop(self) -> None:
         """Make ``run()`` return after the current pass."""
         self._stopping = True
-        if not self._destroyed:
-            self.pt.wake()
+        self._wake()
 
     def cancel_service(self) -> None:
         """Wake the loop from any thread; every protocol gets EVENT_WAIT_CANCELLED.
@@ -242,8 +261,7 @@ class Context:
         This and ``smd.post`` are the only calls safe from another thread.
         """
         self._cancel_pending = True
-        if not self._destroyed:
-            self.pt.wake()
+        self._wake()
 
     def _woken(self) -> None:
         if self._cancel_pending:

@@ -66,8 +66,10 @@ class Pt:
 
     def wake(self) -> None:
         """Make a sleeping ``select`` return; safe from any thread."""
-        with contextlib.suppress(OSError):  # already awake (counter or pipe full), or closing
-            os.write(self.wake_w, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        fd = self.wake_w
+        if fd >= 0:
+            with contextlib.suppress(OSError):  # already awake (counter or pipe full)
+                os.write(fd, b"\x01\x00\x00\x00\x00\x00\x00\x00")
 
     def drain_wake(self) -> None:
         """Consume the wake-ups that made the fd readable."""
@@ -79,8 +81,10 @@ class Pt:
             pass
 
     def close(self) -> None:
-        """Release the selector and the wake fd(s)."""
+        """Release the selector and the wake fd(s); later wake-ups do nothing."""
         self.sel.close()
-        os.close(self.wake_r)
-        if self.wake_w != self.wake_r:  # pragma: no cover - pipe fallback
-            os.close(self.wake_w)
+        wake_r, wake_w = self.wake_r, self.wake_w
+        self.wake_r = self.wake_w = -1  # a late post from another thread must not hit a reused fd
+        os.close(wake_r)
+        if wake_w != wake_r:  # pragma: no cover - pipe fallback
+            os.close(wake_w)
