@@ -84,7 +84,7 @@ def floor(rounds: int, batch: int) -> int:
 def blinker_run() -> Callable[[int, int], int] | None:
     """blinker's ``Signal.send`` to one receiver, or None when blinker is missing."""
     try:
-        import blinker
+        import blinker  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         return None
     signal = blinker.Signal()
