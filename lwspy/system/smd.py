@@ -71,10 +71,8 @@ class SmdClass(enum.IntFlag):
     """Metrics reports."""
 
 
-_SYSTEM_BITS = 0
-for _member in SmdClass:
-    _SYSTEM_BITS |= _member.value
-_RESERVED_BITS = (USER_BASE - 1) & ~_SYSTEM_BITS
+_SYSTEM_BITS = sum(member.value for member in SmdClass)  # distinct single bits
+_RESERVED_BITS = (USER_BASE - 1) & ~_SYSTEM_BITS  # bits 4 to 23: lws's future system classes
 
 
 @dataclass(slots=True)
