@@ -1173,3 +1173,60 @@ def test_outcome_is_never_delivered_inside_connect_even_after_service_ran(
             [Reason.CLIENT_CONNECTION_ERROR],
             [Reason.CLIENT_CONNECTION_ERROR],
         ]
+
+
+def test_wsi_destroy_only_follows_a_delivered_wsi_create() -> None:
+    def factory() -> dict[str, int]:
+        raise LookupError("no session slot")
+
+    rec = Recorder("p")
+    proto = Protocol("p", rec, user_factory=factory)
+    with closed_port() as refused, Context(protocols=[proto]) as ctx:
+        c = ctx.connect(LOOP4, refused.getsockname()[1], protocol="p")
+        service_until(ctx, lambda: c.state is WsiState.CLOSED)
+        assert rec.reasons(c) == [Reason.CLIENT_CONNECTION_ERROR]
+
+
+def test_a_connect_pending_at_destroy_carries_its_user() -> None:
+    users: list[object] = []
+
+    def cb(wsi: Wsi | None, reason: Reason, user: Any, data: Any) -> int:
+        if reason is Reason.CLIENT_CONNECTION_ERROR:
+            users.append((user, data))
+        return 0
+
+    proto = Protocol("p", cb, user_factory=lambda: {"id": 7})
+    with closed_port() as refused, Context(protocols=[proto]) as ctx:
+        ctx.connect(LOOP4, refused.getsockname()[1], protocol="p")
+    assert users == [({"id": 7}, "context destroyed")]
+
+
+def test_destroy_closes_every_fd_even_when_on_callback_error_reraises() -> None:
+    before = open_fds()
+
+    def reraise(wsi: Wsi | None, reason: Reason | None, exc: BaseException) -> None:
+        raise exc
+
+    def boom(wsi: Wsi | None, reason: Reason, user: Any, data: Any) -> int:
+        if reason is Reason.RAW_CLOSE:
+            raise RuntimeError("close callback failed")
+        return 0
+
+    ctx = Context(protocols=[Protocol("p", boom)], on_callback_error=reraise)
+    pairs = [socket.socketpair() for _ in range(3)]
+    wsis = [ctx.adopt_socket(b) for _, b in pairs]
+    with pytest.raises(RuntimeError, match="close callback failed"):
+        ctx.destroy()
+    assert ctx.destroyed and all(w.state is WsiState.CLOSED for w in wsis)
+    for a, _ in pairs:
+        a.close()
+    assert open_fds() == before
+
+
+def test_adopting_the_selectors_own_fd_is_a_value_error() -> None:
+    rec = Recorder("p")
+    with Context(protocols=[rec.protocol]) as ctx:
+        fd = ctx.pt.sel.fileno()  # type: ignore[attr-defined]
+        with pytest.raises(ValueError, match="cannot be polled"):
+            ctx.adopt_file(fd)
+        assert fd not in ctx.pt.fds

@@ -46,7 +46,16 @@ def literal_address(host: str) -> str | None:
 class ClientConnect:
     """What a client wsi is connecting to, and the timers of that connect."""
 
-    __slots__ = ("host", "iface", "port", "start_sul", "started", "timeout_sul", "want_conmon")
+    __slots__ = (
+        "host",
+        "iface",
+        "port",
+        "start_sul",
+        "started",
+        "timeout_sul",
+        "user_error",
+        "want_conmon",
+    )
 
     def __init__(self, wsi: Wsi, host: str, port: int, iface: str | None, conmon: bool) -> None:
         suls = wsi.ctx.pt.suls
@@ -54,6 +63,7 @@ class ClientConnect:
         self.port = port
         self.iface = iface
         self.want_conmon = conmon
+        self.user_error: Exception | None = None
         self.started = suls.clock()
         self.start_sul = Sul(suls, lambda: _start(wsi))
         self.timeout_sul = Sul(suls, lambda: _fail(wsi, errno.ETIMEDOUT, "timed out"))
@@ -91,8 +101,10 @@ def _start(wsi: Wsi) -> None:
     assert cc is not None
     if cc.want_conmon:
         wsi.conmon = Conmon()
-    if not wsi.ctx._make_user(wsi):
+    if cc.user_error is not None:  # user_factory raised inside connect(): report it here
+        wsi.ctx._callback_failed(wsi, Reason.WSI_CREATE, cc.user_error)
         return
+    wsi._created = True
     wsi._call(Reason.WSI_CREATE)
     if _state(wsi) is not WsiState.PENDING:  # the callback closed it
         return

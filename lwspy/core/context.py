@@ -173,19 +173,31 @@ class Context:
         try:
             self._boot.cancel()
             self.system.transition(SystemState.CONTEXT_DESTROYING)
+            # Every step runs even if on_callback_error re-raises; the first error is
+            # raised once every fd is closed.
+            errors: list[BaseException] = []
             while self._wsis:
-                next(iter(self._wsis))._close_now("context destroyed")
+                self._keep_going(errors, next(iter(self._wsis))._close_now, "context destroyed")
             for vh in self.vhosts.values():
                 if vh._backoff_sul is not None:
                     vh._backoff_sul.cancel()
                 if vh.listener is not None:
                     vh.listener._close_now("context destroyed")
                 for p in vh.protocols:
-                    self._call_protocol(p, Reason.PROTOCOL_DESTROY)
+                    self._keep_going(errors, self._call_protocol, p, Reason.PROTOCOL_DESTROY)
         finally:
             self._wake_wsi._close_now("context destroyed")
             self.pt.close()
             self._destroyed = True
+        if errors:
+            raise errors[0]
+
+    @staticmethod
+    def _keep_going(errors: list[BaseException], fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:
+            errors.append(exc)
 
     def _wake(self) -> None:
         if not self._destroyed:
@@ -448,7 +460,12 @@ class Context:
         wsi = Wsi(self, RAW_SKT, vh, proto)
         wsi.is_client = True
         self._wsis[wsi] = None
-        wsi._client = client.ClientConnect(wsi, host, port, iface, conmon)
+        cc = client.ClientConnect(wsi, host, port, iface, conmon)
+        wsi._client = cc
+        try:  # the user exists from the start, so even "context destroyed" carries it
+            wsi.user = proto.user_factory()
+        except Exception as exc:  # reported from the loop, like every connect outcome
+            cc.user_error = exc
         return wsi
 
     def adopt_socket(
@@ -502,6 +519,8 @@ class Context:
             self.pt.add(wsi, EV_READ)
         except PermissionError:
             raise ValueError(f"fd {fd} cannot be polled (a regular file?)") from None
+        except OSError as e:  # e.g. the selector's own fd
+            raise ValueError(f"fd {fd} cannot be polled: {e.strerror}") from None
         os.set_blocking(fd, False)
         return self._adopted(wsi)
 
@@ -530,8 +549,12 @@ class Context:
     def _adopted(self, wsi: Wsi) -> Wsi:
         wsi.state = WsiState.ESTABLISHED
         self._wsis[wsi] = None
-        if not self._make_user(wsi):
+        try:
+            wsi.user = wsi.protocol.user_factory()
+        except Exception as exc:
+            self._callback_failed(wsi, Reason.WSI_CREATE, exc)
             return wsi
+        wsi._created = True
         wsi._call(Reason.WSI_CREATE)
         if wsi.state is not WsiState.ESTABLISHED:
             return wsi
@@ -542,14 +565,6 @@ class Context:
         wsi._call(wsi.role.adopt_reason)
         wsi._update_events()
         return wsi
-
-    def _make_user(self, wsi: Wsi) -> bool:
-        try:
-            wsi.user = wsi.protocol.user_factory()
-        except Exception as exc:
-            self._callback_failed(wsi, Reason.WSI_CREATE, exc)
-            return False
-        return True
 
     def _established(self, wsi: Wsi) -> None:
         """A connection with a peer is up: let the route watcher index it."""

@@ -73,6 +73,7 @@ class Wsi:
         "__weakref__",
         "_announced",
         "_client",
+        "_created",
         "_events",
         "_route_id",
         "_rx_on",
@@ -127,6 +128,7 @@ class Wsi:
         self._rx_on = False
         self._want_writable = False
         self._announced = False  # RAW_CONNECTED / RAW_ADOPT was delivered: RAW_CLOSE is owed
+        self._created = False  # WSI_CREATE was delivered: WSI_DESTROY is owed
         self._timer: Sul | None = None
         self._timeout: Sul | None = None
         self._timeout_reason = "timeout"
@@ -335,6 +337,7 @@ class Wsi:
                     self._call(self.role.close_reason)
                 elif self.is_client and prev <= WsiState.CONNECTING:
                     self._call(Reason.CLIENT_CONNECTION_ERROR, self.close_reason)
-                self._call(Reason.WSI_DESTROY)
+                if self._created:
+                    self._call(Reason.WSI_DESTROY)
         finally:  # even when on_callback_error re-raised: a closed wsi must not stay listed
             self.ctx._wsi_closed(self)

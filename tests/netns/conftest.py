@@ -1,0 +1,172 @@
+"""The namespace lab: private network namespaces made by the tests themselves.
+
+Two namespaces joined by a veth pair, documentation addresses only:
+
+    ns "a" (lwspy under test)              ns "b" (gateway and peer)
+    va 198.51.100.1/24, 2001:db8:1::1/64 -- vb 198.51.100.2/24, 2001:db8:1::2/64
+    203.0.113.0/24 via 198.51.100.2         lo 203.0.113.1/32, 2001:db8:2::1/128
+    2001:db8:2::/64 via 2001:db8:1::2       forwarding on
+
+The test thread enters a namespace with setns(2) for as long as it creates sockets
+there: a socket stays in the namespace it was made in. Where namespaces cannot be made
+the tests skip with the reason, unless LWSPY_REQUIRE_NETNS=1 (CI), where they fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def _why_no_netns() -> str | None:
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    if shutil.which("ip") is None:
+        return "iproute2 (ip) is not installed"
+    name = f"lwspy-probe-{os.getpid()}"
+    r = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        return f"ip netns add failed: {r.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+    return None
+
+
+_WHY = _why_no_netns()
+
+
+def require_netns() -> None:
+    """Skip (or, under LWSPY_REQUIRE_NETNS=1, fail) when namespaces cannot be made."""
+    if _WHY is not None:
+        if os.environ.get("LWSPY_REQUIRE_NETNS") == "1":
+            pytest.fail(f"LWSPY_REQUIRE_NETNS=1 but {_WHY}")
+        pytest.skip(_WHY)
+
+
+class Lab:
+    """Two namespaces "a" and "b" joined by a veth pair; see the module docstring."""
+
+    A_ADDR = "198.51.100.1"
+    B_ADDR = "198.51.100.2"
+    PEER = "203.0.113.1"
+    A_ADDR6 = "2001:db8:1::1"
+    B_ADDR6 = "2001:db8:1::2"
+    PEER6 = "2001:db8:2::1"
+
+    def __init__(self) -> None:
+        tag = f"{os.getpid()}"
+        self.ns = {"a": f"lwspy{tag}a", "b": f"lwspy{tag}b"}
+        self._home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        self._fds: dict[str, int] = {}
+
+    def ip(self, ns: str, *args: str, check: bool = True) -> str:
+        """Run ``ip -n <ns> args...``; returns its stdout."""
+        r = subprocess.run(
+            ["ip", "-n", self.ns[ns], *args], capture_output=True, text=True, check=False
+        )
+        if check and r.returncode != 0:
+            raise RuntimeError(f"ip -n {ns} {' '.join(args)}: {r.stderr.strip()}")
+        return r.stdout
+
+    def sysctl(self, ns: str, key: str, value: str) -> None:
+        subprocess.run(
+            ["ip", "netns", "exec", self.ns[ns], "sysctl", "-qw", f"{key}={value}"], check=True
+        )
+
+    def build(self) -> None:
+        for name in self.ns.values():
+            subprocess.run(["ip", "netns", "add", name], check=True)
+        for key, name in self.ns.items():
+            self._fds[key] = os.open(f"/run/netns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+        a, b = self.ns["a"], self.ns["b"]
+        subprocess.run(
+            [
+                "ip",
+                "link",
+                "add",
+                "va",
+                "netns",
+                a,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "vb",
+                "netns",
+                b,
+            ],
+            check=True,
+        )
+        self.sysctl("b", "net.ipv4.ip_forward", "1")
+        self.sysctl("b", "net.ipv6.conf.all.forwarding", "1")
+        for ns, dev, v4, v6 in (
+            ("a", "va", self.A_ADDR, self.A_ADDR6),
+            ("b", "vb", self.B_ADDR, self.B_ADDR6),
+        ):
+            self.ip(ns, "link", "set", "lo", "up")
+            self.ip(ns, "addr", "add", f"{v4}/24", "dev", dev)
+            self.ip(ns, "addr", "add", f"{v6}/64", "dev", dev, "nodad")
+            self.ip(ns, "link", "set", dev, "up")
+        self.ip("b", "addr", "add", f"{self.PEER}/32", "dev", "lo")
+        self.ip("b", "addr", "add", f"{self.PEER6}/128", "dev", "lo")
+        self.ip("a", "route", "add", "203.0.113.0/24", "via", self.B_ADDR)
+        self.ip("a", "route", "add", "2001:db8:2::/64", "via", self.B_ADDR6)
+
+    @contextlib.contextmanager
+    def inside(self, ns: str) -> Iterator[None]:
+        """Run the block with this thread in namespace ``ns``; sockets made there stay there."""
+        _setns(self._fds[ns])
+        try:
+            yield
+        finally:
+            _setns(self._home)
+
+    def enter(self, ns: str) -> None:
+        _setns(self._fds[ns])
+
+    def leave(self) -> None:
+        _setns(self._home)
+
+    def routes(self, ns: str = "a") -> set[str]:
+        """``ip route show table all`` of table main and local, normalised, as a set."""
+        out: set[str] = set()
+        for fam in ("-4", "-6"):
+            text = self.ip(ns, fam, "route", "show", "table", "all")
+            for line in text.splitlines():
+                out.add(" ".join(line.split()))
+        return out
+
+    def destroy(self) -> None:
+        self.leave()
+        for fd in self._fds.values():
+            os.close(fd)
+        os.close(self._home)
+        for name in self.ns.values():
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    require_netns()
+    lab = Lab()
+    try:
+        lab.build()
+        lab.enter("a")
+        yield lab
+    finally:
+        lab.destroy()
