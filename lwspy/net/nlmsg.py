@@ -577,7 +577,7 @@ class _Shape:
                 return map(and_, repeat(first, m), map(masks.__getitem__, dst_len))
             words = array(_U32_CODE)
             words.frombytes(raw)
-            if _LITTLE_ENDIAN:
+            if _LITTLE_ENDIAN:  # pragma: no branch (the test hosts are little-endian)
                 words.byteswap()
             nums: Iterable[int] = words.tolist()
         else:

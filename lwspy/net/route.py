@@ -113,26 +113,26 @@ class _Fib:
         self.lens: list[int] | None = []  # prefix lengths present, longest first; None: stale
 
     def sorted_lens(self) -> list[int]:
-        """The prefix lengths present, longest first (cached until one comes or goes)."""
-        lens = self.lens
-        if lens is None:
-            lens = self.lens = sorted(self.nets, reverse=True)
+        """The prefix lengths present, longest first (cached in ``lens`` until one comes
+        or goes)."""
+        lens = self.lens = sorted(self.nets, reverse=True)
         return lens
 
     def put(self, route: Route, bucket: Bucket) -> None:
-        """Set the bucket of ``route``'s prefix (dropping it, and its length, if empty)."""
-        nets = self.nets.get(route.dst_len)
-        if nets is None:
-            if not bucket:
-                return
-            nets = self.nets[route.dst_len] = {}
-            self.lens = None
+        """Set the bucket of ``route``'s prefix; an empty one drops the prefix (which must
+        be there), and its length if that was the last."""
+        plen = route.dst_len
         if bucket:
+            nets = self.nets.get(plen)
+            if nets is None:
+                nets = self.nets[plen] = {}
+                self.lens = None
             nets[route.dst_num] = bucket[0] if len(bucket) == 1 else bucket
         else:
-            nets.pop(route.dst_num, None)
+            nets = self.nets[plen]
+            del nets[route.dst_num]
             if not nets:
-                del self.nets[route.dst_len]
+                del self.nets[plen]
                 self.lens = None
 
     def bucket(self, route: Route) -> Bucket:

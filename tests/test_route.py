@@ -1,0 +1,546 @@
+"""lwspy.net.route: longest-prefix match, route identity, and what netlink changes.
+
+Only documentation addresses: 198.51.100.0/24, 203.0.113.0/24, 198.18.0.0/15 and
+2001:db8::/32.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lwspy.net.nlmsg import (
+    AF_INET,
+    AF_INET6,
+    NLM_F_APPEND,
+    NLM_F_CREATE,
+    NLM_F_MULTI,
+    NLM_F_REPLACE,
+    RT_TABLE_LOCAL,
+    RT_TABLE_MAIN,
+    RTM_DELROUTE,
+    RTM_F_CLONED,
+    RTM_GETROUTE,
+    RTM_NEWROUTE,
+    RTN_BLACKHOLE,
+    RTN_LOCAL,
+    RTN_PROHIBIT,
+    RTN_THROW,
+    RTN_UNICAST,
+    RTN_UNREACHABLE,
+    DoneMsg,
+    Route,
+    RouteMsg,
+    next_route_id,
+)
+from lwspy.net.route import RouteChange, RouteDiff, RouteTable
+
+V4_NETS = [ipaddress.ip_network(n) for n in ("198.51.100.0/24", "203.0.113.0/24", "198.18.0.0/15")]
+V6_NET = ipaddress.ip_network("2001:db8::/32")
+
+
+def rt(
+    dst: str = "198.51.100.0/24",
+    *,
+    gateway: str | None = None,
+    oif: int | None = 2,
+    priority: int = 0,
+    table: int = RT_TABLE_MAIN,
+    rtype: int = RTN_UNICAST,
+    prefsrc: str | None = None,
+    tos: int = 0,
+    src: str | None = None,
+    src_len: int = 0,
+    nexthops: tuple[tuple[str | None, int], ...] = (),
+    protocol: int = 4,
+    scope: int = 0,
+    rtm_flags: int = 0,
+) -> Route:
+    """A route as the decoder would make it (a fresh id each time)."""
+    net = ipaddress.ip_network(dst)
+    family = AF_INET if net.version == 4 else AF_INET6
+    return Route(
+        family,
+        int(net.network_address),
+        net.prefixlen,
+        table,
+        priority,
+        tos,
+        src,
+        src_len,
+        rtype,
+        gateway,
+        oif,
+        prefsrc,
+        protocol,
+        scope,
+        nexthops,
+        rtm_flags,
+        next_route_id(),
+    )
+
+
+def new(*routes: Route, nl_flags: int = NLM_F_CREATE) -> RouteMsg:
+    return RouteMsg(RTM_NEWROUTE, nl_flags, 0, 0, routes)
+
+
+def gone(*routes: Route) -> RouteMsg:
+    return RouteMsg(RTM_DELROUTE, 0, 0, 0, routes)
+
+
+def dump(*routes: Route) -> list[Any]:
+    return [RouteMsg(RTM_NEWROUTE, NLM_F_MULTI, 1, 0, routes), DoneMsg(1, 0, NLM_F_MULTI, 0)]
+
+
+def copy(route: Route, **changes: Any) -> Route:
+    """The same kernel route as a later message would carry it: same content, new id."""
+    return route._replace(id=next_route_id(), **changes)
+
+
+# -- lookup ------------------------------------------------------------------------------
+
+
+def test_longest_prefix_then_lowest_priority() -> None:
+    table = RouteTable()
+    default = rt("0.0.0.0/0", gateway="203.0.113.1")
+    wide = rt("198.51.100.0/24", priority=100)
+    wide_better = rt("198.51.100.0/24", priority=10)
+    narrow = rt("198.51.100.128/25", priority=500)
+    table.load(dump(default, wide, wide_better, narrow))
+    assert table.lookup("198.51.100.7") is wide_better
+    assert table.lookup("198.51.100.200") is narrow
+    assert table.lookup("203.0.113.9") is default
+    assert table.lookup("2001:db8::1") is None
+    assert len(table) == 4
+
+
+def test_lookup_accepts_strings_and_ipaddress_objects() -> None:
+    table = RouteTable()
+    v4 = rt("198.51.100.0/24")
+    v6 = rt("2001:db8::/32", oif=3)
+    table.load(dump(v4, v6))
+    assert table.lookup(ipaddress.IPv4Address("198.51.100.1")) is v4
+    assert table.lookup(ipaddress.IPv6Address("2001:db8::5")) is v6
+    assert table.lookup("2001:db8::5%eth0") is v6  # a zone is ignored
+    assert table.lookup("::ffff:198.51.100.9") is v4  # IPv4-mapped counts as IPv4
+    assert table.lookup(ipaddress.IPv6Address("::ffff:198.51.100.9")) is v4
+    assert table.routable("198.51.100.1")
+
+
+@pytest.mark.parametrize(
+    "bad", ["", "example.test", "198.51.100", "198.51.100.1/24", "2001:db8::g"]
+)
+def test_lookup_rejects_what_is_not_an_address(bad: str) -> None:
+    with pytest.raises(ValueError, match="not an IPv4 or IPv6 address"):
+        RouteTable().lookup(bad)
+
+
+def test_lookup_rejects_other_types() -> None:
+    with pytest.raises(TypeError, match="expected str or ipaddress address, got int"):
+        RouteTable().lookup(3325256705)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("rtype", [RTN_BLACKHOLE, RTN_UNREACHABLE, RTN_PROHIBIT, RTN_THROW])
+def test_blocking_route_types_match_but_are_not_routable(rtype: int) -> None:
+    table = RouteTable()
+    default = rt("0.0.0.0/0", gateway="203.0.113.1")
+    block = rt("198.51.100.0/24", rtype=rtype, oif=None)
+    table.load(dump(default, block))
+    assert table.lookup("198.51.100.1") is block
+    assert not table.routable("198.51.100.1")
+    assert table.routable("203.0.113.5")
+    assert not table.routable("2001:db8::1")  # no route at all
+
+
+def test_local_table_first_and_throw_goes_on_to_main() -> None:
+    table = RouteTable()
+    local = rt("198.51.100.1/32", table=RT_TABLE_LOCAL, rtype=RTN_LOCAL)
+    longer_in_main = rt("198.51.100.0/24")
+    table.load(dump(local, longer_in_main))
+    assert table.lookup("198.51.100.1") is local
+    # A throw in local moves on to main; a throw in main is the answer (not routable).
+    throw_local = rt("203.0.113.0/24", table=RT_TABLE_LOCAL, rtype=RTN_THROW, oif=None)
+    main = rt("203.0.113.0/25")
+    table.load(dump(throw_local, main))
+    assert table.lookup("203.0.113.1") is main
+    assert table.lookup("203.0.113.200") is throw_local
+    assert not table.routable("203.0.113.200")
+
+
+def test_other_tables_and_cloned_routes_are_ignored() -> None:
+    table = RouteTable()
+    other = rt("198.51.100.0/24", table=1000)
+    default_table = rt("203.0.113.0/24", table=253)
+    cloned = rt("2001:db8::1/128", rtm_flags=RTM_F_CLONED)
+    assert table.load(dump(other, default_table, cloned)) == 0
+    assert table.apply_route(new(other, default_table, cloned)) == []
+    assert table.apply_route(gone(other, cloned)) == []
+    assert table.add(other) is None
+    assert table.delete(cloned) is None
+    assert len(table) == 0 and table.generation == 0
+    assert table.lookup("198.51.100.1") is None
+
+
+def test_tos_and_source_specific_routes_do_not_serve_plain_lookups() -> None:
+    table = RouteTable()
+    plain = rt("198.51.100.0/24")
+    tos = rt("198.51.100.0/25", tos=0x10)
+    from_src = rt("2001:db8:1::/48", src="2001:db8:2::", src_len=48)
+    v6 = rt("2001:db8::/32")
+    table.load(dump(plain, tos, from_src, v6))
+    assert table.lookup("198.51.100.1") is plain
+    assert table.lookup("2001:db8:1::1") is v6
+    # Same prefix: the plain route is preferred whatever the metrics.
+    tos_same = rt("198.51.100.0/24", tos=0x10, priority=0)
+    table.add(tos_same)
+    table.add(copy(plain, priority=50))
+    assert table.lookup("198.51.100.1") is plain
+
+
+@st.composite
+def tables(draw: st.DrawFn) -> list[Route]:
+    """Random routes with distinct (table, prefix, metric) so insertion order is moot."""
+    routes = []
+    seen = set()
+    for _ in range(draw(st.integers(0, 40))):
+        v6 = draw(st.booleans())
+        if v6:
+            plen = draw(st.integers(32, 128))
+            addr = V6_NET.network_address + draw(st.integers(0, V6_NET.num_addresses - 1))
+        else:
+            net = draw(st.sampled_from(V4_NETS))
+            plen = draw(st.integers(net.prefixlen, 32))
+            addr = net.network_address + draw(st.integers(0, net.num_addresses - 1))
+        if draw(st.integers(0, 15)) == 0:
+            plen = 0
+        prefix = ipaddress.ip_network(f"{addr}/{plen}", strict=False)
+        which = draw(st.sampled_from([RT_TABLE_MAIN, RT_TABLE_MAIN, RT_TABLE_LOCAL, 1000]))
+        priority = draw(st.sampled_from([0, 10, 100, 1024]))
+        key = (which, str(prefix), priority)
+        if key in seen:
+            continue
+        seen.add(key)
+        rtype = draw(st.sampled_from([RTN_UNICAST] * 5 + [RTN_BLACKHOLE, RTN_THROW, RTN_LOCAL]))
+        routes.append(rt(str(prefix), table=which, priority=priority, rtype=rtype))
+    return routes
+
+
+def reference_lookup(routes: list[Route], addr: str) -> Route | None:
+    """Brute force: local then main, longest prefix, lowest metric; throw moves on."""
+    ip = ipaddress.ip_address(addr)
+    thrown = None
+    for which in (RT_TABLE_LOCAL, RT_TABLE_MAIN):
+        best = None
+        for route in routes:
+            if route.table != which or (route.family == AF_INET) != (ip.version == 4):
+                continue
+            net = ipaddress.ip_network(f"{route.dst}/{route.dst_len}")
+            if ip in net and (
+                best is None or (route.dst_len, -route.priority) > (best.dst_len, -best.priority)
+            ):
+                best = route
+        if best is not None:
+            if best.type != RTN_THROW:
+                return best
+            thrown = best
+    return thrown
+
+
+@given(tables(), st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=20), st.data())
+def test_lookup_matches_brute_force(
+    routes: list[Route], picks: list[int], data: st.DataObject
+) -> None:
+    table = RouteTable()
+    if data.draw(st.booleans()):
+        table.load(dump(*routes))
+    else:
+        for route in routes:
+            table.add(route)
+    assert len(table) == sum(r.table in (RT_TABLE_MAIN, RT_TABLE_LOCAL) for r in routes)
+    for pick in picks:
+        v4net = V4_NETS[pick % 3]
+        v4 = str(v4net.network_address + pick % v4net.num_addresses)
+        v6 = str(V6_NET.network_address + (pick * 0x9E3779B97F4A7C15) % V6_NET.num_addresses)
+        for addr in (v4, v6):
+            assert table.lookup(addr) is reference_lookup(routes, addr)
+    # Taking them out one by one keeps lookups right.
+    for i, route in enumerate(routes):
+        table.delete(copy(route))
+        left = routes[i + 1 :]
+        addr = v4 if route.family == AF_INET else v6
+        assert table.lookup(addr) is reference_lookup(left, addr)
+    assert len(table) == 0
+    assert list(table) == []
+
+
+# -- changes -----------------------------------------------------------------------------
+
+
+def test_add_delete_and_generation() -> None:
+    table = RouteTable()
+    route = rt("198.51.100.0/24", gateway="203.0.113.1")
+    assert table.generation == 0
+    [change] = table.apply_route(new(route))
+    assert change == RouteChange(added=route, removed=None)
+    assert table.generation == 1 and route in table and table.get(route.id) is route
+    # The same route again (a repeated notification, a re-dump) changes nothing.
+    assert table.apply_route(new(copy(route))) == []
+    assert table.add(copy(route, rtm_flags=0x10)) is None  # flags such as linkdown do not count
+    assert table.generation == 1 and table.get(route.id) is route
+    [change] = table.apply_route(gone(copy(route)))
+    assert change == RouteChange(added=None, removed=route)
+    assert table.generation == 2 and route not in table and table.get(route.id) is None
+    assert table.apply_route(gone(copy(route))) == []
+    assert table.delete(copy(route, priority=9)) is None
+    assert table.generation == 2
+    assert table.apply_route(RouteMsg(RTM_GETROUTE, 0, 0, 0, (route,))) == []
+    assert route not in table and "not a route" not in table
+    assert repr(table) == "<RouteTable 0 routes, generation 2>"
+
+
+def test_replace_gives_a_new_id() -> None:
+    table = RouteTable()
+    old = rt("198.51.100.0/24", gateway="203.0.113.1")
+    table.add(old)
+    newer = rt("198.51.100.0/24", gateway="203.0.113.2")
+    [change] = table.apply_route(new(newer, nl_flags=NLM_F_REPLACE | NLM_F_CREATE))
+    assert change == RouteChange(added=newer, removed=old)
+    assert newer.id != old.id
+    assert table.lookup("198.51.100.1") is newer
+    assert table.get(old.id) is None and table.get(newer.id) is newer
+    assert len(table) == 1
+
+
+def test_ipv6_same_key_replaces_even_without_the_flag() -> None:
+    table = RouteTable()
+    old = rt("2001:db8::/48", gateway="2001:db8::1", priority=1024)
+    table.add(old)
+    both = rt(
+        "2001:db8::/48",
+        priority=1024,
+        gateway="2001:db8::1",
+        oif=2,
+        nexthops=(("2001:db8::1", 2), ("2001:db8::2", 3)),
+    )
+    [change] = table.apply_route(new(both, nl_flags=NLM_F_CREATE | NLM_F_APPEND))
+    assert change == RouteChange(added=both, removed=old)
+    assert len(table) == 1
+    # Deleting one path of the multipath route leaves the other, under a new id.
+    [change] = table.apply_route(
+        gone(rt("2001:db8::/48", priority=1024, gateway="2001:db8::2", oif=3))
+    )
+    assert change.removed is both
+    left = change.added
+    assert left is not None and left.id not in (both.id, old.id)
+    assert (left.gateway, left.oif, left.nexthops) == ("2001:db8::1", 2, ())
+    assert table.lookup("2001:db8::9") is left
+    # Deleting the whole route by its content.
+    [change] = table.apply_route(gone(copy(left)))
+    assert change.removed is left and len(table) == 0
+    # A delete naming every path of a multipath route takes all of it, even if the rest
+    # of what it says is stale.
+    table.add(both)
+    [change] = table.apply_route(gone(copy(both, protocol=99)))
+    assert change == RouteChange(added=None, removed=both) and len(table) == 0
+
+
+def test_ipv4_aliases_append_prepend_and_replace_the_first() -> None:
+    table = RouteTable()
+    first = rt("198.51.100.0/24", gateway="203.0.113.1")
+    table.add(first, NLM_F_CREATE)
+    appended = rt("198.51.100.0/24", gateway="203.0.113.2")
+    table.add(appended, NLM_F_CREATE | NLM_F_APPEND)
+    prepended = rt("198.51.100.0/24", gateway="203.0.113.3")
+    table.add(prepended, NLM_F_CREATE)
+    assert len(table) == 3
+    assert table.lookup("198.51.100.1") is prepended
+    replacement = rt("198.51.100.0/24", gateway="203.0.113.4")
+    [change] = table.apply_route(new(replacement, nl_flags=NLM_F_CREATE | NLM_F_REPLACE))
+    assert change.removed is prepended and table.lookup("198.51.100.1") is replacement
+    # A delete names the alias by its content.
+    [change] = table.apply_route(gone(copy(appended)))
+    assert change.removed is appended
+    # Not an exact echo (the table is out of step): the first alias of that key goes.
+    [change] = table.apply_route(gone(copy(first, gateway="203.0.113.99")))
+    assert change.removed is replacement
+    assert list(table) == [first]
+    # A dump lists aliases in order: they stay in that order.
+    fresh = RouteTable()
+    a, b = rt("198.51.100.0/24", oif=5), rt("198.51.100.0/24", oif=6)
+    fresh.load(dump(a, b, rt("198.51.100.0/24", priority=5)))
+    assert fresh.lookup("198.51.100.1") is a
+    assert [r.oif for r in fresh] == [5, 6, 2]
+
+
+def test_metric_order_inside_a_prefix() -> None:
+    table = RouteTable()
+    worse, better, middle = (rt("198.51.100.0/24", priority=p) for p in (300, 100, 200))
+    for route in (worse, better, middle):
+        table.add(route)
+    assert table.lookup("198.51.100.1") is better
+    table.delete(copy(better))
+    assert table.lookup("198.51.100.1") is middle
+    table.delete(copy(middle))
+    assert table.lookup("198.51.100.1") is worse
+
+
+# -- what the kernel removes without telling ----------------------------------------------
+
+
+def test_drop_link() -> None:
+    table = RouteTable()
+    on2 = rt("198.51.100.0/24", oif=2)
+    on2_v6 = rt("2001:db8::/64", oif=2)
+    on3 = rt("203.0.113.0/24", oif=3)
+    local2 = rt("198.51.100.1/32", oif=2, table=RT_TABLE_LOCAL, rtype=RTN_LOCAL)
+    both = rt("198.18.0.0/15", nexthops=(("203.0.113.1", 2), ("198.51.100.1", 3)))
+    only2 = rt("198.18.0.0/16", nexthops=(("203.0.113.1", 2), ("203.0.113.2", 2)))
+    blackhole = rt("198.18.1.0/24", oif=None, rtype=RTN_BLACKHOLE)
+    table.load(dump(on2, on2_v6, on3, local2, both, only2, blackhole))
+    assert set(table.routes_via_link(2)) == {on2, on2_v6, local2, both, only2}
+    assert table.routes_via_link(9) == []
+    generation = table.generation
+    dropped = table.drop_link(2, family=AF_INET)
+    assert set(dropped) == {on2, local2, only2}
+    assert table.generation == generation + 1
+    assert set(table) == {on2_v6, on3, both, blackhole}
+    assert set(table.routes_via_link(2)) == {on2_v6, both}
+    assert table.drop_link(2) == [on2_v6]
+    assert table.drop_link(2) == []
+    assert table.generation == generation + 2
+    # The link index follows later changes.
+    later = rt("198.51.100.0/24", oif=2)
+    table.add(later)
+    assert table.routes_via_link(2) == [both, later]
+    table.delete(copy(later))
+    assert table.routes_via_link(2) == [both]
+    assert table.routes_via_link(3) == [on3, both]
+    table.delete(copy(on3))
+    table.delete(copy(both))
+    assert table.routes_via_link(3) == []
+
+
+def test_drop_prefsrc() -> None:
+    table = RouteTable()
+    connected = rt("198.51.100.0/24", prefsrc="198.51.100.7", scope=253)
+    other = rt("203.0.113.0/24", prefsrc="203.0.113.7")
+    table.load(dump(connected, other, rt("198.18.0.0/15")))
+    assert table.routes_with_prefsrc("198.51.100.7") == [connected]
+    assert table.drop_prefsrc("198.51.100.7") == [connected]
+    assert table.drop_prefsrc("198.51.100.7") == []
+    assert len(table) == 2
+    again = copy(connected)
+    table.add(again)
+    assert table.routes_with_prefsrc("198.51.100.7") == [again]
+    table.delete(copy(other))
+    assert table.routes_with_prefsrc("203.0.113.7") == []
+    host = rt("198.51.100.9/32", prefsrc="198.51.100.7")
+    table.add(host)
+    table.delete(copy(again))
+    assert table.routes_with_prefsrc("198.51.100.7") == [host]
+
+
+def test_get_finds_routes_by_id_after_changes() -> None:
+    table = RouteTable()
+    routes = [rt(f"198.51.100.{i}/32") for i in range(20)]
+    table.load(dump(*routes))
+    assert all(table.get(r.id) is r for r in routes)
+    extra = rt("203.0.113.0/24")
+    table.add(extra)
+    table.delete(copy(routes[0]))
+    assert table.get(extra.id) is extra and table.get(routes[0].id) is None
+    # With side indexes built, a dump goes the general way and keeps them right.
+    more = [rt(f"198.18.0.{i}/32") for i in range(20)]
+    table.load(dump(*more))
+    assert all(table.get(r.id) is r for r in more)
+
+
+# -- cold plug ---------------------------------------------------------------------------
+
+
+def test_load_counts_and_skips_what_is_not_a_new_route() -> None:
+    table = RouteTable()
+    routes = [rt(f"198.18.{i // 256}.{i % 256}/32", gateway="198.51.100.1") for i in range(600)]
+    records = [*dump(*routes[:300]), *dump(*routes[300:]), gone(routes[0])]
+    assert table.load(records) == 600
+    assert table.generation == 1 and len(table) == 600
+    assert table.lookup("198.18.1.7") is routes[263]
+    assert table.load(records) == 0  # all there already
+    assert table.generation == 1
+
+
+def test_load_batches_that_are_not_simple() -> None:
+    table = RouteTable()
+    mixed_tables = [
+        rt(f"198.51.100.{i}/32", table=RT_TABLE_LOCAL if i % 2 else 254) for i in range(10)
+    ]
+    with_clone = [rt(f"198.51.100.{i}/32") for i in range(10)]
+    with_clone[3] = rt("198.51.100.3/32", rtm_flags=RTM_F_CLONED)
+    other_table = [rt(f"203.0.113.{i}/32", table=7) for i in range(10)]
+    aliases = [rt(f"198.18.0.{i // 2}/32", oif=2 + i % 2) for i in range(10)]
+    assert table.load(dump(*mixed_tables)) == 10
+    table2 = RouteTable()
+    assert table2.load(dump(*with_clone)) == 9
+    assert table2.load(dump(*other_table)) == 0
+    assert table2.load(dump(*aliases)) == 10
+    assert len(table2) == 19
+    assert [r.oif for r in table2 if r.dst == "198.18.0.2"] == [2, 3]
+    # Some prefixes of a batch already present: the general path, nothing lost.
+    overlap = [rt(f"198.18.0.{i}/32", oif=9) for i in range(3, 13)]
+    assert table2.load(dump(*overlap)) == 10
+    assert len(table2) == 29
+
+
+# -- re-dump after ENOBUFS ---------------------------------------------------------------
+
+
+def test_snapshot_diff_and_resync() -> None:
+    live = RouteTable()
+    keep = rt("198.51.100.0/24", gateway="203.0.113.1")
+    lost = rt("203.0.113.0/24")
+    live.load(dump(keep, lost, rt("2001:db8::/64")))
+    snap = live.snapshot()
+    assert len(snap) == 3 and snap.generation == live.generation
+    assert snap.diff(live) == RouteDiff()
+    live.delete(copy(lost))
+    assert len(snap) == 3 and snap.lookup("203.0.113.1") is lost  # independent
+    fresh = RouteTable()
+    came = rt("198.18.0.0/15", oif=4)
+    fresh.load(dump(copy(keep), came, rt("2001:db8::/64")))
+    delta = snap.diff(fresh)
+    assert delta.added == [came] and delta.removed == [lost]
+    assert bool(delta) and not RouteDiff()
+    generation = snap.generation
+    assert snap.resync(fresh) == delta
+    assert snap.generation == generation + 1
+    assert snap.lookup("198.51.100.1") is keep  # unchanged routes keep their ids
+    assert snap.lookup("198.18.0.1") is came
+    assert snap.lookup("203.0.113.1") is None
+    assert snap.resync(fresh) == RouteDiff() and snap.generation == generation + 1
+    # Indexes are rebuilt after a resync.
+    assert snap.routes_via_link(4) == [came] and snap.get(keep.id) is keep
+
+
+def test_resync_keeps_ids_inside_multi_route_prefixes() -> None:
+    live = RouteTable()
+    a, b = rt("198.51.100.0/24", oif=5), rt("198.51.100.0/24", oif=6)
+    live.load(dump(a, b))
+    fresh = RouteTable()
+    c = rt("198.51.100.0/24", oif=7)
+    fresh.load(dump(copy(a), c))
+    delta = live.resync(fresh)
+    assert delta.added == [c] and delta.removed == [b]
+    assert list(live) == [a, c]
+
+
+def test_iteration_is_safe_while_changing() -> None:
+    table = RouteTable()
+    routes = [rt(f"198.51.100.{i}/32") for i in range(10)]
+    table.load(dump(*routes))
+    for route in table:
+        table.delete(copy(route))
+    assert len(table) == 0
