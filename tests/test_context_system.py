@@ -12,7 +12,7 @@ from lwspy import Context, SmdClass, SystemState
 
 def test_a_new_context_steps_to_operational_posting_each_state() -> None:
     seen: list[str] = []
-    with Context() as ctx:
+    with Context(netlink=False) as ctx:
         assert ctx.system.state is SystemState.CONTEXT_CREATED
         ctx.smd.register(
             lambda c, ts, p: seen.append(json.loads(p)["state"]), SmdClass.SYSTEM_STATE
@@ -26,7 +26,7 @@ def test_a_new_context_steps_to_operational_posting_each_state() -> None:
 
 
 def test_a_notifier_holds_the_boot_until_it_resumes() -> None:
-    with Context() as ctx:
+    with Context(netlink=False) as ctx:
         ready = False
 
         def hold(current: SystemState, nxt: SystemState) -> bool:
@@ -42,7 +42,7 @@ def test_a_notifier_holds_the_boot_until_it_resumes() -> None:
 
 def test_post_from_another_thread_wakes_a_sleeping_loop() -> None:
     got: list[bytes] = []
-    with Context() as ctx:
+    with Context(netlink=False) as ctx:
         ctx.service(0)
         ctx.smd.register(lambda c, ts, p: got.append(p), SmdClass.NETWORK)
         go = threading.Event()
@@ -72,7 +72,7 @@ def test_smd_options_are_checked_before_any_fd_is_opened() -> None:
 
 
 def test_post_after_destroy_touches_no_fd() -> None:
-    ctx = Context()
+    ctx = Context(netlink=False)
     ctx.smd.register(lambda c, ts, p: None, SmdClass.NETWORK)
     ctx.destroy()
     ctx.smd.post(SmdClass.NETWORK, b"late")  # must not write to the closed (maybe reused) fd

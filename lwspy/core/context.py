@@ -10,36 +10,29 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
-from typing import Protocol as Protocol_
 
 from lwspy.core import client
 from lwspy.core.log import log
-from lwspy.core.protocol import Protocol, Reason
+from lwspy.core.protocol import INTERNAL, Protocol, Reason
 from lwspy.core.pt import Pt
 from lwspy.core.role import RoleOps
 from lwspy.core.sul import Sul
 from lwspy.core.vhost import Vhost
 from lwspy.core.wsi import EV_READ, EV_WRITE, Wsi, WsiState
 from lwspy.net.hosts import parse_hosts
+from lwspy.net.route import RouteTable
 from lwspy.roles.listen import LISTEN
+from lwspy.roles.netlink import RouteWatcher, open_netlink
 from lwspy.roles.pipe import PIPE
 from lwspy.roles.raw_file import RAW_FILE
 from lwspy.roles.raw_skt import RAW_SKT
 from lwspy.system.smd import Smd
 from lwspy.system.state import LwsSystem, SystemState
 
-__all__ = ["CallbackErrorHandler", "Context", "RouteWatcher"]
+__all__ = ["CallbackErrorHandler", "Context"]
 
 
-class RouteWatcher(Protocol_):
-    """What the netlink role offers the core: index connections by the route they use."""
-
-    def track(self, wsi: Wsi) -> None:
-        """A connection with a peer is established."""
-
-    def untrack(self, wsi: Wsi) -> None:
-        """A tracked connection closed."""
-
+_NETLINK_SAID = False  # "running without netlink" is said once per process
 
 CallbackErrorHandler = Callable[["Wsi | None", "Reason | None", BaseException], None]
 """``on_callback_error(wsi, reason, exc)``: told of every exception a callback raised."""
@@ -90,6 +83,7 @@ class Context:
         *,
         protocols: Iterable[Protocol] = (),
         hosts_file: str | os.PathLike[str] = "/etc/hosts",
+        netlink: bool | None = None,
         smd_queue_depth: int = 40,
         smd_ttl: float = 2.0,
         timeout_secs: float = 15,
@@ -111,6 +105,8 @@ class Context:
             raise TypeError("on_callback_error must be callable")
         if not callable(clock):
             raise TypeError("clock must be callable")
+        if netlink is not None and not isinstance(netlink, bool):
+            raise TypeError("netlink must be None, True or False")
         self.protocols = protos
         self.hosts_file = os.fspath(hosts_file)
         self.timeout_secs = _seconds("timeout_secs", timeout_secs)
@@ -134,16 +130,38 @@ class Context:
         self._boot = Sul(self.pt.suls, lambda: self.system.transition(SystemState.OPERATIONAL))
         self._boot.schedule(0)
         self.vhosts: dict[str, Vhost] = {}
-        wake = Wsi(self, PIPE, None, _INTERNAL, fd=self.pt.wake_r)
+        wake = Wsi(self, PIPE, None, INTERNAL, fd=self.pt.wake_r)
         wake.state = WsiState.ESTABLISHED
         self.pt.add(wake, EV_READ)
         self._wake_wsi = wake
         try:
+            if netlink is not False:
+                self._netlink = self._open_netlink(required=netlink is True)
             self._add_vhost(Vhost(self, "default", list(protos), protos[0] if protos else None))
         except BaseException:  # on_callback_error re-raised from PROTOCOL_INIT: free our fds
+            if self._netlink is not None:
+                self._netlink.close()
             self.pt.close()
             self._destroyed = True
             raise
+
+    def _open_netlink(self, required: bool) -> RouteWatcher | None:
+        try:
+            sock = open_netlink()
+        except (OSError, AttributeError) as e:  # not Linux, or not allowed here
+            if required:
+                raise RuntimeError(f"netlink=True, but no netlink socket can be opened: {e}") from e
+            global _NETLINK_SAID
+            if not _NETLINK_SAID:
+                _NETLINK_SAID = True
+                log.warning("lwspy: running without netlink (%s): routes are not followed", e)
+            return None
+        return RouteWatcher(self, sock)
+
+    @property
+    def routes(self) -> RouteTable | None:
+        """The host's routing table, kept live by the netlink role (None without netlink)."""
+        return self._netlink.table if self._netlink is not None else None
 
     # -- lifetime ------------------------------------------------------------------------
 
@@ -186,6 +204,8 @@ class Context:
                 for p in vh.protocols:
                     self._keep_going(errors, self._call_protocol, p, Reason.PROTOCOL_DESTROY)
         finally:
+            if self._netlink is not None:
+                self._netlink.close()
             self._wake_wsi._close_now("context destroyed")
             self.pt.close()
             self._destroyed = True
@@ -350,7 +370,7 @@ class Context:
         vh._explicit = True
         if sock is not None:
             vh.port = sock.getsockname()[1]
-            listener = Wsi(self, LISTEN, vh, accept or _INTERNAL, sock)
+            listener = Wsi(self, LISTEN, vh, accept or INTERNAL, sock)
             listener.state = WsiState.LISTENING
             self.pt.add(listener, EV_READ)
             vh.listener = listener
@@ -607,13 +627,6 @@ class Context:
             wsi._close_now("callback error")
         if self._on_callback_error is not None:
             self._on_callback_error(wsi, reason, exc)
-
-
-def _internal_cb(wsi: Wsi | None, reason: Reason, user: Any, data: Any) -> int:
-    return 0
-
-
-_INTERNAL = Protocol("lwspy-internal", _internal_cb)
 
 
 def _listen_socket(port: int, iface: str | None) -> socket.socket:

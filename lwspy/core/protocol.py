@@ -76,3 +76,11 @@ class Protocol:
 
     def __repr__(self) -> str:
         return f"Protocol({self.name!r})"
+
+
+def _internal_cb(wsi: Wsi | None, reason: Reason, user: Any, data: Any) -> int:
+    return 0
+
+
+INTERNAL = Protocol("lwspy-internal", _internal_cb)
+"""The protocol of the loop's own wsis (wake fd, listeners, netlink): no callbacks reach users."""

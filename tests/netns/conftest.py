@@ -17,14 +17,29 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import ipaddress
+import json
 import os
 import shutil
+import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import pytest
 
 CLONE_NEWNET = 0x40000000
+RTN_NAMES = {
+    1: "unicast",
+    2: "local",
+    3: "broadcast",
+    4: "anycast",
+    5: "multicast",
+    6: "blackhole",
+    7: "unreachable",
+    8: "prohibit",
+    9: "throw",
+}
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
@@ -73,6 +88,7 @@ class Lab:
         self.ns = {"a": f"lwspy{tag}a", "b": f"lwspy{tag}b"}
         self._home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         self._fds: dict[str, int] = {}
+        self.current: str | None = None
 
     def ip(self, ns: str, *args: str, check: bool = True) -> str:
         """Run ``ip -n <ns> args...``; returns its stdout."""
@@ -130,26 +146,68 @@ class Lab:
     @contextlib.contextmanager
     def inside(self, ns: str) -> Iterator[None]:
         """Run the block with this thread in namespace ``ns``; sockets made there stay there."""
-        _setns(self._fds[ns])
+        before = self.current
+        self.enter(ns)
         try:
             yield
         finally:
-            _setns(self._home)
+            if before is None:
+                self.leave()
+            else:
+                self.enter(before)
 
     def enter(self, ns: str) -> None:
         _setns(self._fds[ns])
+        self.current = ns
 
     def leave(self) -> None:
         _setns(self._home)
+        self.current = None
 
-    def routes(self, ns: str = "a") -> set[str]:
-        """``ip route show table all`` of table main and local, normalised, as a set."""
-        out: set[str] = set()
-        for fam in ("-4", "-6"):
-            text = self.ip(ns, fam, "route", "show", "table", "all")
-            for line in text.splitlines():
-                out.add(" ".join(line.split()))
+    def kernel_routes(self, ns: str = "a") -> set[tuple[object, ...]]:
+        """Tables main and local as ``ip -j route show table all`` gives them, normalised
+        to (family, prefix, table, type, gateway, ifindex, metric)."""
+        index = {name: idx for idx, name in socket.if_nameindex()}
+        out: set[tuple[object, ...]] = set()
+        for fam, width in ((socket.AF_INET, 32), (socket.AF_INET6, 128)):
+            text = self.ip(ns, "-j", "-4" if width == 32 else "-6", "route", "show", "table", "all")
+            for r in json.loads(text or "[]"):
+                table = {"main": 254, "local": 255}.get(r.get("table", "main"))
+                if table is None:
+                    continue
+                dst = r["dst"]
+                if dst == "default":
+                    dst = "0.0.0.0/0" if width == 32 else "::/0"
+                elif "/" not in dst:
+                    dst = f"{dst}/{width}"
+                out.add(
+                    (
+                        int(fam),
+                        str(ipaddress.ip_network(dst, strict=False)),
+                        table,
+                        r.get("type", "unicast"),
+                        r.get("gateway"),
+                        index.get(r.get("dev", "")),
+                        r.get("metric", 0),
+                    )
+                )
         return out
+
+    @staticmethod
+    def table_routes(table: Iterable[Any]) -> set[tuple[object, ...]]:
+        """lwspy's RouteTable in the same normal form as :meth:`kernel_routes`."""
+        return {
+            (
+                r.family,
+                f"{r.dst}/{r.dst_len}",
+                r.table,
+                RTN_NAMES.get(r.type, str(r.type)),
+                r.gateway,
+                r.oif,
+                r.priority,
+            )
+            for r in table
+        }
 
     def destroy(self) -> None:
         self.leave()

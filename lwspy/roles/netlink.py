@@ -1,0 +1,469 @@
+"""The netlink role: the routing table as live state (lws ``roles/netlink``, done right).
+
+One ``AF_NETLINK/NETLINK_ROUTE`` socket in the same selector as every wsi, subscribed to
+links, IPv4/IPv6 addresses and IPv4/IPv6 routes. At start it dumps links, then addresses,
+then routes (lws dumps routes only), holding the system state at IFACE_COLDPLUG until the
+dumps end (or :data:`COLDPLUG_TIMEOUT` passes). From then on every change is applied to
+:class:`~lwspy.net.route.RouteTable` and, once per batch of messages, the connections the
+change could affect are re-checked:
+
+* a connection whose local address left the host closes with "source address gone";
+* one whose route went (deleted, replaced, flushed with its link) is looked up again and
+  closes with "route lost" if no route forwards to its peer any more;
+* an added blackhole / unreachable / prohibit / throw route re-checks the connections
+  whose peer it covers.
+
+Connections are indexed by the id of the route they use and by their local address, so
+a change costs O(connections it could affect), not O(connections). Loopback connections
+are never indexed. The kernel flushes some IPv4 routes without any RTM_DELROUTE (those
+over a link that goes down, and all of a link's IPv4 routes when its last IPv4 address
+goes); they are dropped here on the NEWLINK / DELADDR that does arrive. When the kernel
+drops events (ENOBUFS), everything is dumped again and diffed against the table.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import itertools
+import socket
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from lwspy.core.log import log
+from lwspy.core.protocol import INTERNAL
+from lwspy.core.role import RoleOps
+from lwspy.core.sul import Sul
+from lwspy.core.wsi import EV_READ, Wsi, WsiState
+from lwspy.net.nlmsg import (
+    AF_BRIDGE,
+    AF_INET,
+    AF_UNSPEC,
+    RTM_DELADDR,
+    RTM_DELLINK,
+    RTM_GETADDR,
+    RTM_GETLINK,
+    RTM_GETROUTE,
+    RTM_NEWADDR,
+    RTM_NEWLINK,
+    RTMGRP_SUBSCRIBE,
+    RTN_BLACKHOLE,
+    RTN_LOCAL,
+    RTN_PROHIBIT,
+    RTN_THROW,
+    RTN_UNREACHABLE,
+    AddrMsg,
+    DoneMsg,
+    ErrorMsg,
+    LinkMsg,
+    NlRecord,
+    Route,
+    RouteMsg,
+    decode,
+    dump_request,
+)
+from lwspy.net.route import RouteTable
+from lwspy.system.smd import SmdClass
+from lwspy.system.state import SystemState
+
+if TYPE_CHECKING:
+    from lwspy.core.context import Context
+
+__all__ = ["COLDPLUG_TIMEOUT", "NETLINK", "NetlinkRole", "RouteWatcher", "open_netlink"]
+
+COLDPLUG_TIMEOUT = 5.0
+"""Seconds the system state waits at IFACE_COLDPLUG for the dumps before going on."""
+
+RCVBUF = 8 << 20
+"""The netlink socket's receive buffer (a 100,000-route dump arrives faster than it is read)."""
+
+READS_PER_EVENT = 512
+"""The most datagrams read per readable event, so a dump cannot starve the other fds."""
+
+_DUMP_STEPS = (RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE)
+_NOT_ROUTABLE = frozenset((RTN_BLACKHOLE, RTN_UNREACHABLE, RTN_PROHIBIT, RTN_THROW))
+_AddrKey = tuple[int, int, str]  # (family, ifindex, local address)
+
+
+def open_netlink() -> socket.socket:
+    """A non-blocking NETLINK_ROUTE socket bound to the route, address and link groups."""
+    sock = socket.socket(
+        socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, socket.NETLINK_ROUTE
+    )
+    try:
+        try:  # root may exceed rmem_max; others get what the sysctl allows
+            sock.setsockopt(socket.SOL_SOCKET, 33, RCVBUF)  # SO_RCVBUFFORCE
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        sock.bind((0, RTMGRP_SUBSCRIBE))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _host(addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The address of a socket name, IPv4-mapped IPv6 taken as IPv4."""
+    ip = ipaddress.ip_address(addr.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What one readable event changed, to be settled once."""
+
+    added: list[Route] = field(default_factory=list)
+    removed: list[Route] = field(default_factory=list)
+    gone_locals: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class _Dump:
+    """A dump in progress (cold plug, or the re-dump after ENOBUFS)."""
+
+    initial: bool
+    seq: int = 0
+    step: int = 0
+    links: dict[int, LinkMsg] = field(default_factory=dict)
+    addrs: dict[_AddrKey, AddrMsg] = field(default_factory=dict)
+    routes: RouteTable = field(default_factory=RouteTable)
+
+
+class NetlinkRole(RoleOps):
+    """Reads the netlink socket; the watcher in ``wsi.user`` does the rest."""
+
+    name = "netlink"
+    internal = True
+
+    def on_readable(self, wsi: Wsi) -> None:
+        watcher = wsi.user
+        assert isinstance(watcher, RouteWatcher)
+        watcher.readable()
+
+    def on_writable(self, wsi: Wsi) -> None:  # pragma: no cover - never asked for
+        pass
+
+    def send(self, wsi: Wsi, data: memoryview) -> int:  # pragma: no cover - never written
+        raise BlockingIOError
+
+    def close_fd(self, wsi: Wsi) -> None:
+        if wsi.sock is not None:
+            wsi.sock.close()
+
+
+NETLINK = NetlinkRole()
+
+
+class RouteWatcher:
+    """Follows the kernel's links, addresses and routes; culls connections they strand.
+
+    Made by the Context when netlink is on; ``ctx.routes`` is its :attr:`table`.
+    """
+
+    __slots__ = (
+        "_coldplug_timer",
+        "_dump",
+        "_early",
+        "_pid",
+        "_retry",
+        "_seq",
+        "_unnotify",
+        "addrs",
+        "by_local",
+        "by_route",
+        "coldplug_done",
+        "ctx",
+        "links",
+        "local_count",
+        "sock",
+        "stats",
+        "table",
+        "wsi",
+    )
+
+    def __init__(self, ctx: Context, sock: socket.socket) -> None:
+        self.ctx = ctx
+        self.sock = sock
+        self._pid = sock.getsockname()[0]
+        self.table = RouteTable()
+        self.links: dict[int, LinkMsg] = {}
+        self.addrs: dict[_AddrKey, AddrMsg] = {}
+        self.local_count: dict[str, int] = {}
+        self.by_route: dict[int, set[Wsi]] = {}
+        self.by_local: dict[str, set[Wsi]] = {}
+        self.coldplug_done = False
+        self.stats = {"batches": 0, "rechecked": 0, "culled": 0, "resyncs": 0, "enobufs": 0}
+        self._early: set[Wsi] = set()  # connections made before the table was known
+        self._seq = itertools.count(1)
+        self._dump: _Dump | None = None
+        wsi = Wsi(ctx, NETLINK, None, INTERNAL, sock)
+        wsi.user = self
+        wsi.state = WsiState.ESTABLISHED
+        ctx.pt.add(wsi, EV_READ)
+        self.wsi = wsi
+        self._unnotify = ctx.system.register_notifier(self._hold_coldplug)
+        self._coldplug_timer = Sul(ctx.pt.suls, self._coldplug_timeout)
+        self._coldplug_timer.schedule(COLDPLUG_TIMEOUT)
+        self._retry = Sul(ctx.pt.suls, self._send_dump_step)
+        self._start_dump(initial=True)
+
+    def close(self) -> None:
+        """Release the socket and the timers (the context is going away)."""
+        self._coldplug_timer.cancel()
+        self._retry.cancel()
+        self._unnotify()
+        self.wsi._close_now("context destroyed")
+
+    # -- what the core calls -------------------------------------------------------------
+
+    def track(self, wsi: Wsi) -> None:
+        """Index an established connection by its route and its local address."""
+        if wsi.peer is None or wsi.local is None:
+            return
+        peer = _host(wsi.peer[0])
+        if peer.is_loopback:
+            return
+        if not self.coldplug_done:
+            self._early.add(wsi)
+            return
+        route = self.table.lookup(peer)
+        if route is not None:
+            self.by_route.setdefault(route.id, set()).add(wsi)
+            wsi._route_id = route.id
+        self.by_local.setdefault(str(_host(wsi.local[0])), set()).add(wsi)
+
+    def untrack(self, wsi: Wsi) -> None:
+        """Forget a connection (it closed)."""
+        rid = wsi._route_id
+        if rid is not None:
+            wsi._route_id = None
+            users = self.by_route.get(rid)
+            if users is not None:
+                users.discard(wsi)
+                if not users:
+                    del self.by_route[rid]
+        if wsi.local is not None and self.by_local:
+            local = str(_host(wsi.local[0]))
+            users = self.by_local.get(local)
+            if users is not None:
+                users.discard(wsi)
+                if not users:
+                    del self.by_local[local]
+        self._early.discard(wsi)
+
+    # -- cold plug -----------------------------------------------------------------------
+
+    def _hold_coldplug(self, current: SystemState, step: SystemState) -> bool:
+        # Hold the machine at IFACE_COLDPLUG until the dumps have ended.
+        return self.coldplug_done or current is not SystemState.IFACE_COLDPLUG
+
+    def _coldplug_timeout(self) -> None:
+        if not self.coldplug_done:
+            log.warning("lwspy netlink: no complete dump in %.0f s; going on", COLDPLUG_TIMEOUT)
+            self._coldplug_finished()
+
+    def _coldplug_finished(self) -> None:
+        self.coldplug_done = True
+        self._coldplug_timer.cancel()
+        early, self._early = self._early, set()
+        for wsi in early:
+            if wsi.state < WsiState.CLOSING:
+                self.track(wsi)
+        if self.ctx.system.held:
+            self.ctx.system.resume()
+
+    # -- dumps ---------------------------------------------------------------------------
+
+    def _start_dump(self, initial: bool) -> None:
+        self._dump = _Dump(initial=initial)
+        self._send_dump_step()
+
+    def _send_dump_step(self) -> None:
+        dump = self._dump
+        if dump is None:
+            return
+        dump.seq = next(self._seq)
+        try:
+            self.sock.send(dump_request(_DUMP_STEPS[dump.step], AF_UNSPEC, dump.seq))
+        except OSError as e:  # the socket's send buffer is full, or EBUSY: try again
+            log.debug("lwspy netlink: dump request failed (%s); retrying", e)
+            self._retry.schedule(0.05)
+
+    def _dump_done(self, dump: _Dump, batch: _Batch) -> None:
+        dump.step += 1
+        if dump.step < len(_DUMP_STEPS):
+            self._send_dump_step()
+            return
+        self._dump = None
+        old_locals = set(self.local_count)
+        self.links = dump.links
+        self.addrs = dump.addrs
+        self.local_count = {}
+        for _, _, local in dump.addrs:
+            self.local_count[local] = self.local_count.get(local, 0) + 1
+        if dump.initial and not self.coldplug_done:
+            self.table = dump.routes
+            self._coldplug_finished()
+            return
+        self.stats["resyncs"] += 1
+        delta = self.table.resync(dump.routes)
+        batch.added.extend(delta.added)
+        batch.removed.extend(delta.removed)
+        batch.gone_locals.update(old_locals - set(self.local_count))
+
+    # -- events --------------------------------------------------------------------------
+
+    def readable(self) -> None:
+        """Read what the kernel sent, apply it, then settle the batch once."""
+        batch = _Batch()
+        sock = self.sock
+        for _ in range(READS_PER_EVENT):
+            try:
+                data = sock.recv(1 << 16)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:  # the kernel dropped events: dump and diff
+                    self.stats["enobufs"] += 1
+                    log.warning("lwspy netlink: events lost (ENOBUFS); dumping again")
+                    if self._dump is None:
+                        self._start_dump(initial=False)
+                    continue
+                log.error("lwspy netlink: recv failed: %s", e)
+                break
+            for rec in decode(data):
+                self._record(rec, batch)
+        self._settle(batch)
+
+    def _record(self, rec: NlRecord, batch: _Batch) -> None:
+        dump = self._dump
+        if type(rec) is RouteMsg:
+            if dump is not None:  # dump replies and events during a dump: the fresh table
+                if rec.seq == dump.seq and rec.pid == self._pid:
+                    dump.routes.load((rec,))
+                else:
+                    dump.routes.apply_route(rec)
+                return
+            for change in self.table.apply_route(rec):
+                if change.removed is not None:
+                    batch.removed.append(change.removed)
+                if change.added is not None:
+                    batch.added.append(change.added)
+        elif type(rec) is LinkMsg:
+            self._link(rec, dump, batch)
+        elif type(rec) is AddrMsg:
+            self._addr(rec, dump, batch)
+        elif type(rec) is DoneMsg:
+            if dump is not None and rec.seq == dump.seq:
+                if rec.interrupted:  # the kernel's tables changed mid-dump: start over
+                    self._start_dump(dump.initial)
+                else:
+                    self._dump_done(dump, batch)
+        elif type(rec) is ErrorMsg and dump is not None and rec.seq == dump.seq and rec.errno:
+            log.debug("lwspy netlink: dump step refused (errno %d); retrying", rec.errno)
+            self._retry.schedule(0.05)
+
+    def _link(self, rec: LinkMsg, dump: _Dump | None, batch: _Batch) -> None:
+        if rec.family == AF_BRIDGE:  # bridge port events, not the link itself
+            return
+        links = dump.links if dump is not None else self.links
+        if rec.type == RTM_NEWLINK:
+            prev = links.get(rec.index)
+            links[rec.index] = rec
+            if dump is None and not rec.up and (prev is None or prev.up):
+                # Link down: the kernel flushed its IPv4 routes (all but the local ones)
+                # without a word; its IPv6 routes come as RTM_DELROUTEs.
+                for route in self.table.routes_via_link(rec.index):
+                    if (
+                        route.family == AF_INET
+                        and route.type != RTN_LOCAL
+                        and set(route.oifs) == {rec.index}
+                        and self.table.delete(route) is not None
+                    ):
+                        batch.removed.append(route)
+        elif rec.type == RTM_DELLINK:
+            links.pop(rec.index, None)
+            if dump is None:
+                batch.removed.extend(self.table.drop_link(rec.index))
+
+    def _addr(self, rec: AddrMsg, dump: _Dump | None, batch: _Batch) -> None:
+        key = (rec.family, rec.index, rec.local)
+        if dump is not None:
+            if rec.type == RTM_NEWADDR:
+                dump.addrs[key] = rec
+            else:
+                dump.addrs.pop(key, None)
+            return
+        if rec.type == RTM_NEWADDR:
+            if key not in self.addrs:
+                self.local_count[rec.local] = self.local_count.get(rec.local, 0) + 1
+            self.addrs[key] = rec
+        elif rec.type == RTM_DELADDR and self.addrs.pop(key, None) is not None:
+            left = self.local_count[rec.local] - 1
+            if left:
+                self.local_count[rec.local] = left
+            else:
+                del self.local_count[rec.local]
+                batch.gone_locals.add(rec.local)
+            if rec.family == AF_INET and not any(
+                fam == AF_INET and idx == rec.index for fam, idx, _ in self.addrs
+            ):
+                # The link's last IPv4 address went: the kernel flushed its IPv4 routes.
+                batch.removed.extend(self.table.drop_link(rec.index, AF_INET))
+
+    def _settle(self, batch: _Batch) -> None:
+        """Re-check what the batch could have affected; announce it on SMD."""
+        if not (batch.added or batch.removed or batch.gone_locals):
+            return
+        self.stats["batches"] += 1
+        for local in batch.gone_locals:
+            if local not in self.local_count:
+                for wsi in list(self.by_local.pop(local, ())):
+                    self._cull(wsi, "source address gone")
+        for route in batch.removed:
+            for wsi in list(self.by_route.pop(route.id, ())):
+                self._recheck(wsi)
+        blocking = [r for r in batch.added if r.type in _NOT_ROUTABLE]
+        if blocking:
+            self._recheck_covered(blocking)
+        smd = self.ctx.smd
+        if batch.added:
+            smd.post(SmdClass.NETWORK, {"rt": "add"})
+        if batch.removed:
+            smd.post(SmdClass.NETWORK, {"rt": "del"})
+        if any(r.gateway is not None for r in (*batch.added, *batch.removed)):
+            smd.post(SmdClass.NETWORK, {"trigger": "cpdcheck", "src": "gw-change"})
+
+    def _recheck(self, wsi: Wsi) -> None:
+        """Look a connection's peer up again: move it to its new route, or cull it."""
+        self.stats["rechecked"] += 1
+        wsi._route_id = None
+        if wsi.state >= WsiState.CLOSING or wsi.peer is None:
+            return
+        route = self.table.lookup(_host(wsi.peer[0]))
+        if route is None or route.type in _NOT_ROUTABLE:
+            self._cull(wsi, "route lost")
+            return
+        self.by_route.setdefault(route.id, set()).add(wsi)
+        wsi._route_id = route.id
+
+    def _recheck_covered(self, routes: list[Route]) -> None:
+        """New blocking routes: re-check the connections whose peer they cover."""
+        nets = [ipaddress.ip_network(f"{r.dst}/{r.dst_len}") for r in routes]
+        for users in list(self.by_route.values()):
+            for wsi in list(users):
+                if wsi.peer is not None and any(_host(wsi.peer[0]) in n for n in nets):
+                    users.discard(wsi)
+                    self._recheck(wsi)
+        for rid in [rid for rid, users in self.by_route.items() if not users]:
+            del self.by_route[rid]
+
+    def _cull(self, wsi: Wsi, reason: str) -> None:
+        if wsi.state is WsiState.CLOSED:
+            return
+        self.stats["culled"] += 1
+        if log.isEnabledFor(20):
+            log.info("lwspy netlink: closing %r: %s", wsi, reason)
+        wsi._close_now(reason)
