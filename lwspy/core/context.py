@@ -18,7 +18,7 @@ from lwspy.core.pt import Pt
 from lwspy.core.role import RoleOps
 from lwspy.core.sul import Sul
 from lwspy.core.vhost import Vhost
-from lwspy.core.wsi import EV_READ, EV_WRITE, Wsi, WsiState
+from lwspy.core.wsi import CLOSED, EV_READ, EV_WRITE, Wsi, WsiState
 from lwspy.net.hosts import parse_hosts
 from lwspy.net.route import RouteTable
 from lwspy.roles.listen import LISTEN
@@ -239,19 +239,21 @@ class Context:
         ``timeout_ms`` bounds the wait (0: do not wait; None: until an fd, a timer or a
         wake-up). Returns how many fd events and timers were handled.
         """
-        self._check_alive()
-        if self._in_service:
+        if self._in_service or self._destroyed or self._destroying:
+            self._check_alive()
             raise RuntimeError("service() cannot be called from inside a callback")
         if timeout_ms is None:
             timeout: float | None = None
         else:
             timeout = max(0.0, _seconds("timeout_ms", timeout_ms, allow_zero=True) / 1000)
         pt = self.pt
-        due = pt.suls.next_due()
-        if due is not None:
-            wait = max(0.0, due - self._clock())
-            if timeout is None or wait < timeout:
-                timeout = wait
+        suls = pt.suls
+        if suls.heap:
+            due = suls.next_due()
+            if due is not None:
+                wait = max(0.0, due - self._clock())
+                if timeout is None or wait < timeout:
+                    timeout = wait
         smd = self.smd
         if self._stopping or smd.pending:
             timeout = 0.0
@@ -260,15 +262,17 @@ class Context:
             events = pt.sel.select(timeout)
             for key, mask in events:
                 wsi = key.data
-                if wsi.state is WsiState.CLOSED:
+                if wsi.state is CLOSED:
                     continue  # closed by an earlier callback of this pass; its fd may be reused
                 if mask & EV_READ:
                     wsi.role.on_readable(wsi)
-                    if mask & EV_WRITE and wsi.state is not WsiState.CLOSED:
+                    if mask & EV_WRITE and wsi.state is not CLOSED:
                         wsi.role.on_writable(wsi)
-                elif wsi.state is not WsiState.CLOSED:
+                else:
                     wsi.role.on_writable(wsi)
-            n = len(events) + pt.suls.run_due(self._clock(), self._run_sul)
+            n = len(events)
+            if suls.heap:
+                n += suls.run_due(self._clock(), self._run_sul)
             if smd.pending:
                 n += smd.service()
             return n

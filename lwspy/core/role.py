@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from lwspy.core.protocol import Reason
-from lwspy.core.wsi import WsiState
+from lwspy.core.wsi import CLOSING
 
 if TYPE_CHECKING:
     from lwspy.core.wsi import Wsi
@@ -42,7 +42,7 @@ class RoleOps:
         """The fd is writable: flush the buffer, then RAW_WRITEABLE if it was asked for."""
         if wsi._tx and not wsi._flush():
             return
-        if wsi.state is WsiState.CLOSING:  # the flush before close is done
+        if wsi.state is CLOSING:  # the flush before close is done
             wsi._close_now(wsi.close_reason or "closed")
             return
         if wsi._want_writable:
@@ -50,7 +50,7 @@ class RoleOps:
             wsi._call(self.writeable_reason)
         wsi._update_events()
 
-    def send(self, wsi: Wsi, data: memoryview) -> int:
+    def send(self, wsi: Wsi, data: bytes | memoryview) -> int:
         """Write what the fd takes now; raises BlockingIOError when it takes nothing."""
         raise NotImplementedError
 

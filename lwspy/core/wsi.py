@@ -44,6 +44,14 @@ class WsiState(IntEnum):
     CLOSED = 5
 
 
+# Module-level aliases of the states: a global lookup, where ``WsiState.X`` is an enum
+# attribute lookup on every hot-path check.
+PENDING = WsiState.PENDING
+CONNECTING = WsiState.CONNECTING
+ESTABLISHED = WsiState.ESTABLISHED
+CLOSING = WsiState.CLOSING
+CLOSED = WsiState.CLOSED
+
 _ERRNO_REASONS = {
     _errno.ECONNREFUSED: "connect refused",
     _errno.ETIMEDOUT: "timed out",
@@ -150,7 +158,26 @@ class Wsi:
         closed. A ``bytearray`` or writable ``memoryview`` is copied, so the caller may
         reuse it at once.
         """
-        if self.state >= WsiState.CLOSING:
+        state = self.state
+        if type(data) is bytes and state is ESTABLISHED and not self._tx:
+            n = len(data)  # the common case: immutable bytes, nothing queued ahead of them
+            if not n:
+                return 0
+            try:
+                sent = self.role.send(self, data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as e:
+                self._fail_io(e)
+                return 0
+            if sent == n:
+                return n
+            self._tx.append(memoryview(data)[sent:])
+            self.tx_pending += n - sent
+            if not self._events & EV_WRITE:
+                self._update_events()
+            return n
+        if state is CLOSING or state is CLOSED:
             return 0
         view = memoryview(data)
         if view.ndim != 1 or view.itemsize != 1:
@@ -160,7 +187,7 @@ class Wsi:
             return 0
         if not view.readonly:
             view = memoryview(bytes(view))
-        if not self._tx and self.state is WsiState.ESTABLISHED:
+        if not self._tx and state is ESTABLISHED:
             try:
                 sent = self.role.send(self, view)
             except BlockingIOError:
@@ -251,15 +278,15 @@ class Wsi:
         except Exception as exc:
             self.ctx._callback_failed(self, reason, exc)
             return
-        if ret and self.state < WsiState.CLOSING:
+        if ret and self.state is not CLOSED and self.state is not CLOSING:
             self._close_now("callback")
 
     def _update_events(self) -> None:
         """Make the selector's interest match what the wsi needs now."""
         state = self.state
-        if state is WsiState.CLOSED or self.fd < 0:
+        if state is CLOSED or self.fd < 0:
             return
-        if state is WsiState.CONNECTING:
+        if state is CONNECTING:
             want = EV_WRITE
         else:
             want = EV_READ if self._rx_on else 0

@@ -55,7 +55,7 @@ class ListenRole(RoleOps):
     def on_writable(self, wsi: Wsi) -> None:  # pragma: no cover - never asked for
         pass
 
-    def send(self, wsi: Wsi, data: memoryview) -> int:  # pragma: no cover - never written
+    def send(self, wsi: Wsi, data: bytes | memoryview) -> int:  # pragma: no cover - never written
         raise BlockingIOError
 
     def close_fd(self, wsi: Wsi) -> None:

@@ -38,7 +38,7 @@ class RawFileRole(RoleOps):
             wsi._rx_on = False
             wsi.close("end of file")
 
-    def send(self, wsi: Wsi, data: memoryview) -> int:
+    def send(self, wsi: Wsi, data: bytes | memoryview) -> int:
         return os.write(wsi.fd, data)
 
     def close_fd(self, wsi: Wsi) -> None:

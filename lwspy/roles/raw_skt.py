@@ -7,12 +7,14 @@ from typing import TYPE_CHECKING
 from lwspy.core import client
 from lwspy.core.protocol import Reason
 from lwspy.core.role import RX_CHUNK, RoleOps
-from lwspy.core.wsi import WsiState
+from lwspy.core.wsi import CONNECTING
 
 if TYPE_CHECKING:
     from lwspy.core.wsi import Wsi
 
 __all__ = ["RAW_SKT", "RawSktRole"]
+
+RAW_RX = Reason.RAW_RX
 
 
 class RawSktRole(RoleOps):
@@ -31,19 +33,19 @@ class RawSktRole(RoleOps):
             wsi._fail_io(e)
             return
         if data:
-            wsi._call(Reason.RAW_RX, data)
+            wsi._call(RAW_RX, data)
         else:
             # Half-close: nothing more will come; what we still owe the peer is flushed.
             wsi._rx_on = False
             wsi.close("peer closed")
 
     def on_writable(self, wsi: Wsi) -> None:
-        if wsi.state is WsiState.CONNECTING:
+        if wsi.state is CONNECTING:
             client.connect_finished(wsi)
             return
         RoleOps.on_writable(self, wsi)
 
-    def send(self, wsi: Wsi, data: memoryview) -> int:
+    def send(self, wsi: Wsi, data: bytes | memoryview) -> int:
         sock = wsi.sock
         assert sock is not None
         return sock.send(data)
