@@ -661,24 +661,26 @@ def test_bad_prefix_length_inside_a_run(caplog: pytest.LogCaptureFixture, level:
 
 
 def test_run_ending_on_a_chunk_boundary() -> None:
-    # 16 messages fill the first chunk of a run exactly; what follows must not match.
+    # The first look ahead of a run is filled exactly; what follows must not match.
+    first = 1 + nlmsg._RUN_FIRST  # one message walked, then a full look ahead
     for tail in (
         enc_link([("IFLA_IFNAME", "veth0")]),
         enc_route([("RTA_GATEWAY", "198.51.100.1")]),  # same length, other layout
     ):
-        msgs = [enc_route([("RTA_DST", f"198.51.100.{i}")], dst_len=32) for i in range(17)]
+        msgs = [enc_route([("RTA_DST", f"198.18.0.{i}")], dst_len=32) for i in range(first)]
         records = decode(b"".join(msgs) + tail)
-        assert [r.dst for _, r in flat_routes(records)][:17] == [
-            f"198.51.100.{i}" for i in range(17)
-        ]
-        assert len(_flatten(records)) == 18
+        got = [r.dst for _, r in flat_routes(records)]
+        assert got[:first] == [f"198.18.0.{i}" for i in range(first)]
+        assert len(_flatten(records)) == first + 1
 
 
 def test_one_destination_many_prefix_lengths_in_a_run() -> None:
     msgs = [enc_route([("RTA_DST", "198.51.100.0")], dst_len=plen) for plen in range(24, 33)] * 2
-    msgs += [enc_route([("RTA_DST", "198.51.100.128")], dst_len=plen) for plen in range(24, 33)]
-    got = [(r.dst, r.dst_len) for _, r in flat_routes(decode(b"".join(msgs)))]
-    assert got == [(ref_route(m)["dst"], ref_route(m)["dst_len"]) for m in msgs]
+    other = [enc_route([("RTA_DST", "198.51.100.128")], dst_len=plen) for plen in range(24, 33)]
+    # A link message ends the first run: all its destinations are one address.
+    buf = b"".join(msgs) + enc_link([]) + b"".join(other)
+    got = [(r.dst, r.dst_len) for _, r in flat_routes(decode(buf))]
+    assert got == [(ref_route(m)["dst"], ref_route(m)["dst_len"]) for m in msgs + other]
     assert got[9] == ("198.51.100.0", 24)
 
 
