@@ -281,3 +281,19 @@ def test_enobufs_redumps_and_ends_equal_to_the_kernel(net: Net) -> None:
 
 def _ip_batch(lab: Lab, text: str) -> None:
     subprocess.run(["ip", "-n", lab.ns["a"], "-batch", "-"], input=text, text=True, check=True)
+
+
+def test_deleting_the_link_culls_and_the_table_follows(net: Net) -> None:
+    far = net.connect(Lab.PEER)
+    far6 = net.connect(Lab.PEER6)
+    loop = net.loopback()
+    net.lab.ip("a", "link", "del", "va")
+    net.service_until(lambda: not net.alive(far) and not net.alive(far6))
+    assert far.close_reason in {"route lost", "source address gone"}
+    assert far6.close_reason in {"route lost", "source address gone"}
+    net.settle()
+    assert net.alive(loop)
+    net.check_table()
+    watcher = net.a._netlink
+    assert watcher is not None
+    assert not any(link.name == "va" for link in watcher.links.values())
