@@ -16,7 +16,6 @@ metric); IPv4 allows several routes ("aliases") with the same (table, dst, dst_l
 metric), added by ``ip route append`` / ``prepend``, and replaces the first one on
 ``NLM_F_REPLACE``. A replaced route is a new :class:`Route` with a new ``id``.
 
->>> from lwspy.net import nlmsg
 >>> table = RouteTable()
 >>> table.lookup("198.51.100.7") is None
 True
@@ -72,6 +71,7 @@ _TABLE = itemgetter(3)
 _RTM_FLAGS = itemgetter(15)
 
 Address = str | ipaddress.IPv4Address | ipaddress.IPv6Address
+"""What :meth:`RouteTable.lookup` takes: an address as text or an :mod:`ipaddress` one."""
 
 
 @dataclass(slots=True)
@@ -94,8 +94,8 @@ class RouteDiff:
         return bool(self.added or self.removed)
 
 
-Bucket = tuple[Route, ...]
-Slot = Route | Bucket  # what a prefix maps to: its one route, or 2+ routes as a plain tuple
+_Bucket = tuple[Route, ...]
+_Slot = Route | _Bucket  # what a prefix maps to: its one route, or 2+ routes as a plain tuple
 
 
 class _Fib:
@@ -109,7 +109,7 @@ class _Fib:
     __slots__ = ("lens", "nets")
 
     def __init__(self) -> None:
-        self.nets: dict[int, dict[int, Slot]] = {}
+        self.nets: dict[int, dict[int, _Slot]] = {}
         self.lens: list[int] | None = []  # prefix lengths present, longest first; None: stale
 
     def sorted_lens(self) -> list[int]:
@@ -118,7 +118,7 @@ class _Fib:
         lens = self.lens = sorted(self.nets, reverse=True)
         return lens
 
-    def put(self, route: Route, bucket: Bucket) -> None:
+    def put(self, route: Route, bucket: _Bucket) -> None:
         """Set the bucket of ``route``'s prefix; an empty one drops the prefix (which must
         be there), and its length if that was the last."""
         plen = route.dst_len
@@ -135,13 +135,13 @@ class _Fib:
                 del self.nets[plen]
                 self.lens = None
 
-    def bucket(self, route: Route) -> Bucket:
+    def bucket(self, route: Route) -> _Bucket:
         """The routes with ``route``'s prefix, preferred first."""
         nets = self.nets.get(route.dst_len)
         return _bucket(None if nets is None else nets.get(route.dst_num))
 
 
-def _bucket(slot: Slot | None) -> Bucket:
+def _bucket(slot: _Slot | None) -> _Bucket:
     """The routes of a prefix slot, preferred first."""
     if slot is None:
         return ()
@@ -606,7 +606,7 @@ class RouteTable:
         return routes
 
 
-def _kept(slot: Slot, keep: dict[tuple[object, ...], Route]) -> Slot:
+def _kept(slot: _Slot, keep: dict[tuple[object, ...], Route]) -> _Slot:
     """A slot of a fresh table with the routes this table already has put back."""
     if isinstance(slot, Route):
         return keep.get(_content(slot), slot)
