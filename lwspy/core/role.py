@@ -15,7 +15,7 @@ from lwspy.core.wsi import CLOSING
 if TYPE_CHECKING:
     from lwspy.core.wsi import Wsi
 
-__all__ = ["RX_CHUNK", "RoleOps"]
+__all__ = ["RX_CHUNK", "InternalRole", "RoleOps"]
 
 RX_CHUNK = 65536
 """The most one read takes from an fd per readable event."""
@@ -57,3 +57,22 @@ class RoleOps:
     def close_fd(self, wsi: Wsi) -> None:
         """Release the fd."""
         raise NotImplementedError
+
+
+class InternalRole(RoleOps):
+    """A role of the loop's own fds (listener, wake fd, netlink): read only, no callbacks.
+
+    Nothing is ever written to them, so they are never watched for writability.
+    """
+
+    internal = True
+
+    def on_writable(self, wsi: Wsi) -> None:  # pragma: no cover - never asked for
+        pass
+
+    def send(self, wsi: Wsi, data: bytes | memoryview) -> int:  # pragma: no cover
+        raise BlockingIOError
+
+    def close_fd(self, wsi: Wsi) -> None:
+        if wsi.sock is not None:
+            wsi.sock.close()

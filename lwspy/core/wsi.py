@@ -163,12 +163,8 @@ class Wsi:
             n = len(data)  # the common case: immutable bytes, nothing queued ahead of them
             if not n:
                 return 0
-            try:
-                sent = self.role.send(self, data)
-            except BlockingIOError:
-                sent = 0
-            except OSError as e:
-                self._fail_io(e)
+            sent = self._send_now(data)
+            if sent < 0:
                 return 0
             if sent == n:
                 return n
@@ -188,12 +184,8 @@ class Wsi:
         if not view.readonly:
             view = memoryview(bytes(view))
         if not self._tx and state is ESTABLISHED:
-            try:
-                sent = self.role.send(self, view)
-            except BlockingIOError:
-                sent = 0
-            except OSError as e:
-                self._fail_io(e)
+            sent = self._send_now(view)
+            if sent < 0:
                 return 0
             if sent == n:
                 return n
@@ -203,6 +195,16 @@ class Wsi:
         if not self._events & EV_WRITE:
             self._update_events()
         return n
+
+    def _send_now(self, data: bytes | memoryview) -> int:
+        """Send what the fd takes now: the byte count, or -1 when the fd failed (closed)."""
+        try:
+            return self.role.send(self, data)
+        except BlockingIOError:
+            return 0
+        except OSError as e:
+            self._fail_io(e)
+            return -1
 
     def callback_on_writable(self) -> None:
         """Ask for one RAW_WRITEABLE callback when the fd can take more data.

@@ -11,7 +11,7 @@ import errno
 from typing import TYPE_CHECKING
 
 from lwspy.core.log import log
-from lwspy.core.role import RoleOps
+from lwspy.core.role import InternalRole
 from lwspy.roles.raw_skt import RAW_SKT
 
 if TYPE_CHECKING:
@@ -25,11 +25,10 @@ ACCEPT_BURST = 64
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
-class ListenRole(RoleOps):
+class ListenRole(InternalRole):
     """Accepts connections and adopts each into the vhost's accept protocol."""
 
     name = "listen"
-    internal = True
 
     def on_readable(self, wsi: Wsi) -> None:
         sock = wsi.sock
@@ -51,16 +50,6 @@ class ListenRole(RoleOps):
                 continue
             vh._accept_ok()
             ctx._adopt(conn, vh, proto, RAW_SKT)
-
-    def on_writable(self, wsi: Wsi) -> None:  # pragma: no cover - never asked for
-        pass
-
-    def send(self, wsi: Wsi, data: bytes | memoryview) -> int:  # pragma: no cover - never written
-        raise BlockingIOError
-
-    def close_fd(self, wsi: Wsi) -> None:
-        if wsi.sock is not None:
-            wsi.sock.close()
 
 
 LISTEN = ListenRole()

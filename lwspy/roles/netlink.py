@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from lwspy.core.log import log
 from lwspy.core.protocol import INTERNAL
-from lwspy.core.role import RoleOps
+from lwspy.core.role import InternalRole
 from lwspy.core.sul import Sul
 from lwspy.core.wsi import EV_READ, Wsi, WsiState
 from lwspy.net.nlmsg import (
@@ -131,26 +131,15 @@ class _Dump:
     routes: RouteTable = field(default_factory=RouteTable)
 
 
-class NetlinkRole(RoleOps):
+class NetlinkRole(InternalRole):
     """Reads the netlink socket; the watcher in ``wsi.user`` does the rest."""
 
     name = "netlink"
-    internal = True
 
     def on_readable(self, wsi: Wsi) -> None:
         watcher = wsi.user
         assert isinstance(watcher, RouteWatcher)
         watcher.readable()
-
-    def on_writable(self, wsi: Wsi) -> None:  # pragma: no cover - never asked for
-        pass
-
-    def send(self, wsi: Wsi, data: bytes | memoryview) -> int:  # pragma: no cover - never written
-        raise BlockingIOError
-
-    def close_fd(self, wsi: Wsi) -> None:
-        if wsi.sock is not None:
-            wsi.sock.close()
 
 
 NETLINK = NetlinkRole()

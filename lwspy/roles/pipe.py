@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lwspy.core.role import RoleOps
+from lwspy.core.role import InternalRole
 
 if TYPE_CHECKING:
     from lwspy.core.wsi import Wsi
@@ -12,21 +12,14 @@ if TYPE_CHECKING:
 __all__ = ["PIPE", "PipeRole"]
 
 
-class PipeRole(RoleOps):
+class PipeRole(InternalRole):
     """Drains the eventfd (or pipe) and lets the context see why it was woken."""
 
     name = "pipe"
-    internal = True
 
     def on_readable(self, wsi: Wsi) -> None:
         wsi.ctx.pt.drain_wake()
         wsi.ctx._woken()
-
-    def on_writable(self, wsi: Wsi) -> None:  # pragma: no cover - never asked for
-        pass
-
-    def send(self, wsi: Wsi, data: bytes | memoryview) -> int:  # pragma: no cover - never written
-        raise BlockingIOError
 
     def close_fd(self, wsi: Wsi) -> None:
         pass  # the pt owns the wake fd and closes it last
