@@ -703,12 +703,14 @@ def test_layout_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len({len(m) for m in msgs}) == 1
     for msg in msgs * 2:
         check_route(msg, decode(msg))
+        decode(msg * nlmsg._RUN_MIN)  # a run of alike messages is what teaches a layout
     assert len(nlmsg._SHAPES[len(msgs[0])]) == nlmsg._SHAPES_PER_LENGTH
     # More lengths than kept: the cache starts over.
     monkeypatch.setattr(nlmsg, "_SHAPE_LENGTHS_MAX", 2)
     for n in range(4):
         msg = enc_route([("RTA_DST", "198.51.100.0"), *[("RTA_OIF", 3)] * n], dst_len=24)
         check_route(msg, decode(msg))
+        decode(msg * nlmsg._RUN_MIN)
     assert len(nlmsg._SHAPES) <= 2
 
 

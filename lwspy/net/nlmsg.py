@@ -761,7 +761,10 @@ def decode(buf: bytes | bytearray | memoryview) -> list[NlRecord]:
                 _skip(f"bad length {length} with {n - off} bytes left", mtype, off)
             break
         if mtype in _ROUTE_TYPES:
-            for sh in _SHAPES.get(length, ()):
+            # A run of alike messages (a dump) goes column-wise; a lone event is cheaper
+            # to walk than to set up a run for.
+            bulk = n - off >= _RUN_MIN * length
+            for sh in _SHAPES.get(length, ()) if bulk else ():
                 if sh.match(buf, off) == sh.expect:
                     off = _run(sh, buf, mv, off, out, debug)
                     break
@@ -772,7 +775,7 @@ def decode(buf: bytes | bytearray | memoryview) -> list[NlRecord]:
                         _skip(rec, mtype, off)
                 else:
                     out.route(rec[0], (rec[1],))
-                    shape = _learn(buf, off, end, rec[1].family)
+                    shape = _learn(buf, off, end, rec[1].family) if bulk else None
                     if shape is not None:
                         _remember(length, shape)
                 off += (length + 3) & ~3
@@ -805,6 +808,10 @@ def decode(buf: bytes | bytearray | memoryview) -> list[NlRecord]:
             _skip(f"{n - off} trailing bytes", 0, off)
     out.flush()
     return out.records
+
+
+_RUN_MIN = 8
+"""Messages of one length left in a datagram before the column-wise path is worth it."""
 
 
 def _run(sh: _Shape, buf: bytes, mv: memoryview, off: int, out: _Out, debug: bool) -> int:

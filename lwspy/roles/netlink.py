@@ -24,6 +24,7 @@ drops events (ENOBUFS), everything is dumped again and diffed against the table.
 from __future__ import annotations
 
 import errno
+import gc
 import ipaddress
 import itertools
 import socket
@@ -102,7 +103,10 @@ def open_netlink() -> socket.socket:
     return sock
 
 
-def _host(addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+_Ip = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _host(addr: str) -> _Ip:
     """The address of a socket name, IPv4-mapped IPv6 taken as IPv4."""
     ip = ipaddress.ip_address(addr.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
@@ -155,6 +159,7 @@ class RouteWatcher:
         "_coldplug_timer",
         "_dump",
         "_early",
+        "_keys",
         "_pid",
         "_retry",
         "_seq",
@@ -185,6 +190,7 @@ class RouteWatcher:
         self.coldplug_done = False
         self.stats = {"batches": 0, "rechecked": 0, "culled": 0, "resyncs": 0, "enobufs": 0}
         self._early: set[Wsi] = set()  # connections made before the table was known
+        self._keys: dict[Wsi, tuple[_Ip, str]] = {}  # tracked wsi -> (peer, local address)
         self._seq = itertools.count(1)
         self._dump: _Dump | None = None
         wsi = Wsi(ctx, NETLINK, None, INTERNAL, sock)
@@ -217,11 +223,13 @@ class RouteWatcher:
         if not self.coldplug_done:
             self._early.add(wsi)
             return
+        local = str(_host(wsi.local[0]))
+        self._keys[wsi] = (peer, local)
         route = self.table.lookup(peer)
         if route is not None:
             self.by_route.setdefault(route.id, set()).add(wsi)
             wsi._route_id = route.id
-        self.by_local.setdefault(str(_host(wsi.local[0])), set()).add(wsi)
+        self.by_local.setdefault(local, set()).add(wsi)
 
     def untrack(self, wsi: Wsi) -> None:
         """Forget a connection (it closed)."""
@@ -233,13 +241,13 @@ class RouteWatcher:
                 users.discard(wsi)
                 if not users:
                     del self.by_route[rid]
-        if wsi.local is not None and self.by_local:
-            local = str(_host(wsi.local[0]))
-            users = self.by_local.get(local)
+        keys = self._keys.pop(wsi, None)
+        if keys is not None:
+            users = self.by_local.get(keys[1])
             if users is not None:
                 users.discard(wsi)
                 if not users:
-                    del self.by_local[local]
+                    del self.by_local[keys[1]]
         self._early.discard(wsi)
 
     # -- cold plug -----------------------------------------------------------------------
@@ -308,6 +316,19 @@ class RouteWatcher:
         """Read what the kernel sent, apply it, then settle the batch once."""
         batch = _Batch()
         sock = self.sock
+        # A cold plug makes one tuple per route: 100,000 of them would set off the cyclic
+        # collector dozens of times for nothing (they hold no cycles). Paused for this read.
+        pause_gc = self._dump is not None and self._dump.initial and gc.isenabled()
+        if pause_gc:
+            gc.disable()
+        try:
+            self._read(sock, batch)
+        finally:
+            if pause_gc:
+                gc.enable()
+        self._settle(batch)
+
+    def _read(self, sock: socket.socket, batch: _Batch) -> None:
         for _ in range(READS_PER_EVENT):
             try:
                 data = sock.recv(1 << 16)
@@ -324,7 +345,6 @@ class RouteWatcher:
                 break
             for rec in decode(data):
                 self._record(rec, batch)
-        self._settle(batch)
 
     def _record(self, rec: NlRecord, batch: _Batch) -> None:
         dump = self._dump
@@ -429,9 +449,10 @@ class RouteWatcher:
         """Look a connection's peer up again: move it to its new route, or cull it."""
         self.stats["rechecked"] += 1
         wsi._route_id = None
-        if wsi.state >= WsiState.CLOSING or wsi.peer is None:
+        keys = self._keys.get(wsi)
+        if keys is None or wsi.state >= WsiState.CLOSING:
             return
-        route = self.table.lookup(_host(wsi.peer[0]))
+        route = self.table.lookup(keys[0])
         if route is None or route.type in _NOT_ROUTABLE:
             self._cull(wsi, "route lost")
             return
@@ -441,9 +462,10 @@ class RouteWatcher:
     def _recheck_covered(self, routes: list[Route]) -> None:
         """New blocking routes: re-check the connections whose peer they cover."""
         nets = [ipaddress.ip_network(f"{r.dst}/{r.dst_len}") for r in routes]
+        keys = self._keys
         for users in list(self.by_route.values()):
             for wsi in list(users):
-                if wsi.peer is not None and any(_host(wsi.peer[0]) in n for n in nets):
+                if any(keys[wsi][0] in n for n in nets):
                     users.discard(wsi)
                     self._recheck(wsi)
         for rid in [rid for rid, users in self.by_route.items() if not users]:
