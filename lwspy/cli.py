@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from lwspy import Context, Protocol, Reason, Wsi, __version__
+from lwspy import Context, Protocol, Reason, SmdClass, Wsi, __version__
 
 
 def _demo(clients: int, size: int, out: TextIO) -> int:
@@ -64,6 +64,10 @@ def _demo(clients: int, size: int, out: TextIO) -> int:
         Protocol("echo-client", client, user_factory=lambda: {"n": next(counter), "got": 0}),
     ]
     with Context(protocols=protocols, connect_timeout_secs=5) as ctx:
+        ctx.smd.register(
+            lambda cls, ts, payload: say(f"smd {cls.name}: {payload.decode()}"),
+            SmdClass.SYSTEM_STATE | SmdClass.NETWORK,
+        )
         vh = ctx.create_vhost("default", port=0, iface="127.0.0.1")
         assert vh.port is not None
         say(f"lwspy {__version__}: echo server listening on 127.0.0.1:{vh.port}")
@@ -71,6 +75,12 @@ def _demo(clients: int, size: int, out: TextIO) -> int:
             ctx.connect("127.0.0.1", vh.port, protocol="echo-client")
         ctx.call_later(10.0, ctx.stop)
         ctx.run()
+        routes = ctx.routes
+        say(
+            f"system state {ctx.system.state.name}; "
+            + (f"netlink follows {len(routes)} routes" if routes is not None else "no netlink")
+            + f"; SMD delivered {ctx.smd.stats.delivered} messages"
+        )
     ok = done["errors"] == 0 and done["echoed"] == clients * size
     say(f"demo {'ok' if ok else 'FAILED'}: {done['echoed']} of {clients * size} bytes echoed")
     return 0 if ok else 1

@@ -383,5 +383,7 @@ def test_cli_demo_runs_and_reports() -> None:
     text = out.getvalue()
     assert "demo ok: 6000 of 6000 bytes echoed" in text
     assert text.count("connected") == 2
+    assert "system state OPERATIONAL" in text
+    assert 'smd SYSTEM_STATE: {"state":"OPERATIONAL"}' in text
     with pytest.raises(SystemExit):
         cli.main(["demo", "--clients", "0"], out=out)
