@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+from typing import Any
 
 import pytest
 
@@ -387,3 +388,74 @@ def test_cli_demo_runs_and_reports() -> None:
     assert 'smd SYSTEM_STATE: {"state":"OPERATIONAL"}' in text
     with pytest.raises(SystemExit):
         cli.main(["demo", "--clients", "0"], out=out)
+
+
+def test_heap_compaction_while_timers_fire_keeps_the_books_straight(clock: FakeClock) -> None:
+    fired: list[int] = []
+    with Context(clock=clock, netlink=False) as ctx:
+        ctx.service(0)
+        suls = [ctx.sul(lambda i=i: fired.append(i)) for i in range(50)]
+
+        def churn() -> None:  # reschedules enough to compact the heap inside run_due
+            for _ in range(10):
+                for s in suls:
+                    s.schedule(5)
+
+        ctx.call_later(1, churn)
+        clock.advance(1)
+        ctx.service(0)
+        q = ctx.pt.suls
+        assert q.stale >= 0 and len(q) == 50
+        clock.advance(5)
+        ctx.service(0)
+        assert sorted(fired) == list(range(50)) and len(q) == 0 and q.heap == []
+
+
+def test_stop_outside_run_does_not_make_later_passes_spin(clock: FakeClock) -> None:
+    with Context(clock=clock, netlink=False) as ctx:
+        ctx.service(0)
+        timeouts: list[float | None] = []
+        real = ctx.pt.sel.select
+
+        def select(timeout: float | None = None) -> list[Any]:
+            timeouts.append(timeout)
+            return real(0)
+
+        ctx.pt.sel.select = select  # type: ignore[method-assign]
+        ctx.stop()
+        ctx.service(0)  # takes the wake-up
+        ctx.sul(lambda: None).schedule(7)
+        ctx.service()
+        assert timeouts[-1] == 7.0  # waits for the timer, not 0
+
+
+def test_destroy_from_a_callback_cancels_every_timer() -> None:
+    fired: list[str] = []
+    ctx = Context(netlink=False)
+    ctx.call_later(0, ctx.destroy)
+    ctx.call_later(0, fired.append, "late")
+    ctx.service(0)
+    assert ctx.destroyed and fired == []
+
+
+def test_an_idle_connection_keeps_no_send_buffer() -> None:
+    a, b = socket.socketpair()
+    rec = Recorder("p")
+    with Context(protocols=[rec.protocol], netlink=False) as ctx:
+        wsi = ctx.adopt_socket(b)
+        assert wsi._tx is None
+        b.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        wsi.write(b"x" * 200_000)
+        assert wsi._tx is not None and wsi.tx_pending > 0
+        a.setblocking(False)
+        got = 0
+
+        def drained() -> bool:
+            nonlocal got
+            with contextlib.suppress(BlockingIOError):
+                got += len(a.recv(1 << 20))
+            return got >= 200_000 and wsi.tx_pending == 0
+
+        service_until(ctx, drained)
+        assert wsi._tx is None
+    a.close()

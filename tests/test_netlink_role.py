@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import lwspy.core.context as context_mod
-from lwspy import Context, Reason, SystemState
+from lwspy import Context, Reason, SmdClass, SystemState, Wsi
 from lwspy.net.nlmsg import AF_UNSPEC, RTM_GETADDR, RTM_GETLINK, RTM_GETROUTE, decode, dump_request
 from lwspy.roles.netlink import RouteWatcher, _Batch, open_netlink
 from tests.conftest import Recorder, service_until
@@ -69,7 +70,7 @@ def _host_dump() -> bytes:
     """The host's own links, addresses and routes as the kernel sends them."""
     out = bytearray()
     sock = open_netlink()
-    sock.setblocking(True)
+    sock.settimeout(5)  # a kernel that never sends DONE fails the collection, not hangs it
     try:
         for seq, kind in enumerate((RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE), 1):
             sock.send(dump_request(kind, AF_UNSPEC, seq))
@@ -91,10 +92,19 @@ _DUMP = _host_dump()
 
 @pytest.fixture(scope="module")
 def watcher_ctx() -> object:
-    ctx = Context(netlink=True)
+    ctx = Context(protocols=[Recorder("p").protocol], netlink=True)
     service_until(ctx, lambda: ctx._netlink is not None and ctx._netlink.coldplug_done)
     yield ctx
     ctx.destroy()
+
+
+@pytest.fixture(scope="module")
+def tracked(watcher_ctx: Context) -> Iterator[list[Wsi]]:
+    """Connections on the host's routes for the fuzzers to cull, made once."""
+    made = [_tracked_wsi(watcher_ctx, f"203.0.113.{i}", "198.51.100.1") for i in range(1, 4)]
+    yield [w for w, _ in made]
+    for _, a in made:
+        a.close()
 
 
 @given(
@@ -105,7 +115,7 @@ def watcher_ctx() -> object:
     ),
 )
 def test_mangled_kernel_messages_never_raise_out_of_the_role(
-    watcher_ctx: Context, cut: int, flips: list[tuple[int, int]]
+    watcher_ctx: Context, tracked: list[Wsi], cut: int, flips: list[tuple[int, int]]
 ) -> None:
     data = bytearray(_DUMP[:cut])
     for pos, value in flips:
@@ -120,10 +130,33 @@ def test_mangled_kernel_messages_never_raise_out_of_the_role(
 
 
 @given(st.binary(max_size=4096))
-def test_random_bytes_never_raise_out_of_the_role(watcher_ctx: Context, data: bytes) -> None:
+def test_random_bytes_never_raise_out_of_the_role(
+    watcher_ctx: Context, tracked: list[Wsi], data: bytes
+) -> None:
     watcher = watcher_ctx._netlink
     assert watcher is not None
     batch = _Batch()
     for rec in decode(data):
         watcher._record(rec, batch)
     watcher._settle(batch)
+
+
+def test_destroy_during_cold_plug_still_reaches_context_destroying() -> None:
+    seen: list[bytes] = []
+    ctx = Context(netlink=True)
+    ctx.smd.register(lambda c, ts, p: seen.append(p), SmdClass.SYSTEM_STATE)
+    ctx._boot.cancel()
+    ctx.system.transition(SystemState.OPERATIONAL)  # before any dump was read: held
+    assert ctx.system.state is SystemState.IFACE_COLDPLUG and ctx.system.held
+    ctx.destroy()
+    assert ctx.system.state is SystemState.CONTEXT_DESTROYING
+
+
+def _tracked_wsi(ctx: Context, peer: str, local: str) -> tuple[Wsi, socket.socket]:
+    """A connection the watcher tracks as if its peer were ``peer`` (no traffic is sent)."""
+    a, b = socket.socketpair()
+    wsi = ctx.adopt_socket(b)
+    wsi.peer, wsi.local = (peer, 443), (local, 50000)
+    assert ctx._netlink is not None
+    ctx._netlink.track(wsi)
+    return wsi, a

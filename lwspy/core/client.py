@@ -120,6 +120,11 @@ def _attempt(wsi: Wsi, cc: ClientConnect, address: str) -> None:
     ctx = wsi.ctx
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     cao = Cao(cc.host, cc.port, address, int(family), started=ctx.pt.suls.clock())
+    routes = ctx.routes
+    if routes is not None:  # the path the route table gives at attempt time
+        route = routes.lookup(address)
+        if route is not None:
+            cao.ifindex, cao.gateway, cao.route_id = route.oif, route.gateway, route.id
     wsi.caos.append(cao)
     try:
         info = socket.getaddrinfo(

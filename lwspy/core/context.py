@@ -156,7 +156,11 @@ class Context:
                 _NETLINK_SAID = True
                 log.warning("lwspy: running without netlink (%s): routes are not followed", e)
             return None
-        return RouteWatcher(self, sock)
+        try:
+            return RouteWatcher(self, sock)
+        except BaseException:
+            sock.close()
+            raise
 
     @property
     def routes(self) -> RouteTable | None:
@@ -206,6 +210,7 @@ class Context:
         finally:
             if self._netlink is not None:
                 self._netlink.close()
+            self.pt.suls.clear()  # user timers too: none fires on a destroyed context
             self._wake_wsi._close_now("context destroyed")
             self.pt.close()
             self._destroyed = True
@@ -255,7 +260,7 @@ class Context:
                 if timeout is None or wait < timeout:
                     timeout = wait
         smd = self.smd
-        if self._stopping or smd.pending:
+        if smd.pending:
             timeout = 0.0
         self._in_service = True
         try:
@@ -359,7 +364,13 @@ class Context:
         if accept_protocol is not None:
             if not isinstance(accept_protocol, str):
                 raise TypeError("accept_protocol must be a protocol name")
-            accept = Vhost(self, name, protos, None).protocol(accept_protocol)
+            found = [p for p in protos if p.name == accept_protocol]
+            if not found:
+                raise ValueError(
+                    f"unknown protocol {accept_protocol!r} on vhost {name!r} "
+                    f"(has: {', '.join(p.name for p in protos) or 'none'})"
+                )
+            accept = found[0]
         else:
             accept = protos[0] if protos else None
         if port is not None and accept is None:
@@ -561,12 +572,12 @@ class Context:
         wsi = Wsi(self, role, vh, proto, sock)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             try:
+                local = sock.getsockname()
+                wsi.local = (local[0], local[1])
                 peer = sock.getpeername()
                 wsi.peer = (peer[0], peer[1])
             except OSError:
-                pass  # not connected (a datagram socket) or already reset
-            local = sock.getsockname()
-            wsi.local = (local[0], local[1])
+                pass  # not connected (a datagram socket) or already reset: reads will say
         self.pt.add(wsi, 0)
         return self._adopted(wsi)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import selectors
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -23,12 +24,13 @@ __all__ = ["Pt"]
 class Pt:
     """Selector, fd map, timers and the wake fd of one service thread."""
 
-    __slots__ = ("fds", "sel", "suls", "wake_r", "wake_w")
+    __slots__ = ("_wake_lock", "fds", "sel", "suls", "wake_r", "wake_w")
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self.sel: selectors.BaseSelector = selectors.DefaultSelector()
         self.fds: dict[int, Wsi] = {}
         self.suls = SulQueue(clock)
+        self._wake_lock = threading.Lock()
         eventfd = getattr(os, "eventfd", None)
         if eventfd is not None:
             self.wake_r = self.wake_w = eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -66,10 +68,11 @@ class Pt:
 
     def wake(self) -> None:
         """Make a sleeping ``select`` return; safe from any thread."""
-        fd = self.wake_w
-        if fd >= 0:
-            with contextlib.suppress(OSError):  # already awake (counter or pipe full)
-                os.write(fd, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        with self._wake_lock:  # close() must not slip in between the check and the write
+            fd = self.wake_w
+            if fd >= 0:
+                with contextlib.suppress(OSError):  # already awake (counter or pipe full)
+                    os.write(fd, b"\x01\x00\x00\x00\x00\x00\x00\x00")
 
     def drain_wake(self) -> None:
         """Consume the wake-ups that made the fd readable."""
@@ -83,8 +86,9 @@ class Pt:
     def close(self) -> None:
         """Release the selector and the wake fd(s); later wake-ups do nothing."""
         self.sel.close()
-        wake_r, wake_w = self.wake_r, self.wake_w
-        self.wake_r = self.wake_w = -1  # a late post from another thread must not hit a reused fd
+        with self._wake_lock:  # a late post from another thread must not hit a reused fd
+            wake_r, wake_w = self.wake_r, self.wake_w
+            self.wake_r = self.wake_w = -1
         os.close(wake_r)
         if wake_w != wake_r:  # pragma: no cover - pipe fallback
             os.close(wake_w)

@@ -83,8 +83,17 @@ class SulQueue:
             self._compact()
 
     def _compact(self) -> None:
-        self.heap = [e for e in self.heap if e[2]._seq == e[1]]
+        # In place: run_due may be walking this very list when a callback reschedules.
+        self.heap[:] = [e for e in self.heap if e[2]._seq == e[1]]
         heapq.heapify(self.heap)
+        self.stale = 0
+
+    def clear(self) -> None:
+        """Take every timer off (the context is going away): none of them fires."""
+        for _, seq, sul in self.heap:
+            if sul._seq == seq:
+                sul._seq = 0
+        self.heap.clear()
         self.stale = 0
 
     def _drop_stale_top(self) -> None:

@@ -131,7 +131,7 @@ class Wsi:
         self.caos: list[Cao] = []
         self.conmon: Conmon | None = None
         self.tx_pending = 0
-        self._tx: deque[memoryview] = deque()
+        self._tx: deque[memoryview] | None = None  # made on the first buffered write
         self._events = 0
         self._rx_on = False
         self._want_writable = False
@@ -168,10 +168,7 @@ class Wsi:
                 return 0
             if sent == n:
                 return n
-            self._tx.append(memoryview(data)[sent:])
-            self.tx_pending += n - sent
-            if not self._events & EV_WRITE:
-                self._update_events()
+            self._queue(memoryview(data)[sent:])
             return n
         if state is CLOSING or state is CLOSED:
             return 0
@@ -190,11 +187,17 @@ class Wsi:
             if sent == n:
                 return n
             view = view[sent:]
+        self._queue(view)
+        return n
+
+    def _queue(self, view: memoryview) -> None:
+        """Buffer what the fd did not take, behind what is already buffered."""
+        if self._tx is None:
+            self._tx = deque()
         self._tx.append(view)
         self.tx_pending += view.nbytes
         if not self._events & EV_WRITE:
             self._update_events()
-        return n
 
     def _send_now(self, data: bytes | memoryview) -> int:
         """Send what the fd takes now: the byte count, or -1 when the fd failed (closed)."""
@@ -300,6 +303,8 @@ class Wsi:
     def _flush(self) -> bool:
         """Send buffered data; True when the buffer is empty."""
         tx = self._tx
+        if tx is None:
+            return True
         send = self.role.send
         while tx:
             head = tx[0]
@@ -315,12 +320,13 @@ class Wsi:
                 tx[0] = head[sent:]
                 return False
             tx.popleft()
+        self._tx = None  # an idle connection keeps no deque
         return True
 
     def _fail_io(self, exc: OSError) -> None:
         """An fd error: buffered data cannot go anywhere; close without flushing."""
         reason = errno_reason(exc.errno) if exc.errno else str(exc)
-        self._tx.clear()
+        self._tx = None
         self.tx_pending = 0
         self._close_now(reason)
 
@@ -329,7 +335,7 @@ class Wsi:
             self._call(Reason.TIMER)
 
     def _on_timeout(self) -> None:
-        self._tx.clear()
+        self._tx = None
         self.tx_pending = 0
         self._close_now(self._timeout_reason if self.close_reason is None else self.close_reason)
 
@@ -345,7 +351,7 @@ class Wsi:
             self._timer.cancel()
         if self._timeout is not None:
             self._timeout.cancel()
-        self._tx.clear()
+        self._tx = None
         self.tx_pending = 0
         self._want_writable = False
         if self._client is not None:

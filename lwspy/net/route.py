@@ -52,10 +52,10 @@ from lwspy.net.nlmsg import (
     next_route_id,
 )
 
-__all__ = ["Route", "RouteChange", "RouteDiff", "RouteTable"]
+__all__ = ["NOT_ROUTABLE", "Route", "RouteChange", "RouteDiff", "RouteTable"]
 
 _TABLES: Final = (RT_TABLE_MAIN, RT_TABLE_LOCAL)
-_NOT_ROUTABLE: Final = frozenset((RTN_BLACKHOLE, RTN_UNREACHABLE, RTN_PROHIBIT, RTN_THROW))
+NOT_ROUTABLE: Final = frozenset((RTN_BLACKHOLE, RTN_UNREACHABLE, RTN_PROHIBIT, RTN_THROW))
 _MASKS = {
     fam: tuple(((1 << bits) - 1) ^ ((1 << (bits - n)) - 1) for n in range(bits + 1))
     for fam, bits in ((AF_INET, 32), (AF_INET6, 128))
@@ -279,7 +279,7 @@ class RouteTable:
         """True if a lookup finds a route that forwards: not blackhole, unreachable,
         prohibit or throw, and not no route at all."""
         route = self.lookup(addr)
-        return route is not None and route.type not in _NOT_ROUTABLE
+        return route is not None and route.type not in NOT_ROUTABLE
 
     def routes_via_link(self, ifindex: int) -> list[Route]:
         """Every route with a path over interface ``ifindex``."""
@@ -375,6 +375,12 @@ class RouteTable:
             if (family is None or route.family == family) and _links(route) == {ifindex}
         ]
         return self._remove_all(gone)
+
+    def clear(self) -> None:
+        """Remove every route (the generation still moves on, so readers see a change)."""
+        generation = self._generation
+        RouteTable.__init__(self)
+        self._generation = generation + 1
 
     def drop_prefsrc(self, address: str) -> list[Route]:
         """Remove the routes whose preferred source is ``address`` and return them (the

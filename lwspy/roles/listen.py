@@ -49,7 +49,7 @@ class ListenRole(InternalRole):
                 log.debug("accept on %s: %s", vh.name, e)
                 continue
             vh._accept_ok()
-            ctx._adopt(conn, vh, proto, RAW_SKT)
+            ctx._adopt(conn, vh, proto, RAW_SKT)  # it cannot fail: a new fd is not in the map
 
 
 LISTEN = ListenRole()

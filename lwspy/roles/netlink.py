@@ -48,11 +48,7 @@ from lwspy.net.nlmsg import (
     RTM_NEWADDR,
     RTM_NEWLINK,
     RTMGRP_SUBSCRIBE,
-    RTN_BLACKHOLE,
     RTN_LOCAL,
-    RTN_PROHIBIT,
-    RTN_THROW,
-    RTN_UNREACHABLE,
     AddrMsg,
     DoneMsg,
     ErrorMsg,
@@ -63,7 +59,7 @@ from lwspy.net.nlmsg import (
     decode,
     dump_request,
 )
-from lwspy.net.route import RouteTable
+from lwspy.net.route import NOT_ROUTABLE, RouteTable
 from lwspy.system.smd import SmdClass
 from lwspy.system.state import SystemState
 
@@ -82,7 +78,6 @@ READS_PER_EVENT = 512
 """The most datagrams read per readable event, so a dump cannot starve the other fds."""
 
 _DUMP_STEPS = (RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE)
-_NOT_ROUTABLE = frozenset((RTN_BLACKHOLE, RTN_UNREACHABLE, RTN_PROHIBIT, RTN_THROW))
 _AddrKey = tuple[int, int, str]  # (family, ifindex, local address)
 
 
@@ -253,8 +248,9 @@ class RouteWatcher:
     # -- cold plug -----------------------------------------------------------------------
 
     def _hold_coldplug(self, current: SystemState, step: SystemState) -> bool:
-        # Hold the machine at IFACE_COLDPLUG until the dumps have ended.
-        return self.coldplug_done or current is not SystemState.IFACE_COLDPLUG
+        # Hold the climb out of IFACE_COLDPLUG until the dumps have ended; a jump
+        # (CONTEXT_DESTROYING, POLICY_INVALID) is never held.
+        return self.coldplug_done or step is not SystemState.DHCP
 
     def _coldplug_timeout(self) -> None:
         if not self.coldplug_done:
@@ -271,10 +267,20 @@ class RouteWatcher:
         if self.ctx.system.held:
             self.ctx.system.resume()
 
+    def _retrack(self) -> None:
+        """Index every tracked connection again (the table was filled after they came)."""
+        for wsi in list(self._keys):
+            self.untrack(wsi)
+            self.track(wsi)
+
     # -- dumps ---------------------------------------------------------------------------
 
     def _start_dump(self, initial: bool) -> None:
-        self._dump = _Dump(initial=initial)
+        if initial:  # the first dump fills the live table itself: ctx.routes stays one object
+            self.table.clear()
+            self._dump = _Dump(initial=True, routes=self.table)
+        else:
+            self._dump = _Dump(initial=False)
         self._send_dump_step()
 
     def _send_dump_step(self) -> None:
@@ -300,9 +306,11 @@ class RouteWatcher:
         self.local_count = {}
         for _, _, local in dump.addrs:
             self.local_count[local] = self.local_count.get(local, 0) + 1
-        if dump.initial and not self.coldplug_done:
-            self.table = dump.routes
-            self._coldplug_finished()
+        if dump.initial:  # no SMD, no culling: this is what the host had from the start
+            if self.coldplug_done:  # it came after the timeout: connections since then
+                self._retrack()  # were looked up in an empty table
+            else:
+                self._coldplug_finished()
             return
         self.stats["resyncs"] += 1
         delta = self.table.resync(dump.routes)
@@ -338,8 +346,7 @@ class RouteWatcher:
                 if e.errno == errno.ENOBUFS:  # the kernel dropped events: dump and diff
                     self.stats["enobufs"] += 1
                     log.warning("lwspy netlink: events lost (ENOBUFS); dumping again")
-                    if self._dump is None:
-                        self._start_dump(initial=False)
+                    self._start_dump(initial=self._dump is not None and self._dump.initial)
                     continue
                 log.error("lwspy netlink: recv failed: %s", e)
                 break
@@ -377,33 +384,33 @@ class RouteWatcher:
     def _link(self, rec: LinkMsg, dump: _Dump | None, batch: _Batch) -> None:
         if rec.family == AF_BRIDGE:  # bridge port events, not the link itself
             return
-        links = dump.links if dump is not None else self.links
+        links, table = (dump.links, dump.routes) if dump is not None else (self.links, self.table)
+        removed = batch.removed if dump is None else []
         if rec.type == RTM_NEWLINK:
             prev = links.get(rec.index)
             links[rec.index] = rec
-            if dump is None and not rec.up and (prev is None or prev.up):
+            if not rec.up and (prev is None or prev.up):
                 # Link down: the kernel flushed its IPv4 routes (all but the local ones)
                 # without a word; its IPv6 routes come as RTM_DELROUTEs.
-                for route in self.table.routes_via_link(rec.index):
+                for route in table.routes_via_link(rec.index):
                     if (
                         route.family == AF_INET
                         and route.type != RTN_LOCAL
                         and set(route.oifs) == {rec.index}
-                        and self.table.delete(route) is not None
+                        and table.delete(route) is not None
                     ):
-                        batch.removed.append(route)
+                        removed.append(route)
         elif rec.type == RTM_DELLINK:
             links.pop(rec.index, None)
-            if dump is None:
-                batch.removed.extend(self.table.drop_link(rec.index))
+            removed.extend(table.drop_link(rec.index))
 
     def _addr(self, rec: AddrMsg, dump: _Dump | None, batch: _Batch) -> None:
         key = (rec.family, rec.index, rec.local)
         if dump is not None:
             if rec.type == RTM_NEWADDR:
                 dump.addrs[key] = rec
-            else:
-                dump.addrs.pop(key, None)
+            elif dump.addrs.pop(key, None) is not None:
+                self._addr_gone(rec, dump.addrs, dump.routes, [])
             return
         if rec.type == RTM_NEWADDR:
             if key not in self.addrs:
@@ -416,11 +423,20 @@ class RouteWatcher:
             else:
                 del self.local_count[rec.local]
                 batch.gone_locals.add(rec.local)
-            if rec.family == AF_INET and not any(
-                fam == AF_INET and idx == rec.index for fam, idx, _ in self.addrs
-            ):
-                # The link's last IPv4 address went: the kernel flushed its IPv4 routes.
-                batch.removed.extend(self.table.drop_link(rec.index, AF_INET))
+            self._addr_gone(rec, self.addrs, self.table, batch.removed)
+
+    @staticmethod
+    def _addr_gone(
+        rec: AddrMsg, addrs: dict[_AddrKey, AddrMsg], table: RouteTable, removed: list[Route]
+    ) -> None:
+        """Mirror what the kernel flushes, unannounced, when an IPv4 address goes."""
+        if rec.family != AF_INET:
+            return
+        if not any(fam == AF_INET and local == rec.local for fam, _, local in addrs):
+            removed.extend(table.drop_prefsrc(rec.local))  # routes with "src" that address
+        if not any(fam == AF_INET and idx == rec.index for fam, idx, _ in addrs):
+            # The link's last IPv4 address went: every IPv4 route over it went too.
+            removed.extend(table.drop_link(rec.index, AF_INET))
 
     def _settle(self, batch: _Batch) -> None:
         """Re-check what the batch could have affected; announce it on SMD."""
@@ -434,7 +450,7 @@ class RouteWatcher:
         for route in batch.removed:
             for wsi in list(self.by_route.pop(route.id, ())):
                 self._recheck(wsi)
-        blocking = [r for r in batch.added if r.type in _NOT_ROUTABLE]
+        blocking = [r for r in batch.added if r.type in NOT_ROUTABLE]
         if blocking:
             self._recheck_covered(blocking)
         smd = self.ctx.smd
@@ -453,23 +469,30 @@ class RouteWatcher:
         if keys is None or wsi.state >= WsiState.CLOSING:
             return
         route = self.table.lookup(keys[0])
-        if route is None or route.type in _NOT_ROUTABLE:
+        if route is None or route.type in NOT_ROUTABLE:
             self._cull(wsi, "route lost")
             return
         self.by_route.setdefault(route.id, set()).add(wsi)
         wsi._route_id = route.id
 
     def _recheck_covered(self, routes: list[Route]) -> None:
-        """New blocking routes: re-check the connections whose peer they cover."""
+        """New blocking routes: re-check the connections whose peer they cover. Only the
+        connections on routes that contain a new route's prefix can be covered by it."""
         nets = [ipaddress.ip_network(f"{r.dst}/{r.dst_len}") for r in routes]
         keys = self._keys
-        for users in list(self.by_route.values()):
-            for wsi in list(users):
-                if any(keys[wsi][0] in n for n in nets):
-                    users.discard(wsi)
+        for rid in list(self.by_route):
+            route = self.table.get(rid)
+            if route is not None:
+                outer = ipaddress.ip_network(f"{route.dst}/{route.dst_len}")
+                if not any(n.version == outer.version and n.subnet_of(outer) for n in nets):  # type: ignore[arg-type]
+                    continue
+            for wsi in list(self.by_route.get(rid, ())):
+                key = keys.get(wsi)
+                if key is not None and any(key[0] in n for n in nets):
+                    self.by_route[rid].discard(wsi)
                     self._recheck(wsi)
-        for rid in [rid for rid, users in self.by_route.items() if not users]:
-            del self.by_route[rid]
+            if not self.by_route.get(rid, True):
+                del self.by_route[rid]
 
     def _cull(self, wsi: Wsi, reason: str) -> None:
         if wsi.state is WsiState.CLOSED:

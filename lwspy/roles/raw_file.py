@@ -25,6 +25,8 @@ class RawFileRole(RoleOps):
     adopt_reason = Reason.RAW_ADOPT_FILE
 
     def on_readable(self, wsi: Wsi) -> None:
+        if not wsi._rx_on:  # closed (flushing) by an earlier callback of this pass
+            return
         try:
             data = os.read(wsi.fd, RX_CHUNK)
         except BlockingIOError:

@@ -23,6 +23,8 @@ class RawSktRole(RoleOps):
     name = "raw_skt"
 
     def on_readable(self, wsi: Wsi) -> None:
+        if not wsi._rx_on:  # closed (flushing) by an earlier callback of this pass
+            return
         sock = wsi.sock
         assert sock is not None
         try:

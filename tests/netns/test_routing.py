@@ -297,3 +297,91 @@ def test_deleting_the_link_culls_and_the_table_follows(net: Net) -> None:
     watcher = net.a._netlink
     assert watcher is not None
     assert not any(link.name == "va" for link in watcher.links.values())
+
+
+def test_a_route_with_a_source_address_follows_that_address(net: Net) -> None:
+    net.lab.ip("a", "addr", "add", "198.51.100.9/24", "dev", "va")
+    net.lab.ip("a", "route", "add", "203.0.113.128/25", "via", Lab.B_ADDR, "src", "198.51.100.9")
+    net.settle()
+    net.check_table()
+    net.lab.ip("a", "addr", "del", "198.51.100.9/24", "dev", "va")
+    net.settle()
+    net.check_table()
+
+
+def test_connections_made_before_the_cold_plug_ended_are_culled_too(lab: Lab) -> None:
+    cli = Recorder("cli")
+    with lab.inside("b"):
+        b = Context(protocols=[Recorder("srv").protocol], netlink=False)
+        port = b.create_vhost("default", port=0).port
+    a = Context(protocols=[cli.protocol], netlink=True)
+    try:
+        watcher = a._netlink
+        assert watcher is not None and port is not None
+        a.pt.set_events(watcher.wsi, 0)  # the dump waits until the connection is up
+        w = a.connect(Lab.PEER, port)
+        for _ in range(400):
+            if Reason.RAW_CONNECTED in cli.reasons(w):
+                break
+            a.service(5)
+            with lab.inside("b"):
+                b.service(5)
+        assert not watcher.coldplug_done and w in watcher._early
+        a.pt.set_events(watcher.wsi, 1)
+        for _ in range(100):
+            if watcher.coldplug_done:
+                break
+            a.service(5)
+        assert w._route_id is not None
+        lab.ip("a", "route", "del", "203.0.113.0/24")
+        for _ in range(200):
+            if w.state is WsiState.CLOSED:
+                break
+            a.service(5)
+        assert w.close_reason == "route lost"
+    finally:
+        a.destroy()
+        b.destroy()
+
+
+def test_a_dump_that_ends_after_the_cold_plug_timeout_indexes_what_came_before(
+    lab: Lab,
+) -> None:
+    cli = Recorder("cli")
+    with lab.inside("b"):
+        b = Context(protocols=[Recorder("srv").protocol], netlink=False)
+        port = b.create_vhost("default", port=0).port
+    a = Context(protocols=[cli.protocol], netlink=True)
+    seen: list[bytes] = []
+    a.smd.register(lambda c, ts, p: seen.append(p), SmdClass.NETWORK)
+    try:
+        watcher = a._netlink
+        assert watcher is not None and port is not None
+        a.pt.set_events(watcher.wsi, 0)
+        watcher._coldplug_timeout()  # as if the 5 s had passed with no dump
+        assert watcher.coldplug_done and len(watcher.table) == 0
+        w = a.connect(Lab.PEER, port)
+        for _ in range(400):
+            if Reason.RAW_CONNECTED in cli.reasons(w):
+                break
+            a.service(5)
+            with lab.inside("b"):
+                b.service(5)
+        assert w._route_id is None  # looked up in an empty table
+        a.pt.set_events(watcher.wsi, 1)
+        for _ in range(100):
+            if watcher._dump is None and len(watcher.table):
+                break
+            a.service(5)
+        assert w._route_id is not None
+        a.service(5)
+        assert seen == []  # the late cold plug is still a cold plug: no SMD
+        lab.ip("a", "route", "del", "203.0.113.0/24")
+        for _ in range(200):
+            if w.state is WsiState.CLOSED:
+                break
+            a.service(5)
+        assert w.close_reason == "route lost"
+    finally:
+        a.destroy()
+        b.destroy()
