@@ -26,8 +26,10 @@ def test_reason_values_are_lws_numbers() -> None:
 
 
 def test_import_pulls_in_no_asyncio_pyroute2_h11() -> None:
+    # logging, dataclasses and json would triple the import time (tools/bench_server.py)
+    heavy = ("asyncio", "pyroute2", "h11", "logging", "dataclasses", "json", "lwspy.net.nlmsg")
     code = (
-        "import sys, lwspy; bad = [m for m in ('asyncio', 'pyroute2', 'h11') if m in sys.modules];"
+        f"import sys, lwspy; bad = [m for m in {heavy!r} if m in sys.modules];"
         "print(bad); sys.exit(1 if bad else 0)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
@@ -459,3 +461,27 @@ def test_an_idle_connection_keeps_no_send_buffer() -> None:
         service_until(ctx, drained)
         assert wsi._tx is None
     a.close()
+
+
+def test_lazy_log_drops_debug_until_logging_is_imported_and_always_warns() -> None:
+    code = (
+        "import sys, lwspy\n"
+        "from lwspy._log import log\n"
+        "log.debug('quiet %s', 1); log.info('quiet')\n"
+        "assert 'logging' not in sys.modules and not log.isEnabledFor(10)\n"
+        "log.warning('loud %s', 2)\n"
+        "assert 'logging' in sys.modules\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "loud 2" in out.stderr and "quiet" not in out.stderr
+
+
+def test_records_compare_and_print_by_field() -> None:
+    a = lwspy.Cao("h", 1, "198.51.100.1", 2, started=1.0)
+    b = lwspy.Cao("h", 1, "198.51.100.1", 2, started=1.0)
+    assert a == b and a != lwspy.Cao("h", 2, "198.51.100.1", 2, started=1.0)
+    assert a != "h" and repr(a).startswith("Cao(host='h', port=1")
+    assert lwspy.Conmon().dns_results == [] and lwspy.Conmon() == lwspy.Conmon()
+    with pytest.raises(TypeError):
+        hash(a)

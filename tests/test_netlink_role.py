@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import lwspy.core.context as context_mod
+import lwspy.roles.netlink as netlink_mod
 from lwspy import Context, Reason, SmdClass, SystemState, Wsi
 from lwspy.net.nlmsg import AF_UNSPEC, RTM_GETADDR, RTM_GETLINK, RTM_GETROUTE, decode, dump_request
 from lwspy.roles.netlink import RouteWatcher, _Batch, open_netlink
@@ -29,7 +30,7 @@ def _fds() -> set[str]:
 def test_netlink_none_runs_without_it_and_says_so_once(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(context_mod, "open_netlink", _refuse)
+    monkeypatch.setattr(netlink_mod, "open_netlink", _refuse)
     monkeypatch.setattr(context_mod, "_NETLINK_SAID", False)
     with caplog.at_level(logging.WARNING, logger="lwspy"):
         for _ in range(2):
@@ -44,7 +45,7 @@ def test_netlink_none_runs_without_it_and_says_so_once(
 def test_netlink_true_where_it_cannot_be_opened_is_a_clear_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(context_mod, "open_netlink", _refuse)
+    monkeypatch.setattr(netlink_mod, "open_netlink", _refuse)
     before = _fds()
     with pytest.raises(RuntimeError, match="netlink=True, but no netlink socket"):
         Context(netlink=True)

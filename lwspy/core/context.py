@@ -9,7 +9,7 @@ import re
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lwspy.core import client
 from lwspy.core.log import log
@@ -20,14 +20,16 @@ from lwspy.core.sul import Sul
 from lwspy.core.vhost import Vhost
 from lwspy.core.wsi import CLOSED, EV_READ, EV_WRITE, Wsi, WsiState
 from lwspy.net.hosts import parse_hosts
-from lwspy.net.route import RouteTable
 from lwspy.roles.listen import LISTEN
-from lwspy.roles.netlink import RouteWatcher, open_netlink
 from lwspy.roles.pipe import PIPE
 from lwspy.roles.raw_file import RAW_FILE
 from lwspy.roles.raw_skt import RAW_SKT
 from lwspy.system.smd import Smd
 from lwspy.system.state import LwsSystem, SystemState
+
+if TYPE_CHECKING:
+    from lwspy.net.route import RouteTable
+    from lwspy.roles.netlink import RouteWatcher
 
 __all__ = ["CallbackErrorHandler", "Context"]
 
@@ -146,6 +148,10 @@ class Context:
             raise
 
     def _open_netlink(self, required: bool) -> RouteWatcher | None:
+        # Imported here: `import lwspy` stays cheap, and a context without netlink never
+        # loads the decoder.
+        from lwspy.roles.netlink import RouteWatcher, open_netlink
+
         try:
             sock = open_netlink()
         except (OSError, AttributeError) as e:  # not Linux, or not allowed here

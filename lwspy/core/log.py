@@ -1,8 +1,7 @@
-"""The library's logger; callers guard costly arguments with ``isEnabledFor``."""
+"""The library's logger; see :mod:`lwspy._log` (``logging`` is imported only when needed)."""
 
 from __future__ import annotations
 
-import logging
+from lwspy._log import DEBUG, INFO, WARNING, log
 
-log = logging.getLogger("lwspy")
-DEBUG = logging.DEBUG
+__all__ = ["DEBUG", "INFO", "WARNING", "log"]

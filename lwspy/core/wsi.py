@@ -15,7 +15,7 @@ from collections import deque
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
-from lwspy.core.log import log
+from lwspy.core.log import DEBUG, log
 from lwspy.core.protocol import Protocol, Reason
 from lwspy.core.sul import Sul
 from lwspy.net.cao import CaoResult
@@ -364,7 +364,7 @@ class Wsi:
                     cao.ended = now
         self.ctx.pt.forget(self)
         self.role.close_fd(self)
-        if log.isEnabledFor(10):
+        if log.isEnabledFor(DEBUG):
             log.debug("close %r: %s", self, self.close_reason)
         try:
             if not self.role.internal:

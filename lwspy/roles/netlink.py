@@ -31,7 +31,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from lwspy.core.log import log
+from lwspy.core.log import INFO, log
 from lwspy.core.protocol import INTERNAL
 from lwspy.core.role import InternalRole
 from lwspy.core.sul import Sul
@@ -498,6 +498,6 @@ class RouteWatcher:
         if wsi.state is WsiState.CLOSED:
             return
         self.stats["culled"] += 1
-        if log.isEnabledFor(20):
+        if log.isEnabledFor(INFO):
             log.info("lwspy netlink: closing %r: %s", wsi, reason)
         wsi._close_now(reason)

@@ -24,15 +24,15 @@ NETWORK b'{"type":"cpdcheck"}'
 from __future__ import annotations
 
 import enum
-import json
-import logging
 import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
+
+from lwspy._log import log
+from lwspy._record import Record
 
 __all__ = [
     "MAX_PAYLOAD",
@@ -44,7 +44,6 @@ __all__ = [
     "SmdStats",
 ]
 
-log = logging.getLogger("lwspy")
 
 MAX_PAYLOAD = 384
 """The largest payload, in bytes after encoding (lws ``LWS_SMD_MAX_PAYLOAD``)."""
@@ -75,8 +74,7 @@ _SYSTEM_BITS = sum(member.value for member in SmdClass)  # distinct single bits
 _RESERVED_BITS = (USER_BASE - 1) & ~_SYSTEM_BITS  # bits 4 to 23: lws's future system classes
 
 
-@dataclass(slots=True)
-class SmdStats:
+class SmdStats(Record):
     """A snapshot of the counters of one :class:`Smd` (read :attr:`Smd.stats` again to update).
 
     ``posted`` counts messages queued; ``delivered`` one per peer per message (a callback
@@ -85,10 +83,15 @@ class SmdStats:
     because nobody listens to its class is not counted anywhere.
     """
 
-    posted: int = 0
-    delivered: int = 0
-    dropped_full: int = 0
-    expired: int = 0
+    __slots__ = ("posted", "delivered", "dropped_full", "expired")  # noqa: RUF023
+
+    def __init__(
+        self, posted: int = 0, delivered: int = 0, dropped_full: int = 0, expired: int = 0
+    ) -> None:
+        self.posted = posted
+        self.delivered = delivered
+        self.dropped_full = dropped_full
+        self.expired = expired
 
 
 SmdCallback = Callable[[SmdClass, float, bytes], object]
@@ -372,6 +375,8 @@ def _encode(payload: object) -> bytes:
     if isinstance(payload, str):
         return payload.encode("utf-8")
     if isinstance(payload, dict):
+        import json  # only dict payloads need it; `import lwspy` stays cheap
+
         try:
             text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         except TypeError as e:

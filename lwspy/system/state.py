@@ -18,15 +18,13 @@ True
 from __future__ import annotations
 
 import enum
-import logging
 from collections.abc import Callable
 from typing import Any
 
+from lwspy._log import log
 from lwspy.system.smd import SmdClass
 
 __all__ = ["LwsSystem", "Notifier", "SystemState"]
-
-log = logging.getLogger("lwspy")
 
 
 class SystemState(enum.IntEnum):
