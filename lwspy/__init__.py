@@ -3,6 +3,8 @@
 Everything public is re-exported here; nothing else is public.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from lwspy.core.context import CallbackErrorHandler, Context
 from lwspy.core.protocol import Callback, Protocol, Reason
 from lwspy.core.sul import Sul
@@ -22,6 +24,8 @@ __all__ = [
     "LwsSystem",
     "Protocol",
     "Reason",
+    "Route",
+    "RouteTable",
     "Smd",
     "SmdClass",
     "SmdPeer",
@@ -34,3 +38,15 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from lwspy.net.route import Route, RouteTable
+
+
+def __getattr__(name: str) -> Any:
+    # Route and RouteTable bring the netlink decoder: loaded on first use, not on import.
+    if name in ("Route", "RouteTable"):
+        from lwspy.net import route
+
+        return getattr(route, name)
+    raise AttributeError(f"module 'lwspy' has no attribute {name!r}")
