@@ -485,3 +485,11 @@ def test_records_compare_and_print_by_field() -> None:
     assert lwspy.Conmon().dns_results == [] and lwspy.Conmon() == lwspy.Conmon()
     with pytest.raises(TypeError):
         hash(a)
+
+
+def test_route_names_load_on_first_use() -> None:
+    from lwspy import Route, RouteTable
+
+    assert RouteTable().lookup("198.51.100.1") is None and Route.__name__ == "Route"
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        lwspy.nope  # type: ignore[attr-defined]  # noqa: B018
