@@ -73,6 +73,7 @@ class SulQueue:
         return len(self.heap) - self.stale
 
     def push(self, sul: Sul, due: float) -> None:
+        """(Re)schedule ``sul`` at clock time ``due``; an earlier entry of it goes stale."""
         if sul._seq:
             self.stale += 1
         self._counter += 1
