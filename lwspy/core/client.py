@@ -47,6 +47,7 @@ class ClientConnect:
     """What a client wsi is connecting to, and the timers of that connect."""
 
     __slots__ = (
+        "caos",
         "host",
         "iface",
         "port",
@@ -64,6 +65,7 @@ class ClientConnect:
         self.iface = iface
         self.want_conmon = conmon
         self.user_error: Exception | None = None
+        self.caos: list[Cao] = []  # every attempt, in start order (wsi.caos)
         self.started = suls.clock()
         self.start_sul = Sul(suls, lambda: _start(wsi))
         self.timeout_sul = Sul(suls, lambda: _fail(wsi, errno.ETIMEDOUT, "timed out"))
@@ -125,7 +127,7 @@ def _attempt(wsi: Wsi, cc: ClientConnect, address: str) -> None:
         route = routes.lookup(address)
         if route is not None:
             cao.ifindex, cao.gateway, cao.route_id = route.oif, route.gateway, route.id
-    wsi.caos.append(cao)
+    cc.caos.append(cao)
     try:
         info = socket.getaddrinfo(
             address, cc.port, family, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST

@@ -7,6 +7,7 @@ import math
 import os
 import re
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -124,6 +125,7 @@ class Context:
         self._destroying = False
         self._destroyed = False
         self._netlink: RouteWatcher | None = None
+        self._names: dict[tuple[str, int], tuple[str, int]] = {}  # shared local names
         self.smd = Smd(queue_depth=smd_queue_depth, ttl=smd_ttl, clock=clock, wake=self._wake)
         self.system = LwsSystem(self.smd.post)
         self.pt = Pt(clock)
@@ -578,10 +580,16 @@ class Context:
         wsi = Wsi(self, role, vh, proto, sock)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             try:
+                # Memory per idle wsi: the accepted sockets of a listener share one local
+                # name, and the peer's host text is interned (many come from one host).
                 local = sock.getsockname()
-                wsi.local = (local[0], local[1])
+                local = local if len(local) == 2 else (local[0], local[1])
+                names = self._names
+                if len(names) > 256:  # adopted client sockets: ephemeral ports, no sharing
+                    names.clear()
+                wsi.local = names.setdefault(local, local)
                 peer = sock.getpeername()
-                wsi.peer = (peer[0], peer[1])
+                wsi.peer = (sys.intern(peer[0]), peer[1])
             except OSError:
                 pass  # not connected (a datagram socket) or already reset: reads will say
         self.pt.add(wsi, 0)

@@ -90,7 +90,6 @@ class Wsi:
         "_timer",
         "_tx",
         "_want_writable",
-        "caos",
         "close_reason",
         "conmon",
         "ctx",
@@ -128,7 +127,6 @@ class Wsi:
         self.peer: tuple[str, int] | None = None
         self.local: tuple[str, int] | None = None
         self.close_reason: str | None = None
-        self.caos: list[Cao] = []
         self.conmon: Conmon | None = None
         self.tx_pending = 0
         self._tx: deque[memoryview] | None = None  # made on the first buffered write
@@ -163,8 +161,13 @@ class Wsi:
             n = len(data)  # the common case: immutable bytes, nothing queued ahead of them
             if not n:
                 return 0
-            sent = self._send_now(data)
-            if sent < 0:
+            sock = self.sock
+            try:  # inline: this is the hot path of every echo
+                sent = sock.send(data) if sock is not None else self.role.send(self, data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as e:
+                self._fail_io(e)
                 return 0
             if sent == n:
                 return n
@@ -269,6 +272,11 @@ class Wsi:
             return
         self._close_now(reason)
 
+    @property
+    def caos(self) -> list[Cao]:
+        """Every connect attempt of a client wsi, the HEAD (winning) one first; [] else."""
+        return self._client.caos if self._client is not None else []
+
     def conmon_take(self) -> Conmon | None:
         """Hand over the CONMON figures once (lws ``lws_conmon_wsi_take``); then None."""
         cm, self.conmon = self.conmon, None
@@ -358,7 +366,7 @@ class Wsi:
             self._client.start_sul.cancel()
             self._client.timeout_sul.cancel()
             now = self.ctx.pt.suls.clock()
-            for cao in self.caos:
+            for cao in self._client.caos:
                 if cao.result is CaoResult.PENDING:
                     cao.result = CaoResult.ERROR
                     cao.ended = now

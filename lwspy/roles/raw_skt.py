@@ -34,8 +34,14 @@ class RawSktRole(RoleOps):
         except OSError as e:
             wsi._fail_io(e)
             return
-        if data:
-            wsi._call(RAW_RX, data)
+        if data:  # wsi._call, inlined: this is the hot path of every read
+            try:
+                ret = wsi.protocol.callback(wsi, RAW_RX, wsi.user, data)
+            except Exception as exc:
+                wsi.ctx._callback_failed(wsi, RAW_RX, exc)
+                return
+            if ret and wsi._rx_on:
+                wsi._close_now("callback")
         else:
             # Half-close: nothing more will come; what we still owe the peer is flushed.
             wsi._rx_on = False
