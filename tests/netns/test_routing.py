@@ -309,79 +309,80 @@ def test_a_route_with_a_source_address_follows_that_address(net: Net) -> None:
     net.check_table()
 
 
-def test_connections_made_before_the_cold_plug_ended_are_culled_too(lab: Lab) -> None:
-    cli = Recorder("cli")
-    with lab.inside("b"):
-        b = Context(protocols=[Recorder("srv").protocol], netlink=False)
-        port = b.create_vhost("default", port=0).port
-    a = Context(protocols=[cli.protocol], netlink=True)
-    try:
-        watcher = a._netlink
-        assert watcher is not None and port is not None
-        a.pt.set_events(watcher.wsi, 0)  # the dump waits until the connection is up
-        w = a.connect(Lab.PEER, port)
+class HeldNet:
+    """lwspy in "a" whose netlink socket is not read until ``release()``, and a peer in
+    "b": for what happens before the cold plug's dump is in."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.cli = Recorder("cli")
+        with lab.inside("b"):
+            self.b = Context(protocols=[Recorder("srv").protocol], netlink=False)
+            port = self.b.create_vhost("default", port=0).port
+        assert port is not None
+        self.port = port
+        self.a = Context(protocols=[self.cli.protocol], netlink=True)
+        watcher = self.a._netlink
+        assert watcher is not None
+        self.watcher = watcher
+        self.a.pt.set_events(watcher.wsi, 0)  # the dump waits
+
+    def connect(self) -> Wsi:
+        w = self.a.connect(Lab.PEER, self.port)
+        self.until(lambda: Reason.RAW_CONNECTED in self.cli.reasons(w), both=True)
+        return w
+
+    def release(self) -> None:
+        self.a.pt.set_events(self.watcher.wsi, 1)
+
+    def until(self, cond: Any, both: bool = False) -> None:
         for _ in range(400):
-            if Reason.RAW_CONNECTED in cli.reasons(w):
-                break
-            a.service(5)
-            with lab.inside("b"):
-                b.service(5)
-        assert not watcher.coldplug_done and w in watcher._early
-        a.pt.set_events(watcher.wsi, 1)
-        for _ in range(100):
-            if watcher.coldplug_done:
-                break
-            a.service(5)
+            if cond():
+                return
+            self.a.service(5)
+            if both:
+                with self.lab.inside("b"):
+                    self.b.service(5)
+        raise AssertionError("condition not reached")
+
+    def close(self) -> None:
+        self.a.destroy()
+        self.b.destroy()
+
+
+def test_connections_made_before_the_cold_plug_ended_are_culled_too(lab: Lab) -> None:
+    h = HeldNet(lab)
+    try:
+        w = h.connect()
+        assert not h.watcher.coldplug_done and w in h.watcher._early
+        h.release()
+        h.until(lambda: h.watcher.coldplug_done)
         assert w._route_id is not None
         lab.ip("a", "route", "del", "203.0.113.0/24")
-        for _ in range(200):
-            if w.state is WsiState.CLOSED:
-                break
-            a.service(5)
+        h.until(lambda: w.state is WsiState.CLOSED)
         assert w.close_reason == "route lost"
     finally:
-        a.destroy()
-        b.destroy()
+        h.close()
 
 
 def test_a_dump_that_ends_after_the_cold_plug_timeout_indexes_what_came_before(
     lab: Lab,
 ) -> None:
-    cli = Recorder("cli")
-    with lab.inside("b"):
-        b = Context(protocols=[Recorder("srv").protocol], netlink=False)
-        port = b.create_vhost("default", port=0).port
-    a = Context(protocols=[cli.protocol], netlink=True)
+    h = HeldNet(lab)
     seen: list[bytes] = []
-    a.smd.register(lambda c, ts, p: seen.append(p), SmdClass.NETWORK)
+    h.a.smd.register(lambda c, ts, p: seen.append(p), SmdClass.NETWORK)
     try:
-        watcher = a._netlink
-        assert watcher is not None and port is not None
-        a.pt.set_events(watcher.wsi, 0)
-        watcher._coldplug_timeout()  # as if the 5 s had passed with no dump
-        assert watcher.coldplug_done and len(watcher.table) == 0
-        w = a.connect(Lab.PEER, port)
-        for _ in range(400):
-            if Reason.RAW_CONNECTED in cli.reasons(w):
-                break
-            a.service(5)
-            with lab.inside("b"):
-                b.service(5)
+        h.watcher._coldplug_timeout()  # as if the 5 s had passed with no dump
+        assert h.watcher.coldplug_done and len(h.watcher.table) == 0
+        w = h.connect()
         assert w._route_id is None  # looked up in an empty table
-        a.pt.set_events(watcher.wsi, 1)
-        for _ in range(100):
-            if watcher._dump is None and len(watcher.table):
-                break
-            a.service(5)
+        h.release()
+        h.until(lambda: h.watcher._dump is None and len(h.watcher.table) > 0)
         assert w._route_id is not None
-        a.service(5)
+        h.a.service(5)
         assert seen == []  # the late cold plug is still a cold plug: no SMD
         lab.ip("a", "route", "del", "203.0.113.0/24")
-        for _ in range(200):
-            if w.state is WsiState.CLOSED:
-                break
-            a.service(5)
+        h.until(lambda: w.state is WsiState.CLOSED)
         assert w.close_reason == "route lost"
     finally:
-        a.destroy()
-        b.destroy()
+        h.close()
