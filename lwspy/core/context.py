@@ -9,7 +9,7 @@ import re
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from lwspy.core import client
@@ -456,9 +456,6 @@ class Context:
     def wsis(self) -> list[Wsi]:
         """Every open connection and adopted fd of the context (not listeners)."""
         return list(self._wsis)
-
-    def __iter__(self) -> Iterator[Wsi]:
-        return iter(list(self._wsis))
 
     def connect(
         self,

@@ -333,19 +333,15 @@ class Wsi:
 
     def _fail_io(self, exc: OSError) -> None:
         """An fd error: buffered data cannot go anywhere; close without flushing."""
-        reason = errno_reason(exc.errno) if exc.errno else str(exc)
-        self._tx = None
-        self.tx_pending = 0
-        self._close_now(reason)
+        self._close_now(errno_reason(exc.errno) if exc.errno else str(exc))
 
     def _on_timer(self) -> None:
         if self.state < WsiState.CLOSING:
             self._call(Reason.TIMER)
 
     def _on_timeout(self) -> None:
-        self._tx = None
-        self.tx_pending = 0
-        self._close_now(self._timeout_reason if self.close_reason is None else self.close_reason)
+        # A flush that timed out keeps the reason close() was given (_close_now keeps it).
+        self._close_now(self._timeout_reason)
 
     def _close_now(self, reason: str) -> None:
         """Release the fd and deliver the close callbacks, exactly once."""
