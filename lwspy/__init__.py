@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 from lwspy.core.context import CallbackErrorHandler, Context
 from lwspy.core.protocol import Callback, Protocol, Reason
+from lwspy.core.retry import RetryPolicy
 from lwspy.core.sul import Sul
 from lwspy.core.vhost import Vhost
 from lwspy.core.wsi import Wsi, WsiState
-from lwspy.net.cao import Cao, CaoResult, Conmon
+from lwspy.net.cao import Cao, CaoDb, CaoResult, CaoStats, Conmon
 from lwspy.system.smd import Smd, SmdClass, SmdPeer, SmdStats
 from lwspy.system.state import LwsSystem, SystemState
 
@@ -18,12 +19,15 @@ __all__ = [
     "Callback",
     "CallbackErrorHandler",
     "Cao",
+    "CaoDb",
     "CaoResult",
+    "CaoStats",
     "Conmon",
     "Context",
     "LwsSystem",
     "Protocol",
     "Reason",
+    "RetryPolicy",
     "Route",
     "RouteTable",
     "Smd",
