@@ -789,7 +789,8 @@ def test_destroy_closes_every_fd_the_context_opened(how: str) -> None:
             client.write(b"x" * (8 << 20))  # something buffered, too
             connecting = ctx.connect(LOOP4, refused.getsockname()[1])
             ctx.service(0)  # starts that attempt; its outcome needs another pass
-            assert connecting.state is WsiState.CONNECTING and connecting.fd >= 0
+            assert connecting.state is WsiState.CONNECTING  # its attempt's socket is open
+            assert [c.result for c in connecting.caos] == [CaoResult.PENDING]
             pending = ctx.connect(LOOP4, vh.port)
             assert pending.state is WsiState.PENDING
             announced = [w for w in ctx.wsis if w not in (connecting, pending)]

@@ -16,10 +16,12 @@ from lwspy.core import client
 from lwspy.core.log import log
 from lwspy.core.protocol import INTERNAL, Protocol, Reason
 from lwspy.core.pt import Pt
+from lwspy.core.retry import RetryPolicy
 from lwspy.core.role import RoleOps
 from lwspy.core.sul import Sul
 from lwspy.core.vhost import Vhost
 from lwspy.core.wsi import CLOSED, EV_READ, EV_WRITE, Wsi, WsiState
+from lwspy.net.cao import CaoDb
 from lwspy.net.hosts import parse_hosts
 from lwspy.roles.listen import LISTEN
 from lwspy.roles.pipe import PIPE
@@ -75,7 +77,10 @@ class Context:
 
     Options: ``protocols`` (the protocols of the "default" vhost, and of every vhost made
     without its own), ``hosts_file`` (names for ``connect``), ``timeout_secs`` (15; bounds
-    the flush of a closing wsi), ``connect_timeout_secs`` (20), ``on_callback_error``
+    the flush of a closing wsi), ``connect_timeout_secs`` (20; bounds each try of a
+    connect), ``happy_eyeballs_delay`` (0.25: the RFC 8305 Connection Attempt Delay
+    while the CAO database knows nothing of a path), ``cao_history`` (1024 records kept
+    in ``ctx.cao_db``) and ``cao_history_ttl`` (600 s each), ``on_callback_error``
     (told of each exception a callback raised, after it was logged and its wsi closed; it
     may re-raise, which ends ``service()`` with that exception: for tests), ``clock`` (a
     monotonic clock in seconds; inject a fake one to test timing logic).
@@ -91,6 +96,9 @@ class Context:
         smd_ttl: float = 2.0,
         timeout_secs: float = 15,
         connect_timeout_secs: float = 20,
+        happy_eyeballs_delay: float = 0.25,
+        cao_history: int = 1024,
+        cao_history_ttl: float = 600,
         on_callback_error: CallbackErrorHandler | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -114,6 +122,13 @@ class Context:
         self.hosts_file = os.fspath(hosts_file)
         self.timeout_secs = _seconds("timeout_secs", timeout_secs)
         self.connect_timeout_secs = _seconds("connect_timeout_secs", connect_timeout_secs)
+        self.happy_eyeballs_delay = _seconds(
+            "happy_eyeballs_delay", happy_eyeballs_delay, allow_zero=True
+        )
+        if isinstance(cao_history, bool) or not isinstance(cao_history, int):
+            raise TypeError(f"cao_history must be an int, not {type(cao_history).__name__}")
+        self.cao_db = CaoDb(cao_history, _seconds("cao_history_ttl", cao_history_ttl), clock)
+        """The database of recent connection attempts (:class:`~lwspy.CaoDb`)."""
         self._on_callback_error = on_callback_error
         self._clock = clock
         self._hosts: tuple[float, dict[str, list[str]]] | None = None
@@ -465,14 +480,18 @@ class Context:
         vhost: str | Vhost | None = None,
         iface: str | None = None,
         conmon: bool = True,
+        retry: RetryPolicy | None = None,
     ) -> Wsi:
         """Start a client connection; returns its Wsi at once.
 
         The outcome comes from the loop, never from inside this call: exactly one of
         RAW_CONNECTED or CLIENT_CONNECTION_ERROR (data: the reason, e.g. "connect
         refused", "timed out", "DNS NO_RESULT: name"). Raises only for bad arguments.
-        ``host`` is an IP literal or a name from the hosts file; ``iface`` a source
-        address or an interface name to bind to.
+        ``host`` is an IP literal or a name; ``iface`` a source address or an interface
+        name to bind to. The candidates are raced (RFC 8305) in RFC 6724 order, re-ranked
+        by ``ctx.cao_db``; ``wsi.caos`` gets every attempt, the winner first. With
+        ``retry`` (a :class:`~lwspy.RetryPolicy`) a failed connect is tried again, up to
+        ``retry.conceal`` times, before the error is reported.
         """
         self._check_alive()
         if not isinstance(host, str):
@@ -497,10 +516,12 @@ class Context:
                     raise ValueError(f"no interface named {iface!r}") from None
         if not isinstance(conmon, bool):
             raise TypeError("conmon must be a bool")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise TypeError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
         wsi = Wsi(self, RAW_SKT, vh, proto)
         wsi.is_client = True
         self._wsis[wsi] = None
-        cc = client.ClientConnect(wsi, host, port, iface, conmon)
+        cc = client.ClientConnect(wsi, host, port, iface, conmon, retry)
         wsi._client = cc
         try:  # the user exists from the start, so even "context destroyed" carries it
             wsi.user = proto.user_factory()

@@ -31,6 +31,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from lwspy.core.client import forget_paths
 from lwspy.core.log import INFO, log
 from lwspy.core.protocol import INTERNAL
 from lwspy.core.role import InternalRole
@@ -116,6 +117,7 @@ class _Batch:
     added: list[Route] = field(default_factory=list)
     removed: list[Route] = field(default_factory=list)
     gone_locals: set[str] = field(default_factory=set)
+    links_down: list[int] = field(default_factory=list)  # down or deleted
 
 
 @dataclass(slots=True)
@@ -390,6 +392,8 @@ class RouteWatcher:
             prev = links.get(rec.index)
             links[rec.index] = rec
             if not rec.up and (prev is None or prev.up):
+                if dump is None:
+                    batch.links_down.append(rec.index)
                 # Link down: the kernel flushed its IPv4 routes (all but the local ones)
                 # without a word; its IPv6 routes come as RTM_DELROUTEs.
                 for route in table.routes_via_link(rec.index):
@@ -402,6 +406,8 @@ class RouteWatcher:
                         removed.append(route)
         elif rec.type == RTM_DELLINK:
             links.pop(rec.index, None)
+            if dump is None:
+                batch.links_down.append(rec.index)
             removed.extend(table.drop_link(rec.index))
 
     def _addr(self, rec: AddrMsg, dump: _Dump | None, batch: _Batch) -> None:
@@ -440,6 +446,8 @@ class RouteWatcher:
 
     def _settle(self, batch: _Batch) -> None:
         """Re-check what the batch could have affected; announce it on SMD."""
+        if batch.removed or batch.links_down:  # the CAO history of those paths is stale
+            forget_paths(self.ctx.cao_db, batch.removed, batch.links_down)
         if not (batch.added or batch.removed or batch.gone_locals):
             return
         self.stats["batches"] += 1

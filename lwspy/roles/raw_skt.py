@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lwspy.core import client
 from lwspy.core.protocol import Reason
 from lwspy.core.role import RX_CHUNK, RoleOps
-from lwspy.core.wsi import CONNECTING
 
 if TYPE_CHECKING:
     from lwspy.core.wsi import Wsi
@@ -46,12 +44,6 @@ class RawSktRole(RoleOps):
             # Half-close: nothing more will come; what we still owe the peer is flushed.
             wsi._rx_on = False
             wsi.close("peer closed")
-
-    def on_writable(self, wsi: Wsi) -> None:
-        if wsi.state is CONNECTING:
-            client.connect_finished(wsi)
-            return
-        RoleOps.on_writable(self, wsi)
 
     def send(self, wsi: Wsi, data: bytes | memoryview) -> int:
         sock = wsi.sock
