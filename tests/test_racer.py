@@ -42,6 +42,7 @@ class Sim:
         order: Callable[[list[str]], list[str]] | None = None,
         timeout: float = 20.0,
         families: Sequence[int] = (V6, V4),
+        prefer: int = V6,
     ) -> None:
         self.now = 0.0
         self.answers = sorted(answers, key=lambda a: a[0])
@@ -52,6 +53,7 @@ class Sim:
             delay if callable(delay) else (lambda a: delay),
             now=0.0,
             connect_timeout=timeout,
+            prefer_family=prefer,
         )
         self.starts: list[tuple[float, str]] = []
         self.outcomes: list[tuple[float, int, bool]] = []  # (time, attempt, connected)
@@ -258,3 +260,20 @@ def test_a_failure_with_others_in_flight_and_none_left_waits_for_them() -> None:
     assert sim.run() == Won(0, ())
     assert sim.starts == [(0.0, A6), (0.25, A4)]
     assert sim.now == pytest.approx(0.6)
+
+
+def test_with_ipv4_preferred_an_aaaa_answer_waits_for_a() -> None:
+    sim = Sim(
+        [(0.0, V6, [A6]), (0.01, V4, [A4])],
+        {A6: HANG, A4: (0.001, True)},
+        order=lambda pool: sorted(pool, key=lambda a: ":" in a),  # the database: IPv4 first
+        prefer=V4,
+    )
+    assert sim.run() == Won(0, ())
+    assert sim.starts == [(0.01, A4)]
+
+
+def test_with_ipv4_preferred_a_late_a_answer_joins_after_the_delay() -> None:
+    sim = Sim([(0.0, V6, [A6]), (0.5, V4, [A4])], {A6: (0.01, True), A4: HANG}, prefer=V4)
+    assert sim.run() == Won(0, ())
+    assert sim.starts == [(RESOLUTION_DELAY, A6)]

@@ -236,12 +236,14 @@ def _begin_try(wsi: Wsi, cc: ClientConnect) -> None:
         families = (_family(bound),)
     else:
         families = (_V6, _V4)
+    prefer = _preferred_family(ctx.cao_db, cc.host)
     cc.racer = Racer(
         families,
         lambda pool: _order(ctx, cc, pool),
         lambda address: _delay(ctx, cc, address),
         now,
         ctx.connect_timeout_secs,
+        prefer,
     )
     if literal is not None:
         _answered(wsi, cc, _family(literal), [literal], "OK", "", 0.0)
@@ -250,7 +252,11 @@ def _begin_try(wsi: Wsi, cc: ClientConnect) -> None:
     if resolver is None:  # no in-loop resolver here: the hosts file alone
         addrs = ctx._hosts_lookup(cc.host)
         elapsed = ctx.pt.suls.clock() - now
-        for fam in families:
+        if wsi.conmon is not None:  # resolver order is the file's order
+            wsi.conmon.dns_results = list(addrs)
+        # Both answers are here at once: the other family first, so that it is sorted
+        # with the preferred one instead of losing the start to it.
+        for fam in sorted(families, key=lambda f: f == prefer):
             these = [a for a in addrs if _family(a) == fam]
             if wsi.state >= WsiState.ESTABLISHED:  # CONNECTING's callback closed it
                 return
@@ -369,6 +375,14 @@ def _kernel_source(address: str) -> sort.Source | None:
             return sort.Source(s.getsockname()[0])
     except OSError:  # no route, or no address of that family
         return None
+
+
+def _preferred_family(db: CaoDb, host: str) -> int:
+    """The family of the host's latest win (IPv6 without one): its answer starts the race."""
+    for cao in db.query(host=host):
+        if cao.result is CaoResult.WON:
+            return cao.family
+    return _V6
 
 
 def _same_path(cao: Cao, path: _Path) -> bool:

@@ -11,7 +11,10 @@ After each call :attr:`Racer.deadline` says when :meth:`Racer.timer` is due next
 The rules (RFC 8305):
 
 * AAAA answered first: start at once. A answered first while AAAA is outstanding: wait
-  the Resolution Delay (§3, 50 ms) for it, then start with what there is.
+  the Resolution Delay (§3, 50 ms) for it, then start with what there is. When the CAO
+  database says IPv4 is the host's working family (``prefer_family``), the roles swap:
+  an AAAA answer waits for A, so a path known to be broken is not started first just
+  because its answer came first.
 * Start the next candidate a Connection Attempt Delay after the last start, or at once
   when an attempt fails (§5). The delay is per path: ``delay(address)``, which the driver
   derives from the CAO database's measured connect times (:func:`attempt_delay`).
@@ -95,8 +98,6 @@ _R, _D, _G, _E, _F = (
     RacerState.ESTABLISHED,
     RacerState.FAILED,
 )
-_AF_INET = int(socket.AF_INET)  # constants only: no socket is made here
-_AF_INET6 = int(socket.AF_INET6)
 
 TRANSITIONS: dict[tuple[RacerState, Event], frozenset[RacerState]] = {
     (_R, Event.ANSWER): frozenset({_R, _D, _G, _F}),
@@ -155,7 +156,8 @@ class Racer:
     ``families`` are the answers to wait for (AF_INET6 and/or AF_INET, as ints);
     ``order(addresses)`` sorts candidates not yet started; ``delay(address)`` is the
     Connection Attempt Delay after starting one; ``connect_timeout`` bounds it all from
-    ``now``.
+    ``now``; ``prefer_family``'s answer starts the race at once, the other's waits the
+    resolution delay for it (RFC 8305 §3 with AF_INET6, the default).
     """
 
     __slots__ = (
@@ -163,6 +165,7 @@ class Racer:
         "_last_reason",
         "_next_start",
         "_order",
+        "_prefer",
         "_resolution_due",
         "_timeout_due",
         "attempts",
@@ -180,6 +183,7 @@ class Racer:
         delay: Callable[[str], float],
         now: float,
         connect_timeout: float,
+        prefer_family: int = socket.AF_INET6,
     ) -> None:
         if not families:
             raise ValueError("a race waits for at least one answer")
@@ -190,6 +194,7 @@ class Racer:
         self.attempts: list[str] = []  # started, by attempt number
         self.in_flight: list[int] = []  # attempt numbers, in start order
         self._order = order
+        self._prefer = int(prefer_family)
         self._delay = delay
         self._next_start = now  # when the next candidate may start
         self._resolution_due: float | None = None
@@ -225,14 +230,14 @@ class Racer:
         if state is _R:
             if not self.pool:
                 nxt = _R if self.outstanding else self._give_up(out)
-            elif family == _AF_INET and _AF_INET6 in self.outstanding:
+            elif family != self._prefer and self._prefer in self.outstanding:
                 self._resolution_due = now + RESOLUTION_DELAY  # RFC 8305 §3
                 nxt = _D
             else:
                 nxt = self._start_due(now, out, at_once=True)
         elif state is _D:
-            # the AAAA answer (even an empty one) ends the wait; a repeated A does not
-            nxt = _D if _AF_INET6 in self.outstanding else self._start_due(now, out, True)
+            # the preferred answer (even an empty one) ends the wait; a repeat does not
+            nxt = _D if self._prefer in self.outstanding else self._start_due(now, out, True)
         else:  # RACING: new candidates join; start one if its turn has come
             nxt = self._start_due(now, out)
         return self._move(Event.ANSWER, nxt, out)
