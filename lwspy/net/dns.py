@@ -1042,7 +1042,7 @@ class QueryMachine:
     # -- what a datagram means -----------------------------------------------------------
 
     def _classify(self, data: bytes) -> tuple[QEvent, object]:
-        if len(data) < 12 or (data[0] << 8 | data[1]) != self._id:
+        if len(data) < 2 or (data[0] << 8 | data[1]) != self._id:
             return QEvent.IGNORED, "a wrong id"
         try:
             msg = decode_message(data)
