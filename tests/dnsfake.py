@@ -2,8 +2,10 @@
 
 Answers are built with dnspython (the reference), so the resolver is checked against
 another implementation's messages. A behaviour turns a query into the replies to send:
-bytes sent from the server's own socket, or ``("other", bytes)`` sent from another
-socket (a different source port), to play an off-path spoofer.
+bytes sent from the server's own socket, ``("other", bytes)`` sent from another
+socket (a different source port), to play an off-path spoofer; over TCP also
+``("close", b"")`` (shut the connection) and ``("slow", bytes)`` (one byte now, the rest
+on the next pump).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class FakeDns:
         for s in (self.udp, self.tcp, self.other):
             s.setblocking(False)
         self.conns: list[tuple[socket.socket, bytearray]] = []
+        self.slow: list[tuple[socket.socket, bytes]] = []
         self.zone: dict[str, list[tuple[str, str]]] = {}
         self.behaviour = behaviour or FakeDns.normal
         self.ttl = ttl
@@ -92,10 +95,13 @@ class FakeDns:
             n += 1
             self._handle(wire, src, None)
         with contextlib.suppress(BlockingIOError):
-            while True:
+            while self.tcp.fileno() >= 0:
                 c, _ = self.tcp.accept()
                 c.setblocking(False)
                 self.conns.append((c, bytearray()))
+        for c, rest in self.slow:
+            c.sendall(rest)
+        self.slow.clear()
         for c, buf in list(self.conns):
             try:
                 data = c.recv(65535)
@@ -119,7 +125,13 @@ class FakeDns:
         query = dns.message.from_wire(wire)
         self.queries.append((conn is not None, query, src))
         for reply in self.behaviour(self, query, wire, conn is not None):
-            if isinstance(reply, tuple):
+            if isinstance(reply, tuple) and reply[0] == "close" and conn is not None:
+                conn.shutdown(socket.SHUT_RDWR)
+            elif isinstance(reply, tuple) and reply[0] == "slow" and conn is not None:
+                framed = struct.pack("!H", len(reply[1])) + reply[1]
+                conn.sendall(framed[:1])  # the rest on the next pump
+                self.slow.append((conn, framed[1:]))
+            elif isinstance(reply, tuple):
                 self.other.sendto(reply[1], src[:2])
             elif conn is not None:
                 conn.sendall(struct.pack("!H", len(reply)) + reply)

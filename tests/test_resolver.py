@@ -427,3 +427,31 @@ def test_cname_loop(tmp_path: Path, srv: FakeDns) -> None:
         run(ctx, [srv], lambda: len(got) == 2)
         assert [(a.disposition, a.detail) for a in got] == [("NO_RESULT", "DNS CNAME loop")] * 2
         assert only_wake_fd(ctx)
+
+
+@pytest.mark.parametrize("how", ["refused", "close", "slow", "silent"])
+def test_tcp_fallback_failures(tmp_path: Path, srv: FakeDns, how: str) -> None:
+    def behaviour(s: FakeDns, q: dns.message.Message, w: bytes, tcp: bool) -> list[Reply]:
+        if not tcp:
+            return truncating(s, q, w, tcp)
+        if how == "close":
+            return [("close", b"")]
+        if how == "silent":
+            return []
+        return [("slow", s.answer(q).to_wire())]
+
+    srv.behaviour = behaviour
+    if how == "refused":
+        srv.tcp.close()
+    conf = f"nameserver [{srv.host}]:{srv.port}\noptions timeout:0.1 attempts:1\n"
+    with make_ctx(tmp_path, conf=conf) as ctx:
+        got: list[DnsAnswer] = []
+        ctx.resolver.resolve("a.test", got.append)
+        run(ctx, [srv], lambda: len(got) == 2)
+        if how == "slow":
+            assert addrs(got) == A_TEST
+        else:
+            assert [(a.disposition, a.detail) for a in got] == [
+                ("NO_RESULT", "DNS truncated answer, and no answer over TCP")
+            ] * 2
+        assert only_wake_fd(ctx)

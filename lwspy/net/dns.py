@@ -979,6 +979,8 @@ class QueryMachine:
             return self._send(now, tcp=False)
         if step == "next_server":
             assert isinstance(info, str)
+            if self.state is QState.TCP and event in (QEvent.TIMEOUT, QEvent.UNREACHABLE):
+                info = "truncated answer, and no answer over TCP"
             self._failures.append(info)
             self._try += 1
             if self._try < len(self.servers) * self.attempts:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from lwspy.core.protocol import INTERNAL
 from lwspy.core.role import RoleOps
-from lwspy.core.wsi import CLOSED, CONNECTING, EV_READ, EV_WRITE, Wsi, WsiState
+from lwspy.core.wsi import CLOSED, EV_READ, EV_WRITE, Wsi, WsiState
 
 if TYPE_CHECKING:
     from lwspy.core.context import Context
@@ -76,11 +76,6 @@ class UdpRole(RoleOps):
     def on_writable(self, wsi: Wsi) -> None:  # pragma: no cover - never asked for
         pass
 
-    def send(self, wsi: Wsi, data: bytes | memoryview) -> int:
-        sock = wsi.sock
-        assert sock is not None
-        return sock.send(data)
-
     def close_fd(self, wsi: Wsi) -> None:
         if wsi.sock is not None:
             wsi.sock.close()
@@ -113,23 +108,25 @@ class TcpDnsRole(UdpRole):
                 tcp.sink.datagram(wsi, bytes(buf[2 : 2 + size]))
 
     def on_writable(self, wsi: Wsi) -> None:
+        # Asked for only while connecting: then the whole query goes in one send (a
+        # fresh socket's buffer takes a few hundred bytes), and only reads follow.
         sock = wsi.sock
         assert sock is not None
         tcp: _Tcp = wsi.user
-        if wsi.state is CONNECTING:
-            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if err:
-                tcp.sink.failed(wsi, err)
-                return
-            wsi.state = WsiState.ESTABLISHED
-            wsi._rx_on = True
-            wsi.write(len(tcp.payload).to_bytes(2, "big") + tcp.payload)
-            if wsi.state is CLOSED:  # the write failed
-                tcp.sink.failed(wsi, errno.ECONNRESET)
-                return
-            wsi._update_events()
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if not err:
+            frame = len(tcp.payload).to_bytes(2, "big") + tcp.payload
+            try:
+                if sock.send(frame) != len(frame):  # pragma: no cover - see above
+                    err = errno.EMSGSIZE
+            except OSError as e:  # pragma: no cover - reset between connect and send
+                err = e.errno or errno.EIO
+        if err:
+            tcp.sink.failed(wsi, err)
             return
-        RoleOps.on_writable(self, wsi)
+        wsi.state = WsiState.ESTABLISHED
+        wsi._rx_on = True
+        wsi._update_events()
 
 
 UDP = UdpRole()
