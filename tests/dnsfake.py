@@ -43,6 +43,7 @@ class FakeDns:
         behaviour: Behaviour | None = None,
         ttl: int = 300,
         neg_ttl: int = 60,
+        other_host: str | None = None,
     ) -> None:
         fam = family_of(host)
         self.udp = socket.socket(fam, socket.SOCK_DGRAM)
@@ -54,7 +55,7 @@ class FakeDns:
         self.tcp.bind((host, self.port))
         self.tcp.listen(8)
         self.other = socket.socket(fam, socket.SOCK_DGRAM)  # the spoofer's socket
-        self.other.bind((host, 0))
+        self.other.bind((other_host or host, 0))
         for s in (self.udp, self.tcp, self.other):
             s.setblocking(False)
         self.conns: list[tuple[socket.socket, bytearray]] = []
