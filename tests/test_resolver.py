@@ -455,3 +455,27 @@ def test_tcp_fallback_failures(tmp_path: Path, srv: FakeDns, how: str) -> None:
                 ("NO_RESULT", "DNS truncated answer, and no answer over TCP")
             ] * 2
         assert only_wake_fd(ctx)
+
+
+def test_a_server_that_timed_out_is_tried_last_for_a_while(tmp_path: Path, srv: FakeDns) -> None:
+    with FakeDns() as quiet:
+        quiet.behaviour = silent
+        conf = f"nameserver [{quiet.host}]:{quiet.port}\nnameserver [{srv.host}]:{srv.port}\n"
+        with make_ctx(tmp_path, conf=conf + "options timeout:0.05 attempts:1\n") as ctx:
+            got: list[DnsAnswer] = []
+            ctx.resolver.resolve("a.test", got.append)
+            run(ctx, [quiet, srv], lambda: len(got) == 2)
+            assert len(quiet.queries) == 2
+            got.clear()
+            ctx.resolver.resolve("v4.test", got.append)
+            run(ctx, [quiet, srv], lambda: len(got) == 2)
+            assert len(quiet.queries) == 2  # not asked first this time
+            assert sorted(a.disposition for a in got) == ["NO_RESULT", "OK"]
+            # it answers again: back in front
+            quiet.behaviour = FakeDns.normal
+            quiet.zone = srv.zone
+            ctx.resolver._down = dict.fromkeys(ctx.resolver._down, ctx.now())  # time is up
+            got.clear()
+            ctx.resolver.resolve("c.test", got.append)
+            run(ctx, [quiet, srv], lambda: len(got) == 2)
+            assert len(quiet.queries) == 4 and not ctx.resolver._down

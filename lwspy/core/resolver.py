@@ -58,6 +58,9 @@ HOSTNAME = re.compile(
 
 _FAMILIES = ((socket.AF_INET6, TYPE_AAAA), (socket.AF_INET, TYPE_A))
 
+DOWN_SECS = 30.0
+"""A server that timed out or was unreachable is tried after the others for this long."""
+
 
 def _rand16() -> int:
     return secrets.randbits(16)
@@ -163,10 +166,14 @@ class _Query:
     def _finish(self, done: Done) -> None:
         handle = self.handle
         resolver = self.resolver
+        machine = self.machine
+        now = resolver._ctx.now()
+        for i in machine.down:
+            resolver._down[machine.servers[i]] = now + DOWN_SECS
+        for i in machine.alive:
+            resolver._down.pop(machine.servers[i], None)
         if done.ttl is not None:
-            resolver.cache.put(
-                self.cache_name, self.machine.qtype, done.answer, done.ttl, resolver._ctx.now()
-            )
+            resolver.cache.put(self.cache_name, machine.qtype, done.answer, done.ttl, now)
         if self in handle._queries:
             handle._queries.remove(self)
         if not handle._queries and handle._start is None:
@@ -188,6 +195,7 @@ class Resolver:
         "_conf",
         "_conf_stamp",
         "_ctx",
+        "_down",
         "_explicit",
         "_handles",
         "answers",
@@ -219,6 +227,7 @@ class Resolver:
         self._conf: ResolvConf | None = None
         self._conf_stamp: tuple[float, int] | None = None
         self._handles: dict[ResolveHandle, None] = {}
+        self._down: dict[tuple[str, int], float] = {}  # server -> tried last until then
         self.cache = DnsCache(cache_entries)
         self.closed = False
         self.sent = 0  # queries sent (UDP and TCP)
@@ -292,6 +301,12 @@ class Resolver:
                 handle._deliver(answer)
             return
         conf = self.conf
+        servers = conf.nameservers
+        if self._down:
+            for server, until in list(self._down.items()):
+                if until <= now:
+                    del self._down[server]
+            servers = sorted(servers, key=lambda s: s in self._down)  # stable: down ones last
         ready: list[DnsAnswer] = []
         for family, qtype in _FAMILIES:
             cached = self.cache.get(name, qtype, now)
@@ -312,7 +327,7 @@ class Resolver:
                 machine = QueryMachine(
                     search_names(name, conf),
                     qtype,
-                    conf.nameservers,
+                    servers,
                     timeout=conf.timeout,
                     attempts=conf.attempts,
                     rand16=_rand16,

@@ -867,7 +867,9 @@ class QueryMachine:
 
     ``rand16`` gives query ids (the driver passes a CSPRNG); ``now`` values are the
     driver's clock. Each input method returns the next :data:`Action` or None;
-    :attr:`deadline` is when :meth:`timer` must be called.
+    :attr:`deadline` is when :meth:`timer` must be called; :attr:`down` holds the indices
+    of servers that timed out or were unreachable (the driver tries them last for a
+    while), :attr:`alive` those that answered.
     """
 
     __slots__ = (
@@ -883,8 +885,10 @@ class QueryMachine:
         "_payload",
         "_rand16",
         "_try",
+        "alive",
         "attempts",
         "deadline",
+        "down",
         "family",
         "names",
         "qtype",
@@ -925,6 +929,8 @@ class QueryMachine:
         self._id = -1
         self._payload = b""
         self._failures: list[str] = []  # why each server of this candidate failed
+        self.down: set[int] = set()  # servers that timed out or were unreachable
+        self.alive: set[int] = set()  # servers that answered (whatever they said)
         self._ignored: dict[str, int] = {}
         self._nxdomain = True  # every candidate so far said NXDOMAIN
         self._negative_ttl: float | None = MAX_NEGATIVE_TTL
@@ -952,6 +958,10 @@ class QueryMachine:
         if self.state is not QState.UDP and self.state is not QState.TCP:
             return None
         event, info = self._classify(data)
+        if event is not QEvent.IGNORED:
+            index = self._try % len(self.servers)
+            self.alive.add(index)
+            self.down.discard(index)
         return self._event(event, now, info)
 
     # -- the table -----------------------------------------------------------------------
@@ -979,8 +989,10 @@ class QueryMachine:
             return self._send(now, tcp=False)
         if step == "next_server":
             assert isinstance(info, str)
-            if self.state is QState.TCP and event in (QEvent.TIMEOUT, QEvent.UNREACHABLE):
-                info = "truncated answer, and no answer over TCP"
+            if event in (QEvent.TIMEOUT, QEvent.UNREACHABLE):
+                self.down.add(self._try % len(self.servers))
+                if self.state is QState.TCP:
+                    info = "truncated answer, and no answer over TCP"
             self._failures.append(info)
             self._try += 1
             if self._try < len(self.servers) * self.attempts:
