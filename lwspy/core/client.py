@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from lwspy.core.context import Context
+    from lwspy.core.resolver import DnsAnswer
     from lwspy.core.retry import RetryPolicy
     from lwspy.net.route import Route
     from lwspy.roles.netlink import RouteWatcher
@@ -248,42 +249,26 @@ def _begin_try(wsi: Wsi, cc: ClientConnect) -> None:
     if literal is not None:
         _answered(wsi, cc, _family(literal), [literal], "OK", "", 0.0)
         return
-    resolver = getattr(ctx, "resolver", None)
-    if resolver is None:  # no in-loop resolver here: the hosts file alone
-        addrs = ctx._hosts_lookup(cc.host)
-        elapsed = ctx.pt.suls.clock() - now
-        if wsi.conmon is not None:  # resolver order is the file's order
-            wsi.conmon.dns_results = list(addrs)
-        # Both answers are here at once: the other family first, so that it is sorted
-        # with the preferred one instead of losing the start to it.
-        for fam in sorted(families, key=lambda f: f == prefer):
-            these = [a for a in addrs if _family(a) == fam]
-            if wsi.state >= WsiState.ESTABLISHED:  # CONNECTING's callback closed it
-                return
-            detail = "" if these else f"DNS NO_RESULT: {cc.host}"
-            _answered(wsi, cc, fam, these, "OK" if these else "NO_RESULT", detail, elapsed)
-        return
-    _resolve(wsi, cc, resolver, families)  # pragma: no cover - the resolver lands in i10a
+    _resolve(wsi, cc)
 
 
-def _resolve(wsi: Wsi, cc: ClientConnect, resolver: Any, families: tuple[int, ...]) -> None:
-    """Ask the context's resolver; each family's answer comes back from the loop."""
+def _resolve(wsi: Wsi, cc: ClientConnect) -> None:
+    """Ask the context's resolver (hosts file, then DNS); each family's answer comes back
+    from the loop, the AAAA and A answers in the order they complete."""
     racer = cc.racer
 
-    def on_answer(ans: Any) -> None:
+    def on_answer(ans: DnsAnswer) -> None:
         if cc.racer is not racer or racer is None or wsi.state >= WsiState.ESTABLISHED:
             return  # an answer for an earlier try, or after the outcome
         if ans.family not in racer.outstanding:  # not asked for (a bound source's family)
             return
         if racer.outstanding == {ans.family}:
             cc.resolving = None  # the last answer: the resolver is done with us
-        _answered(
-            wsi, cc, ans.family, list(ans.addresses), ans.disposition, ans.detail, ans.elapsed
-        )
+        _answered(wsi, cc, ans.family, ans.addresses, ans.disposition, ans.detail, ans.elapsed)
 
     try:
-        cc.resolving = resolver.resolve(cc.host, on_answer)
-    except ValueError as e:  # not a name the resolver takes
+        cc.resolving = wsi.ctx.resolver.resolve(cc.host, on_answer)
+    except ValueError as e:  # pragma: no cover - connect() checked the name already
         cc.answers.append(("NO_RESULT", f"DNS {e}"))
         _give_up(wsi, cc, None)
 

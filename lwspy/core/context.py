@@ -31,6 +31,7 @@ from lwspy.system.smd import Smd
 from lwspy.system.state import LwsSystem, SystemState
 
 if TYPE_CHECKING:
+    from lwspy.core.resolver import Resolver
     from lwspy.net.route import RouteTable
     from lwspy.roles.netlink import RouteWatcher
 
@@ -76,7 +77,9 @@ class Context:
             ctx.run()  # until ctx.stop()
 
     Options: ``protocols`` (the protocols of the "default" vhost, and of every vhost made
-    without its own), ``hosts_file`` (names for ``connect``), ``timeout_secs`` (15; bounds
+    without its own), ``hosts_file`` (names for ``connect``, asked before DNS),
+    ``nameservers`` (DNS servers, e.g. ``["198.51.100.53", "[2001:db8::53]:5353"]``; None:
+    those of ``resolv_conf``, default ``/etc/resolv.conf``), ``timeout_secs`` (15; bounds
     the flush of a closing wsi), ``connect_timeout_secs`` (20; bounds each try of a
     connect), ``happy_eyeballs_delay`` (0.25: the RFC 8305 Connection Attempt Delay
     while the CAO database knows nothing of a path), ``cao_history`` (1024 records kept
@@ -91,6 +94,8 @@ class Context:
         *,
         protocols: Iterable[Protocol] = (),
         hosts_file: str | os.PathLike[str] = "/etc/hosts",
+        nameservers: Iterable[str] | None = None,
+        resolv_conf: str | os.PathLike[str] = "/etc/resolv.conf",
         netlink: bool | None = None,
         smd_queue_depth: int = 40,
         smd_ttl: float = 2.0,
@@ -140,6 +145,10 @@ class Context:
         self._destroying = False
         self._destroyed = False
         self._netlink: RouteWatcher | None = None
+        self._resolver: Resolver | None = None
+        self._resolver_args = (nameservers, os.fspath(resolv_conf))
+        if nameservers is not None:  # bad addresses raise here, not at the first connect
+            self._new_resolver()
         self._names: dict[tuple[str, int], tuple[str, int]] = {}  # shared local names
         self.smd = Smd(queue_depth=smd_queue_depth, ttl=smd_ttl, clock=clock, wake=self._wake)
         self.system = LwsSystem(self.smd.post)
@@ -184,6 +193,22 @@ class Context:
         except BaseException:
             sock.close()
             raise
+
+    def _new_resolver(self) -> Resolver:
+        # Imported on first use: a context that never resolves a name never loads DNS.
+        from lwspy.core.resolver import Resolver
+
+        nameservers, resolv_conf = self._resolver_args
+        self._resolver = Resolver(self, nameservers, resolv_conf)
+        return self._resolver
+
+    @property
+    def resolver(self) -> Resolver:
+        """The context's in-loop DNS resolver (made on first use)."""
+        if self._resolver is None:
+            self._check_alive()
+            return self._new_resolver()
+        return self._resolver
 
     @property
     def routes(self) -> RouteTable | None:
@@ -233,6 +258,8 @@ class Context:
         finally:
             if self._netlink is not None:
                 self._netlink.close()
+            if self._resolver is not None:
+                self._resolver.close()
             self.pt.suls.clear()  # user timers too: none fires on a destroyed context
             self._wake_wsi._close_now("context destroyed")
             self.pt.close()
