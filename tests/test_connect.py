@@ -21,6 +21,7 @@ from lwspy import CaoResult, Context, Reason, RetryPolicy, Wsi, WsiState
 from lwspy.core.client import forget_paths
 from lwspy.net.cao import Cao, CaoDb
 from tests.conftest import FakeClock, Recorder, service_until
+from tests.dnsfake import FakeDns
 
 L4, L6 = "127.0.0.1", "::1"
 
@@ -100,7 +101,7 @@ def test_a_hanging_first_address_loses_one_delay_later_and_is_skipped_next_time(
     rec = Recorder("p")
     with dual_port("hang", "listen") as (port, _), _ctx(rec, hosts, clock) as ctx:
         wsi = ctx.connect("dual.test", port)
-        ctx.service(0)
+        service_until(ctx, lambda: len(wsi.caos) == 1)
         assert [c.address for c in wsi.caos] == [L6]  # RFC 6724: ::1 first
         for _ in range(3):  # real time passes; the fake clock does not
             ctx.service(20)
@@ -194,13 +195,20 @@ def test_retries_run_out_then_one_error(clock: FakeClock, tmp_path: Path) -> Non
     rec = Recorder("p")
     hosts = tmp_path / "hosts"
     hosts.write_text("")
-    with Context(protocols=[rec.protocol], clock=clock, netlink=False, hosts_file=hosts) as ctx:
-        with socket.socket() as closed:
-            closed.bind((L4, 0))
-            wsi = ctx.connect(L4, closed.getsockname()[1], retry=RetryPolicy([0.5], conceal=1))
-            service_until(ctx, lambda: len(wsi.caos) == 1 and wsi.caos[0].ended is not None)
-            clock.advance(0.5)
-            service_until(ctx, lambda: wsi.state is WsiState.CLOSED)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as no_dns:
+        no_dns.bind((L4, 0))  # a nameserver that is not there: ICMP port unreachable
+        ns = f"{L4}:{no_dns.getsockname()[1]}"
+    with (
+        Context(
+            protocols=[rec.protocol], clock=clock, netlink=False, hosts_file=hosts, nameservers=[ns]
+        ) as ctx,
+        socket.socket() as closed,
+    ):
+        closed.bind((L4, 0))
+        wsi = ctx.connect(L4, closed.getsockname()[1], retry=RetryPolicy([0.5], conceal=1))
+        service_until(ctx, lambda: len(wsi.caos) == 1 and wsi.caos[0].ended is not None)
+        clock.advance(0.5)
+        service_until(ctx, lambda: wsi.state is WsiState.CLOSED)
         assert rec.data(Reason.CLIENT_CONNECTION_ERROR, wsi) == ["connect refused"]
         assert len(wsi.caos) == 2
 
@@ -211,7 +219,10 @@ def test_retries_run_out_then_one_error(clock: FakeClock, tmp_path: Path) -> Non
         service_until(ctx, lambda: named._client is not None and named._client.retries == 2)
         clock.advance(0.5)
         service_until(ctx, lambda: named.state is WsiState.CLOSED)
-        assert rec.data(Reason.CLIENT_CONNECTION_ERROR, named) == ["DNS NO_RESULT: nowhere.test"]
+        (reason,) = rec.data(Reason.CLIENT_CONNECTION_ERROR, named)
+        assert reason.startswith("DNS SERVER_UNREACHABLE")
+        assert named.conmon is not None
+        assert named.conmon.dns_disposition == "SERVER_UNREACHABLE"
         assert named.caos == []
 
 
@@ -236,9 +247,9 @@ def test_destroy_mid_race_closes_every_attempt(hosts: Path, clock: FakeClock) ->
         before = _fds()
         ctx = _ctx(rec, hosts, clock)
         wsi = ctx.connect("dual.test", port)
-        ctx.service(0)
+        service_until(ctx, lambda: len(wsi.caos) == 1)
         clock.advance(0.25)
-        ctx.service(0)
+        service_until(ctx, lambda: len(wsi.caos) == 2)
         assert [c.result for c in wsi.caos] == [CaoResult.PENDING, CaoResult.PENDING]
         ctx.destroy()
         assert rec.data(Reason.CLIENT_CONNECTION_ERROR, wsi) == ["context destroyed"]
@@ -255,9 +266,9 @@ def test_the_connect_timeout_times_out_every_attempt_in_flight(
         _ctx(rec, hosts, clock, connect_timeout_secs=2) as ctx,
     ):
         wsi = ctx.connect("dual.test", port)
-        ctx.service(0)
+        service_until(ctx, lambda: len(wsi.caos) == 1)
         clock.advance(0.25)
-        ctx.service(0)
+        service_until(ctx, lambda: len(wsi.caos) == 2)
         clock.advance(1.75)
         service_until(ctx, lambda: wsi.state is WsiState.CLOSED)
         assert rec.data(Reason.CLIENT_CONNECTION_ERROR, wsi) == ["timed out"]
@@ -338,3 +349,31 @@ def test_forget_paths_drops_routes_gateways_and_links() -> None:
     assert [c.address for c in db] == ["198.51.100.7"]
     forget_paths(db, [], [3])
     assert len(db) == 0
+
+
+def test_a_name_from_dns_races_both_families_and_conmon_has_the_answers(tmp_path: Path) -> None:
+    rec = Recorder("p")
+    hosts = tmp_path / "hosts"
+    hosts.write_text("")
+    with (
+        dual_port("refuse", "listen") as (port, _),
+        FakeDns() as srv,
+        Context(
+            protocols=[rec.protocol], hosts_file=hosts, nameservers=[srv.address], netlink=False
+        ) as ctx,
+    ):
+        srv.zone["dns.test"] = [("AAAA", L6), ("A", L4)]
+        wsi = ctx.connect("dns.test", port)
+        for _ in range(400):
+            if Reason.RAW_CONNECTED in rec.reasons(wsi):
+                break
+            ctx.service(5)
+            srv.pump()
+        assert [(c.address, c.result) for c in wsi.caos] == [
+            (L4, CaoResult.WON),
+            (L6, CaoResult.REFUSED),
+        ]
+        cm = wsi.conmon
+        assert cm is not None and sorted(cm.dns_results) == sorted([L6, L4])
+        assert cm.dns_disposition == "OK" and cm.dns_us > 0
+        assert cm.as_dict()["peer"] == L4

@@ -261,6 +261,7 @@ def _resolve(wsi: Wsi, cc: ClientConnect) -> None:
         if cc.racer is not racer or racer is None or wsi.state >= WsiState.ESTABLISHED:
             return  # an answer for an earlier try, or after the outcome
         if ans.family not in racer.outstanding:  # not asked for (a bound source's family)
+            _conmon_dns(wsi, cc, ans.addresses, ans.disposition, ans.elapsed)
             return
         if racer.outstanding == {ans.family}:
             cc.resolving = None  # the last answer: the resolver is done with us
@@ -287,6 +288,14 @@ def _answered(
     assert racer is not None
     if not addrs:
         cc.answers.append((disposition if disposition != "OK" else "NO_RESULT", detail))
+    _conmon_dns(wsi, cc, addrs, disposition, elapsed)
+    _act(wsi, cc, racer.answer(family, addrs, wsi.ctx.pt.suls.clock()))
+
+
+def _conmon_dns(
+    wsi: Wsi, cc: ClientConnect, addrs: list[str], disposition: str, elapsed: float
+) -> None:
+    """What the resolver said, into CONMON: every address, in answer order."""
     cm = wsi.conmon
     if cm is not None:
         cm.dns_us = _us(elapsed)
@@ -294,7 +303,6 @@ def _answered(
             if a not in cm.dns_results:
                 cm.dns_results.append(a)
         cm.dns_disposition = "OK" if cm.dns_results else _dns_failure(cc)[0]
-    _act(wsi, cc, racer.answer(family, addrs, wsi.ctx.pt.suls.clock()))
 
 
 def _dns_failure(cc: ClientConnect) -> tuple[str, str]:
