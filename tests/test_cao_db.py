@@ -96,11 +96,13 @@ class CaoDbModel(RuleBasedStateMachine):
     def tick(self, seconds: float) -> None:
         self.clock.advance(seconds)
 
-    @rule(want=filters)
-    def query(self, want: dict[str, Any]) -> None:
+    @rule(want=filters, limit=st.sampled_from([None, 0, 1, 3]))
+    def query(self, want: dict[str, Any], limit: int | None) -> None:
         expect = [c for c, _ in reversed(self._live()) if self._match(c, want)]
         got = self.db.query(**want)
         assert [id(c) for c in got] == [id(c) for c in expect]
+        newest = self.db.query(**want, limit=limit)
+        assert [id(c) for c in newest] == [id(c) for c in expect[:limit]]
         assert self.db.stats(**want) == summarize(expect)
 
     @rule(want=filters)

@@ -58,6 +58,7 @@ _IFA_F_DADFAILED = 0x08
 _IFA_F_HOMEADDRESS = 0x10
 _IFA_F_DEPRECATED = 0x20
 _IFA_F_TENTATIVE = 0x40
+_RECENT = 8  # how many of an address's (or host's) newest records a connect looks at
 _DNS_WORST = ("NXDOMAIN", "SERVER_UNREACHABLE", "NO_RESULT")  # which failure a DNS error names
 
 
@@ -79,22 +80,21 @@ def _us(seconds: float) -> int:
     return int(seconds * 1_000_000)
 
 
+_UNSET: Any = object()  # a source not looked for yet
+
+
 class _Path:
     """What the route table says of one candidate at this try: its path and its source."""
 
-    __slots__ = ("gateway", "ifindex", "route_id", "source")
+    __slots__ = ("gateway", "ifindex", "route", "route_id", "source")
 
-    def __init__(
-        self,
-        ifindex: int | None,
-        gateway: str | None,
-        route_id: int | None,
-        source: sort.Source | None,
-    ) -> None:
-        self.ifindex = ifindex
-        self.gateway = gateway
-        self.route_id = route_id
-        self.source = source  # None: no route, or no source address for it
+    def __init__(self, route: Route | None, source: sort.Source | None = _UNSET) -> None:
+        self.route = route
+        self.ifindex = route.oif if route is not None else None
+        self.gateway = route.gateway if route is not None else None
+        self.route_id = route.id if route is not None else None
+        # None: no route, or no source address for it; looked for only when sorting
+        self.source = source
 
 
 class _Attempt:
@@ -237,7 +237,7 @@ def _begin_try(wsi: Wsi, cc: ClientConnect) -> None:
         families = (_family(bound),)
     else:
         families = (_V6, _V4)
-    prefer = _preferred_family(ctx.cao_db, cc.host)
+    prefer = _preferred_family(ctx.cao_db, cc.host) if len(families) > 1 else _V6
     cc.racer = Racer(
         families,
         lambda pool: _order(ctx, cc, pool),
@@ -327,16 +327,25 @@ def _path(ctx: Context, cc: ClientConnect, address: str) -> _Path:
         route = watcher.table.lookup(address)
         from lwspy.net.route import NOT_ROUTABLE
 
-        if route is None or route.type in NOT_ROUTABLE:
-            path = _Path(None, None, None, None)
-        else:
-            path = _Path(
-                route.oif, route.gateway, route.id, _netlink_source(watcher, route, address)
-            )
+        blocked = route is None or route.type in NOT_ROUTABLE  # known: no way there
+        path = _Path(None, None) if blocked else _Path(route)
     else:
-        path = _Path(None, None, None, _kernel_source(address))
+        path = _Path(None)
     cc.paths[address] = path
     return path
+
+
+def _source(ctx: Context, cc: ClientConnect, address: str) -> sort.Source | None:
+    """The source address RFC 6724 §5 (or the kernel) picks for ``address``; None: none."""
+    path = _path(ctx, cc, address)
+    if path.source is _UNSET:
+        watcher = ctx._netlink
+        if path.route is not None and watcher is not None:
+            path.source = _netlink_source(watcher, path.route, address)
+        else:
+            path.source = _kernel_source(address)
+    src: sort.Source | None = path.source
+    return src
 
 
 def _netlink_source(watcher: RouteWatcher, route: Route, address: str) -> sort.Source | None:
@@ -372,7 +381,7 @@ def _kernel_source(address: str) -> sort.Source | None:
 
 def _preferred_family(db: CaoDb, host: str) -> int:
     """The family of the host's latest win (IPv6 without one): its answer starts the race."""
-    for cao in db.query(host=host):
+    for cao in db.query(host=host, limit=_RECENT):
         if cao.result is CaoResult.WON:
             return cao.family
     return _V6
@@ -389,22 +398,22 @@ def _order(ctx: Context, cc: ClientConnect, pool: list[str]) -> list[str]:
     db = ctx.cao_db
 
     def rank(address: str) -> int:
-        path = _path(ctx, cc, address)
-        if path.source is None:
+        if _source(ctx, cc, address) is None:
             return sort.RANK_NO_ROUTE
-        for cao in db.query(address=address):  # newest first: the latest word on the path
+        path = _path(ctx, cc, address)
+        for cao in db.query(address=address, limit=_RECENT):  # newest first: the latest word
             if _same_path(cao, path):
                 return sort.RANK_WON if cao.result is CaoResult.WON else sort.RANK_DEMOTED
         return sort.RANK_UNKNOWN
 
-    return sort.order(pool, lambda a: _path(ctx, cc, a).source, rank)
+    return sort.order(pool, lambda a: _source(ctx, cc, a), rank)
 
 
 def _delay(ctx: Context, cc: ClientConnect, address: str) -> float:
     """RFC 8305 §5: the Connection Attempt Delay after starting ``address``, from the
     measured connect times of its path (the default until there are some)."""
     path = _path(ctx, cc, address)
-    caos = [c for c in ctx.cao_db.query(address=address) if _same_path(c, path)]
+    caos = [c for c in ctx.cao_db.query(address=address, limit=_RECENT) if _same_path(c, path)]
     return attempt_delay(summarize(caos).median_connect_us, ctx.happy_eyeballs_delay)
 
 

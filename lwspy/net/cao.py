@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from enum import IntEnum
+from itertools import islice
 from typing import Any
 
 from lwspy._record import Record
@@ -247,8 +248,10 @@ class CaoDb:
         ifindex: int | None = None,
         gateway: str | None = None,
         route_id: int | None = None,
+        limit: int | None = None,
     ) -> list[Cao]:
-        """The records matching every filter given, newest first."""
+        """The records matching every filter given, newest first; at most ``limit`` of them
+        (the newest), found in O(limit) when one filter is given."""
         want = {
             "host": host,
             "address": address,
@@ -257,7 +260,7 @@ class CaoDb:
             "gateway": gateway,
             "route_id": route_id,
         }
-        return [self._records[s][0] for s in reversed(self._matching(want))]
+        return [self._records[s][0] for s in self._matching(want, limit)]
 
     def stats(
         self,
@@ -318,12 +321,12 @@ class CaoDb:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _matching(self, want: Mapping[str, object]) -> list[int]:
-        """Serials (oldest first) of the live records matching every given filter."""
+    def _matching(self, want: Mapping[str, object], limit: int | None = None) -> list[int]:
+        """Serials (newest first) of the live records matching every given filter."""
         self._expire(self.clock())
         given = [(k, v) for k, v in want.items() if v is not None]
         if not given:
-            return list(self._records)
+            return list(islice(reversed(self._records), limit))
         # Walk the smallest index bucket; check the other filters on each of its records.
         buckets = []
         for key, value in given:
@@ -334,9 +337,12 @@ class CaoDb:
         buckets.sort(key=lambda b: b[0])
         _, first_key, smallest = buckets[0]
         rest = [(k, v) for k, v in given if k != first_key]
-        return [
-            serial for serial, cao in smallest.items() if all(getattr(cao, k) == v for k, v in rest)
-        ]
+        found = (
+            serial
+            for serial, cao in reversed(smallest.items())
+            if all(getattr(cao, k) == v for k, v in rest)
+        )
+        return list(islice(found, limit))
 
     def _expire(self, now: float) -> None:
         records = self._records
