@@ -43,6 +43,7 @@ class Sim:
         timeout: float = 20.0,
         families: Sequence[int] = (V6, V4),
         prefer: int = V6,
+        usable: Callable[[str], bool] | None = None,
     ) -> None:
         self.now = 0.0
         self.answers = sorted(answers, key=lambda a: a[0])
@@ -54,6 +55,7 @@ class Sim:
             now=0.0,
             connect_timeout=timeout,
             prefer_family=prefer,
+            usable=usable,
         )
         self.starts: list[tuple[float, str]] = []
         self.outcomes: list[tuple[float, int, bool]] = []  # (time, attempt, connected)
@@ -277,3 +279,22 @@ def test_with_ipv4_preferred_a_late_a_answer_joins_after_the_delay() -> None:
     sim = Sim([(0.0, V6, [A6]), (0.5, V4, [A4])], {A6: (0.01, True), A4: HANG}, prefer=V4)
     assert sim.run() == Won(0, ())
     assert sim.starts == [(RESOLUTION_DELAY, A6)]
+
+
+def test_an_answer_with_no_usable_address_waits_for_the_other_family() -> None:
+    no_route = {A6}
+    sim = Sim(
+        [(0.0, V6, [A6]), (0.02, V4, [A4])],
+        {A6: (0.0, False), A4: (0.001, True)},
+        order=lambda pool: sorted(pool, key=lambda a: a in no_route),
+        usable=lambda a: a not in no_route,
+    )
+    assert sim.run() == Won(0, ())
+    assert sim.starts == [(0.02, A4)]  # not A6 at 0.0 just because its answer came first
+    late = Sim(
+        [(0.0, V6, [A6]), (1.0, V4, [A4])],
+        {A6: (0.0, False), A4: (0.001, True)},
+        usable=lambda a: a not in no_route,
+    )
+    assert late.run() == Won(1, ())
+    assert late.starts == [(RESOLUTION_DELAY, A6), (1.0, A4)]  # tried, not dropped

@@ -141,8 +141,6 @@ class ClientConnect:
         "retries",
         "retry",
         "start_sul",
-        "started",
-        "try_started",
         "user_error",
         "want_conmon",
     )
@@ -165,8 +163,6 @@ class ClientConnect:
         self.retries = 0
         self.user_error: Exception | None = None
         self.caos: list[Cao] = []  # every attempt of every try, in start order (wsi.caos)
-        self.started = suls.clock()
-        self.try_started = self.started
         self.racer: Racer | None = None
         self.attempts: dict[int, _Attempt] = {}  # the current try's, by attempt number
         self.paths: dict[str, _Path] = {}
@@ -194,10 +190,6 @@ class ClientConnect:
                 att.cao.ended = now
             if att.wsi is not None:
                 att.wsi._close_now("abandoned")
-        for cao in self.caos:
-            if cao.result is CaoResult.PENDING:  # pragma: no cover - every one is an attempt
-                cao.result = CaoResult.ERROR
-                cao.ended = now
 
 
 # -- one try: resolve, then race --------------------------------------------------------
@@ -223,7 +215,6 @@ def _start(wsi: Wsi) -> None:
 def _begin_try(wsi: Wsi, cc: ClientConnect) -> None:
     ctx = wsi.ctx
     now = ctx.pt.suls.clock()
-    cc.try_started = now
     cc.paths = {}
     cc.answers = []
     if wsi.conmon is not None:
@@ -245,6 +236,7 @@ def _begin_try(wsi: Wsi, cc: ClientConnect) -> None:
         now,
         ctx.connect_timeout_secs,
         prefer,
+        lambda address: _source(ctx, cc, address) is not None,
     )
     if literal is not None:
         _answered(wsi, cc, _family(literal), [literal], "OK", "", 0.0)
@@ -261,7 +253,7 @@ def _resolve(wsi: Wsi, cc: ClientConnect) -> None:
         if cc.racer is not racer or racer is None or wsi.state >= WsiState.ESTABLISHED:
             return  # an answer for an earlier try, or after the outcome
         if ans.family not in racer.outstanding:  # not asked for (a bound source's family)
-            _conmon_dns(wsi, cc, ans.addresses, ans.disposition, ans.elapsed)
+            _conmon_dns(wsi, cc, ans.addresses, ans.elapsed)
             return
         if racer.outstanding == {ans.family}:
             cc.resolving = None  # the last answer: the resolver is done with us
@@ -288,13 +280,11 @@ def _answered(
     assert racer is not None
     if not addrs:
         cc.answers.append((disposition if disposition != "OK" else "NO_RESULT", detail))
-    _conmon_dns(wsi, cc, addrs, disposition, elapsed)
+    _conmon_dns(wsi, cc, addrs, elapsed)
     _act(wsi, cc, racer.answer(family, addrs, wsi.ctx.pt.suls.clock()))
 
 
-def _conmon_dns(
-    wsi: Wsi, cc: ClientConnect, addrs: list[str], disposition: str, elapsed: float
-) -> None:
+def _conmon_dns(wsi: Wsi, cc: ClientConnect, addrs: list[str], elapsed: float) -> None:
     """What the resolver said, into CONMON: every address, in answer order."""
     cm = wsi.conmon
     if cm is not None:
@@ -473,7 +463,7 @@ def _start_attempt(wsi: Wsi, cc: ClientConnect, n: int, address: str) -> list[An
             address, cc.port, family, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST
         )
         sock = socket.socket(family, socket.SOCK_STREAM)
-    except OSError as e:  # pragma: no cover - a numeric address of a family the host has
+    except OSError as e:  # pragma: no cover - out of fds (EMFILE), or no such family here
         return _attempt_failed(att, e.errno or errno.EINVAL, str(e), record=False)
     sock.setblocking(False)
     aw = Wsi(ctx, ATTEMPT, None, INTERNAL, sock)

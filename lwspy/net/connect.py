@@ -14,7 +14,8 @@ The rules (RFC 8305):
   the Resolution Delay (§3, 50 ms) for it, then start with what there is. When the CAO
   database says IPv4 is the host's working family (``prefer_family``), the roles swap:
   an AAAA answer waits for A, so a path known to be broken is not started first just
-  because its answer came first.
+  because its answer came first. An answer none of whose addresses is ``usable`` (no
+  route) waits for the other family the same way.
 * Start the next candidate a Connection Attempt Delay after the last start, or at once
   when an attempt fails (§5). The delay is per path: ``delay(address)``, which the driver
   derives from the CAO database's measured connect times (:func:`attempt_delay`).
@@ -157,7 +158,8 @@ class Racer:
     ``order(addresses)`` sorts candidates not yet started; ``delay(address)`` is the
     Connection Attempt Delay after starting one; ``connect_timeout`` bounds it all from
     ``now``; ``prefer_family``'s answer starts the race at once, the other's waits the
-    resolution delay for it (RFC 8305 §3 with AF_INET6, the default).
+    resolution delay for it (RFC 8305 §3 with AF_INET6, the default); ``usable(address)``
+    (default: all are) says whether an address has a route at all.
     """
 
     __slots__ = (
@@ -168,6 +170,7 @@ class Racer:
         "_prefer",
         "_resolution_due",
         "_timeout_due",
+        "_usable",
         "attempts",
         "in_flight",
         "outstanding",
@@ -184,6 +187,7 @@ class Racer:
         now: float,
         connect_timeout: float,
         prefer_family: int = socket.AF_INET6,
+        usable: Callable[[str], bool] | None = None,
     ) -> None:
         if not families:
             raise ValueError("a race waits for at least one answer")
@@ -195,6 +199,7 @@ class Racer:
         self.in_flight: list[int] = []  # attempt numbers, in start order
         self._order = order
         self._prefer = int(prefer_family)
+        self._usable = usable
         self._delay = delay
         self._next_start = now  # when the next candidate may start
         self._resolution_due: float | None = None
@@ -230,7 +235,10 @@ class Racer:
         if state is _R:
             if not self.pool:
                 nxt = _R if self.outstanding else self._give_up(out)
-            elif family != self._prefer and self._prefer in self.outstanding:
+            elif self.outstanding and (
+                (family != self._prefer and self._prefer in self.outstanding)
+                or (self._usable is not None and not any(map(self._usable, self.pool)))
+            ):
                 self._resolution_due = now + RESOLUTION_DELAY  # RFC 8305 §3
                 nxt = _D
             else:

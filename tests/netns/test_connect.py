@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ pytestmark = pytest.mark.netns
 
 DNSMASQ = "/usr/sbin/dnsmasq"
 HOLE6 = "2001:db8:1::99"  # on va's subnet, held by nobody
+HOLE4 = "198.51.100.99"
+NOROUTE6 = "2001:db8:ffff::1"  # no route from "a"
 NAME = "dual.test"
 V4, V6 = int(socket.AF_INET), int(socket.AF_INET6)
 
@@ -47,7 +50,11 @@ class Race:
     def __init__(self, lab: Lab, workdir: Path) -> None:
         self.lab = lab
         hosts = workdir / "hosts"
-        hosts.write_text(f"{HOLE6} {NAME}\n{lab.B_ADDR} {NAME}\n")
+        hosts.write_text(
+            f"{HOLE6} {NAME}\n{lab.B_ADDR} {NAME}\n"
+            f"{HOLE4} v6wins.test\n{lab.B_ADDR6} v6wins.test\n"
+            f"{NOROUTE6} noroute.test\n{lab.B_ADDR} noroute.test\n"
+        )
         self.pidfile = f"/tmp/lwspy-dnsmasq-race-{os.getpid()}.pid"
         self.log = (workdir / "dnsmasq.log").open("w")
         args = [
@@ -89,6 +96,16 @@ class Race:
                     raise RuntimeError(f"dnsmasq exited: {log}") from None
         raise RuntimeError("dnsmasq did not answer")
 
+    @staticmethod
+    def wait_ipv6(lab: Lab) -> None:
+        """Until the links' IPv6 link-local addresses have passed DAD: before that, neighbour
+        discovery stalls and a first IPv6 connect loses its SYN (a 1 s retransmit)."""
+        for _ in range(300):
+            if not any(lab.ip(ns, "-6", "addr", "show", "tentative").strip() for ns in "ab"):
+                return
+            time.sleep(0.01)
+        raise RuntimeError("IPv6 addresses still tentative")
+
     @property
     def ctx(self) -> Context:
         assert self.a is not None
@@ -107,13 +124,13 @@ class Race:
             self.service()
         raise AssertionError("condition not reached")
 
-    def connect(self) -> Wsi:
-        assert self.port is not None
-        w = self.ctx.connect(NAME, self.port)
+    def connect(self, name: str = NAME, port: int | None = None, ok: bool = True) -> Wsi:
+        port = port or self.port
+        assert port is not None
+        w = self.ctx.connect(name, port)
         self.service_until(lambda: w.state not in (WsiState.PENDING, WsiState.CONNECTING))
-        assert Reason.RAW_CONNECTED in self.rec.reasons(w), self.rec.data(
-            Reason.CLIENT_CONNECTION_ERROR, w
-        )
+        connected = Reason.RAW_CONNECTED in self.rec.reasons(w)
+        assert connected is ok, self.rec.data(Reason.CLIENT_CONNECTION_ERROR, w)
         return w
 
     def settle(self) -> None:
@@ -200,3 +217,36 @@ def test_a_link_going_down_forgets_every_path_over_it(race: Race) -> None:
     race.service_until(lambda: db.stats(host=NAME).attempts == 0)
     assert db.stats(ifindex=socket.if_nametoindex("va")).attempts == 0
     race.lab.ip("a", "link", "set", "va", "up")
+
+
+def test_a_dead_a_does_not_go_before_a_live_aaaa(race: Race) -> None:
+    # lws 5.0.99 sorts IPv4 first whatever the addresses: here the dead A would cost it a
+    # delay on every connect. RFC 6724 puts the global IPv6 destination first.
+    race.wait_ipv6(race.lab)
+    w = race.connect("v6wins.test")
+    assert [(c.address, c.result) for c in w.caos] == [(race.lab.B_ADDR6, CaoResult.WON)]
+
+
+@pytest.mark.parametrize("netlink", [True, False])
+def test_a_candidate_without_a_route_goes_last_and_is_not_dropped(
+    race: Race, netlink: bool
+) -> None:
+    ctx = race.ctx
+    if not netlink:  # the kernel's own source selection instead of the route table
+        race.a = Context(
+            protocols=[race.rec.protocol],
+            netlink=False,
+            hosts_file="/dev/null",
+            nameservers=[race.lab.B_ADDR],
+        )
+        ctx.destroy()
+    with race.lab.inside("b"):
+        closed = socket.socket()  # bound, not listening: connects are refused
+    with closed:
+        closed.bind((race.lab.B_ADDR, 0))
+        w = race.connect("noroute.test", closed.getsockname()[1], ok=False)
+    assert [(c.address, c.result) for c in w.caos] == [
+        (race.lab.B_ADDR, CaoResult.REFUSED),
+        (NOROUTE6, CaoResult.UNREACHABLE),
+    ]
+    assert race.rec.data(Reason.CLIENT_CONNECTION_ERROR, w) == ["network unreachable"]
