@@ -250,3 +250,18 @@ def test_a_candidate_without_a_route_goes_last_and_is_not_dropped(
         (NOROUTE6, CaoResult.UNREACHABLE),
     ]
     assert race.rec.data(Reason.CLIENT_CONNECTION_ERROR, w) == ["network unreachable"]
+
+
+def test_removing_a_route_with_a_gateway_forgets_every_path_via_that_gateway(race: Race) -> None:
+    lab = race.lab
+    via_gw = race.connect(lab.PEER)  # 203.0.113.0/24 via 198.51.100.2
+    (cao,) = via_gw.caos
+    assert (cao.gateway, cao.result) == (lab.B_ADDR, CaoResult.WON)
+    race.connect()  # dual.test: on-link paths, no gateway
+    db = race.ctx.cao_db
+    assert db.stats(gateway=lab.B_ADDR).attempts == 1
+    on_link = db.stats(host=NAME).attempts
+    lab.ip("a", "route", "del", "203.0.113.0/24", "via", lab.B_ADDR)
+    race.service_until(lambda: db.stats(gateway=lab.B_ADDR).attempts == 0)
+    assert db.stats(host=NAME).attempts == on_link  # other paths keep their history
+    assert via_gw.close_reason == "route lost"
