@@ -64,6 +64,8 @@ _DNS_WORST = ("NXDOMAIN", "SERVER_UNREACHABLE", "NO_RESULT")  # which failure a 
 
 def literal_address(host: str) -> str | None:
     """The canonical text of ``host`` if it is an IP literal (``[v6]`` allowed), else None."""
+    if ":" not in host and not host.replace(".", "").isdigit():
+        return None  # a name: not worth two failed parses (every connect asks)
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     try:
@@ -241,7 +243,21 @@ def _begin_try(wsi: Wsi, cc: ClientConnect) -> None:
     if literal is not None:
         _answered(wsi, cc, _family(literal), [literal], "OK", "", 0.0)
         return
-    _resolve(wsi, cc)
+    addrs = ctx._hosts_lookup(cc.host)
+    if not addrs:
+        _resolve(wsi, cc)
+        return
+    # The hosts file has it (the resolver would answer from it too, a pass later): both
+    # answers are here at once. The other family first, so that it is sorted with the
+    # preferred one instead of losing the start to it.
+    elapsed = ctx.pt.suls.clock() - now
+    if wsi.conmon is not None:  # resolver order is the file's order
+        wsi.conmon.dns_results = list(addrs)
+    for fam in sorted(families, key=lambda f: f == prefer):
+        if wsi.state >= WsiState.ESTABLISHED:  # CONNECTING's callback closed it
+            return
+        these = [a for a in addrs if _family(a) == fam]
+        _answered(wsi, cc, fam, these, "OK" if these else "NO_RESULT", "hosts file", elapsed)
 
 
 def _resolve(wsi: Wsi, cc: ClientConnect) -> None:

@@ -337,6 +337,8 @@ class CaoDb:
         buckets.sort(key=lambda b: b[0])
         _, first_key, smallest = buckets[0]
         rest = [(k, v) for k, v in given if k != first_key]
+        if not rest:  # one filter: the bucket is the answer
+            return list(islice(reversed(smallest), limit))
         found = (
             serial
             for serial, cao in reversed(smallest.items())

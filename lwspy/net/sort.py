@@ -74,7 +74,7 @@ def _policy_rows() -> list[tuple[int, int, int, int]]:
     return [(_ALL ^ ((1 << (128 - plen)) - 1), base, prec, lab) for plen, base, prec, lab in rows]
 
 
-_ROWS = _policy_rows()
+_ROWS: list[tuple[int, int, int, int]] = []  # (mask, prefix, precedence, label), on first use
 
 
 def _as6(addr: str) -> int:
@@ -86,6 +86,8 @@ def _as6(addr: str) -> int:
 
 
 def _policy(a: int) -> tuple[int, int]:
+    if not _ROWS:  # parsed on first use: importing lwspy stays cheap
+        _ROWS.extend(_policy_rows())
     for mask, base, prec, lab in _ROWS:
         if a & mask == base:
             return prec, lab
