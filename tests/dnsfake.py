@@ -46,13 +46,23 @@ class FakeDns:
         other_host: str | None = None,
     ) -> None:
         fam = family_of(host)
-        self.udp = socket.socket(fam, socket.SOCK_DGRAM)
-        self.udp.bind((host, port))
-        self.port = self.udp.getsockname()[1]
+        for _ in range(50):  # port 0: a UDP port whose TCP twin is free too
+            self.udp = socket.socket(fam, socket.SOCK_DGRAM)
+            self.udp.bind((host, port))
+            self.port = self.udp.getsockname()[1]
+            self.tcp = socket.socket(fam, socket.SOCK_STREAM)
+            self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                self.tcp.bind((host, self.port))
+                break
+            except OSError:
+                self.udp.close()
+                self.tcp.close()
+                if port:
+                    raise
+        else:  # pragma: no cover
+            raise OSError("no free UDP+TCP port pair")
         self.host = host
-        self.tcp = socket.socket(fam, socket.SOCK_STREAM)
-        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.tcp.bind((host, self.port))
         self.tcp.listen(8)
         self.other = socket.socket(fam, socket.SOCK_DGRAM)  # the spoofer's socket
         self.other.bind((other_host or host, 0))

@@ -220,13 +220,16 @@ def decode_name(data: bytes, off: int) -> tuple[Labels, int]:
         off += length
 
 
+_lower = bytes.lower
+
+
 def _same_name(a: Labels, b: Labels) -> bool:
     """DNS names compare ASCII case-insensitively (RFC 4343)."""
-    return len(a) == len(b) and all(x.lower() == y.lower() for x, y in zip(a, b, strict=True))
+    return a == b or (len(a) == len(b) and tuple(map(_lower, a)) == tuple(map(_lower, b)))
 
 
 def _key(labels: Labels) -> Labels:
-    return tuple(label.lower() for label in labels)
+    return tuple(map(_lower, labels))
 
 
 # -- messages --------------------------------------------------------------------------
@@ -460,13 +463,15 @@ def encode_message(msg: Message) -> bytes:
 
 def make_query(qid: int, name: Labels, qtype: int, *, payload: int = EDNS_PAYLOAD) -> bytes:
     """A recursive query (RD set) for ``name``/``qtype`` with an EDNS0 OPT record."""
-    return (
-        _HEADER.pack(qid, _RD, 1, 0, 0, 1)
-        + encode_name(name)
-        + _QTAIL.pack(qtype, CLASS_IN)
-        + b"\0"
-        + _RR.pack(TYPE_OPT, payload, 0, 0)
-    )
+    return _query(qid, encode_name(name) + _QTAIL.pack(qtype, CLASS_IN), payload)
+
+
+_OPT_1232 = b"\0" + _RR.pack(TYPE_OPT, EDNS_PAYLOAD, 0, 0)
+
+
+def _query(qid: int, question: bytes, payload: int = EDNS_PAYLOAD) -> bytes:
+    opt = _OPT_1232 if payload == EDNS_PAYLOAD else b"\0" + _RR.pack(TYPE_OPT, payload, 0, 0)
+    return _HEADER.pack(qid, _RD, 1, 0, 0, 1) + question + opt
 
 
 def decode_message(data: bytes) -> Message:
@@ -883,6 +888,7 @@ class QueryMachine:
         "_negative_ttl",
         "_nxdomain",
         "_payload",
+        "_qtail",
         "_rand16",
         "_try",
         "alive",
@@ -921,6 +927,7 @@ class QueryMachine:
         self.state = QState.IDLE
         self.deadline: float | None = None
         self._rand16 = rand16
+        self._qtail = _QTAIL.pack(qtype, CLASS_IN)
         self._name_index = 0
         self._name = self.names[0]
         self._chain: list[Labels] = [_key(self._name)]  # this candidate's CNAME chain
@@ -1030,7 +1037,7 @@ class QueryMachine:
         index = self._try % len(self.servers)
         if not tcp:  # a TCP retry asks the same question with the same id
             self._id = self._rand16() & 0xFFFF
-            self._payload = make_query(self._id, self._name, self.qtype)
+            self._payload = _query(self._id, encode_name(self._name) + self._qtail)
         self.state = QState.TCP if tcp else QState.UDP
         self.deadline = now + self.timeout
         return Send(index, self.servers[index], tcp, self._payload)
