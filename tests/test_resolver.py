@@ -479,3 +479,30 @@ def test_a_server_that_timed_out_is_tried_last_for_a_while(tmp_path: Path, srv: 
             ctx.resolver.resolve("c.test", got.append)
             run(ctx, [quiet, srv], lambda: len(got) == 2)
             assert len(quiet.queries) == 4 and not ctx.resolver._down
+
+
+def test_absolute_names_and_the_search_list_are_separate_cache_keys(
+    tmp_path: Path, srv: FakeDns
+) -> None:
+    srv.zone["a.lab.test"] = [("A", "198.51.100.70"), ("AAAA", "2001:db8::70")]
+    conf = f"nameserver [{srv.host}]:{srv.port}\nsearch lab.test\noptions ndots:1\n"
+    with make_ctx(tmp_path, conf=conf) as ctx:
+        got: list[DnsAnswer] = []
+        ctx.resolver.resolve("a.test", got.append)  # 1 dot: as given first
+        run(ctx, [srv], lambda: len(got) == 2)
+        assert addrs(got) == A_TEST
+        got.clear()
+        ctx.resolver.resolve("a", got.append)  # no dot: a.lab.test first
+        run(ctx, [srv], lambda: len(got) == 2)
+        assert addrs(got)[socket.AF_INET] == ["198.51.100.70"]
+        got.clear()
+        ctx.resolver.resolve("a.", got.append)  # absolute: only "a", which is not there
+        run(ctx, [srv], lambda: len(got) == 2)
+        assert {x.disposition for x in got} == {"NXDOMAIN"}
+        assert len(ctx.resolver.cache) == 6
+        (tmp_path / "resolv.conf").write_text(conf + "# changed\n")
+        got.clear()
+        ctx.resolver.resolve("a", got.append)  # the file changed: the cache is emptied
+        assert len(ctx.resolver.cache) == 6
+        run(ctx, [srv], lambda: len(got) == 2)
+        assert len(ctx.resolver.cache) == 2

@@ -125,11 +125,13 @@ class _Query:
 
     __slots__ = ("cache_name", "handle", "machine", "resolver", "sul", "wsi")
 
-    def __init__(self, resolver: Resolver, handle: ResolveHandle, machine: QueryMachine):
+    def __init__(
+        self, resolver: Resolver, handle: ResolveHandle, machine: QueryMachine, cache_name: str
+    ):
         self.resolver = resolver
         self.handle = handle
         self.machine = machine
-        self.cache_name = handle.name
+        self.cache_name = cache_name
         self.wsi: Wsi | None = None
         self.sul = Sul(resolver._ctx.pt.suls, self._timer)
 
@@ -263,7 +265,10 @@ class Resolver:
                 with open(path, encoding="utf-8", errors="replace") as f:
                     self._conf = parse_resolv_conf(f.read(), source=path)
                 self._conf_stamp = stamp
+                self.cache.clear()  # other servers or search list: earlier answers may not hold
         except OSError as e:
+            if self._conf_stamp is not None:
+                self.cache.clear()
             self._conf_stamp = None
             self._conf = ResolvConf(source=f"{path}: {e.strerror or e}")
         return self._conf
@@ -315,6 +320,8 @@ class Resolver:
                 handle._deliver(answer)
             return
         conf = self.conf
+        # "name." is "name" unless a search list could make "name" mean something else
+        cache_name = name if conf.search else name.rstrip(".")
         servers = conf.nameservers
         if self._down:
             for server, until in list(self._down.items()):
@@ -323,7 +330,7 @@ class Resolver:
             servers = sorted(servers, key=lambda s: s in self._down)  # stable: down ones last
         ready: list[DnsAnswer] = []
         for family, qtype in _FAMILIES:
-            cached = self.cache.get(name, qtype, now)
+            cached = self.cache.get(cache_name, qtype, now)
             if cached is not None:
                 addrs, disposition, detail = cached
                 ready.append(DnsAnswer(family, addrs, disposition, detail, now - handle.started))
@@ -347,7 +354,7 @@ class Resolver:
                     rand16=_rand16,
                     started=handle.started,
                 )
-                handle._queries.append(_Query(self, handle, machine))
+                handle._queries.append(_Query(self, handle, machine, cache_name))
         queries = list(handle._queries)
         if not queries:
             handle.done = True

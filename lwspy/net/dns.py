@@ -731,7 +731,9 @@ class DnsCache:
     """Answers by (name, type), positive and negative (RFC 2308), each until its TTL ends.
 
     At most ``max_entries`` names are kept; the least recently used goes first. Times
-    are the caller's clock, passed in.
+    are the caller's clock, passed in. Names compare case-insensitively; the caller
+    decides whether "name." and "name" are one key (they are unless a search list
+    applies).
     """
 
     __slots__ = ("_entries", "hits", "max_entries", "misses")
@@ -749,7 +751,7 @@ class DnsCache:
 
     def get(self, name: str, qtype: int, now: float) -> tuple[list[str], str, str] | None:
         """(addresses, disposition, detail) if an unexpired answer is held, else None."""
-        key = (name.lower().rstrip("."), qtype)
+        key = (name.lower(), qtype)
         entry = self._entries.get(key)
         if entry is None or entry.expires <= now:
             if entry is not None:
@@ -765,7 +767,7 @@ class DnsCache:
         if ttl <= 0 or self.max_entries == 0:
             return
         cap = MAX_TTL if answer.disposition == "OK" else MAX_NEGATIVE_TTL
-        key = (name.lower().rstrip("."), qtype)
+        key = (name.lower(), qtype)
         entries = self._entries
         entries[key] = _CacheEntry(
             list(answer.addresses), answer.disposition, answer.detail, now + min(ttl, cap)
