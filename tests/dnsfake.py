@@ -4,8 +4,8 @@ Answers are built with dnspython (the reference), so the resolver is checked aga
 another implementation's messages. A behaviour turns a query into the replies to send:
 bytes sent from the server's own socket, ``("other", bytes)`` sent from another
 socket (a different source port), to play an off-path spoofer; over TCP also
-``("close", b"")`` (shut the connection) and ``("slow", bytes)`` (one byte now, the rest
-on the next pump).
+``("close", b"")`` (shut the connection), ``("reset", b"")`` (an RST) and
+``("slow", bytes)`` (one byte now, the rest on the next pump).
 """
 
 from __future__ import annotations
@@ -138,6 +138,10 @@ class FakeDns:
         for reply in self.behaviour(self, query, wire, conn is not None):
             if isinstance(reply, tuple) and reply[0] == "close" and conn is not None:
                 conn.shutdown(socket.SHUT_RDWR)
+            elif isinstance(reply, tuple) and reply[0] == "reset" and conn is not None:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()  # an RST
+                self.conns = [(c, b) for c, b in self.conns if c is not conn]
             elif isinstance(reply, tuple) and reply[0] == "slow" and conn is not None:
                 framed = struct.pack("!H", len(reply[1])) + reply[1]
                 conn.sendall(framed[:1])  # the rest on the next pump

@@ -429,13 +429,13 @@ def test_cname_loop(tmp_path: Path, srv: FakeDns) -> None:
         assert only_wake_fd(ctx)
 
 
-@pytest.mark.parametrize("how", ["refused", "close", "slow", "silent"])
+@pytest.mark.parametrize("how", ["refused", "close", "reset", "slow", "silent"])
 def test_tcp_fallback_failures(tmp_path: Path, srv: FakeDns, how: str) -> None:
     def behaviour(s: FakeDns, q: dns.message.Message, w: bytes, tcp: bool) -> list[Reply]:
         if not tcp:
             return truncating(s, q, w, tcp)
-        if how == "close":
-            return [("close", b"")]
+        if how in ("close", "reset"):
+            return [(how, b"")]
         if how == "silent":
             return []
         return [("slow", s.answer(q).to_wire())]

@@ -9,6 +9,7 @@ nothing listening (ICMP port unreachable); 2001:db8:ffff::1 has no route from "a
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import subprocess
@@ -301,3 +302,21 @@ def test_random_source_ports_and_ids(lab: Lab, fake: FakeDns, tmp_path: Path) ->
     ids = [q.id for _, q, _ in fake.queries]
     assert len(set(ports)) == len(ports) == 16  # a fresh socket per query
     assert len(set(ids)) > 12  # 16 random 16-bit ids: a repeat or two at most
+
+
+def test_tcp_socket_to_an_unroutable_server_fails_at_once(lab: Lab, tmp_path: Path) -> None:
+    from lwspy.roles.udp import open_tcp, open_udp
+
+    class Sink:
+        def datagram(self, wsi: object, data: bytes) -> None:
+            raise AssertionError("no datagram expected")
+
+        def failed(self, wsi: object, err: int) -> None:
+            raise AssertionError("no failure callback expected")
+
+    with lwspy.Context(hosts_file="/dev/null", netlink=False) as ctx:
+        for opener in (open_tcp, open_udp):
+            with pytest.raises(OSError) as e:
+                opener(ctx, ("2001:db8:ffff::1", 53), b"query", Sink())
+            assert e.value.errno == errno.ENETUNREACH
+        assert list(ctx.pt.fds) == [ctx.pt.wake_r]
