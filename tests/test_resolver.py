@@ -506,3 +506,31 @@ def test_absolute_names_and_the_search_list_are_separate_cache_keys(
         assert len(ctx.resolver.cache) == 6
         run(ctx, [srv], lambda: len(got) == 2)
         assert len(ctx.resolver.cache) == 2
+
+
+def test_resolves_of_one_name_at_once_share_the_queries(tmp_path: Path, srv: FakeDns) -> None:
+    with make_ctx(tmp_path, nameservers=[srv.address]) as ctx:
+        got: list[list[DnsAnswer]] = [[], [], []]
+        handles = [ctx.resolver.resolve("a.test", g.append) for g in got]
+        ctx.service(0)
+        assert len(ctx.pt.fds) == 3  # the wake fd and one socket per family, not six
+        handles[1].cancel()  # the others still get theirs
+        run(ctx, [srv], lambda: len(got[0]) == 2 and len(got[2]) == 2)
+        assert addrs(got[0]) == addrs(got[2]) == A_TEST and got[1] == []
+        assert got[0][0] is not got[2][0]  # each its own copy
+        assert len(srv.queries) == 2 and all(h.done for h in handles)
+        # all of them cancelled: the shared sockets close
+        more = [ctx.resolver.resolve("v4.test", print) for _ in range(2)]
+        ctx.service(0)
+        assert len(ctx.pt.fds) == 3
+        more[0].cancel()
+        assert len(ctx.pt.fds) == 3
+        more[1].cancel()
+        assert only_wake_fd(ctx) and not ctx.resolver._asking
+        # a resolve made while the same name is out (after its start) joins the queries
+        got2: list[DnsAnswer] = []
+        ctx.resolver.resolve("c.test", got2.append)
+        ctx.service(0)
+        ctx.resolver.resolve("c.test", got2.append)
+        run(ctx, [srv], lambda: len(got2) == 4)
+        assert len({id(a) for a in got2}) == 4

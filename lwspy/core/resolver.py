@@ -105,7 +105,7 @@ class ResolveHandle:
         if self._start is not None:
             self._start.cancel()
         for q in self._queries:
-            q.stop()
+            q.leave(self)
         self._queries.clear()
         self._resolver._handles.pop(self, None)
 
@@ -121,23 +121,37 @@ class ResolveHandle:
 
 
 class _Query:
-    """One family of one resolve: its machine, its current socket and its timer."""
+    """One family of a name being asked: its machine, its current socket and its timer.
 
-    __slots__ = ("cache_name", "handle", "machine", "resolver", "sul", "wsi")
+    Resolves of the same name made while it is out share it (``handles``); it stops when
+    the last of them is cancelled.
+    """
 
-    def __init__(
-        self, resolver: Resolver, handle: ResolveHandle, machine: QueryMachine, cache_name: str
-    ):
+    __slots__ = ("handles", "key", "machine", "resolver", "sul", "wsi")
+
+    def __init__(self, resolver: Resolver, machine: QueryMachine, key: tuple[str, int]):
         self.resolver = resolver
-        self.handle = handle
+        self.handles: list[ResolveHandle] = []
         self.machine = machine
-        self.cache_name = cache_name
+        self.key = key  # (cache name, qtype)
         self.wsi: Wsi | None = None
         self.sul = Sul(resolver._ctx.pt.suls, self._timer)
+
+    def join(self, handle: ResolveHandle) -> None:
+        self.handles.append(handle)
+        handle._queries.append(self)
+
+    def leave(self, handle: ResolveHandle) -> None:
+        if handle in self.handles:
+            self.handles.remove(handle)
+        if not self.handles:
+            self.stop()
 
     def stop(self) -> None:
         self.sul.cancel()
         self._close()
+        if self.resolver._asking.get(self.key) is self:
+            del self.resolver._asking[self.key]
 
     def _close(self) -> None:
         wsi, self.wsi = self.wsi, None
@@ -180,7 +194,6 @@ class _Query:
             self.sul.schedule(max(0.0, deadline - ctx.now()))
 
     def _finish(self, done: Done) -> None:
-        handle = self.handle
         resolver = self.resolver
         machine = self.machine
         now = resolver._ctx.now()
@@ -189,13 +202,20 @@ class _Query:
         for i in machine.alive:
             resolver._down.pop(machine.servers[i], None)
         if done.ttl is not None:
-            resolver.cache.put(self.cache_name, machine.qtype, done.answer, done.ttl, now)
-        if self in handle._queries:
+            resolver.cache.put(self.key[0], machine.qtype, done.answer, done.ttl, now)
+        handles, self.handles = self.handles, []
+        for handle in handles:
             handle._queries.remove(self)
-        if not handle._queries and handle._start is None:
-            handle.done = True
-            resolver._handles.pop(handle, None)
-        handle._deliver(done.answer)
+            if not handle._queries and handle._start is None:
+                handle.done = True
+                resolver._handles.pop(handle, None)
+        a = done.answer
+        for handle in handles:  # each with its own copy and its own elapsed time
+            handle._deliver(
+                DnsAnswer(
+                    a.family, list(a.addresses), a.disposition, a.detail, now - handle.started
+                )
+            )
 
 
 class Resolver:
@@ -208,6 +228,7 @@ class Resolver:
     """
 
     __slots__ = (
+        "_asking",
         "_conf",
         "_conf_stamp",
         "_ctx",
@@ -244,6 +265,7 @@ class Resolver:
         self._conf_stamp: tuple[float, int] | None = None
         self._handles: dict[ResolveHandle, None] = {}
         self._down: dict[tuple[str, int], float] = {}  # server -> tried last until then
+        self._asking: dict[tuple[str, int], _Query] = {}  # (cache name, qtype) -> query out
         self.cache = DnsCache(cache_entries)
         self.closed = False
         self.sent = 0  # queries sent (UDP and TCP)
@@ -329,7 +351,12 @@ class Resolver:
                     del self._down[server]
             servers = sorted(servers, key=lambda s: s in self._down)  # stable: down ones last
         ready: list[DnsAnswer] = []
+        fresh: list[_Query] = []
         for family, qtype in _FAMILIES:
+            asking = self._asking.get((cache_name, qtype))
+            if asking is not None:  # the same name is being asked already: wait for it
+                asking.join(handle)
+                continue
             cached = self.cache.get(cache_name, qtype, now)
             if cached is not None:
                 addrs, disposition, detail = cached
@@ -354,17 +381,18 @@ class Resolver:
                     rand16=_rand16,
                     started=handle.started,
                 )
-                handle._queries.append(_Query(self, handle, machine, cache_name))
-        queries = list(handle._queries)
-        if not queries:
+                q = _Query(self, machine, (cache_name, qtype))
+                q.join(handle)
+                self._asking[q.key] = q
+                fresh.append(q)
+        if not handle._queries:
             handle.done = True
             self._handles.pop(handle, None)
         for answer in ready:
             handle._deliver(answer)
-        for q in queries:
-            if handle.done:  # cancelled by a callback above
-                return
-            q._step(q.machine.start(now))
+        for q in fresh:
+            if q.handles:  # not cancelled by a callback above
+                q._step(q.machine.start(now))
 
 
 def _literal(name: str) -> str | None:
