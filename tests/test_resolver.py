@@ -429,7 +429,7 @@ def test_cname_loop(tmp_path: Path, srv: FakeDns) -> None:
         assert only_wake_fd(ctx)
 
 
-@pytest.mark.parametrize("how", ["refused", "close", "reset", "slow", "silent"])
+@pytest.mark.parametrize("how", ["refused", "close", "reset", "slow", "silent", "spoofed"])
 def test_tcp_fallback_failures(tmp_path: Path, srv: FakeDns, how: str) -> None:
     def behaviour(s: FakeDns, q: dns.message.Message, w: bytes, tcp: bool) -> list[Reply]:
         if not tcp:
@@ -438,6 +438,10 @@ def test_tcp_fallback_failures(tmp_path: Path, srv: FakeDns, how: str) -> None:
             return [(how, b"")]
         if how == "silent":
             return []
+        if how == "spoofed":  # a wrong id, then the answer, on the same connection
+            wrong = bytearray(s.answer(q).to_wire())
+            wrong[0] ^= 0xFF
+            return [bytes(wrong), s.answer(q).to_wire()]
         return [("slow", s.answer(q).to_wire())]
 
     srv.behaviour = behaviour
@@ -448,7 +452,7 @@ def test_tcp_fallback_failures(tmp_path: Path, srv: FakeDns, how: str) -> None:
         got: list[DnsAnswer] = []
         ctx.resolver.resolve("a.test", got.append)
         run(ctx, [srv], lambda: len(got) == 2)
-        if how == "slow":
+        if how in ("slow", "spoofed"):
             assert addrs(got) == A_TEST
         else:
             assert [(a.disposition, a.detail) for a in got] == [

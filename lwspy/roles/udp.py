@@ -102,10 +102,15 @@ class TcpDnsRole(UdpRole):
             return
         buf = tcp.buf
         buf += data
-        if len(buf) >= 2:
-            size = buf[0] << 8 | buf[1]
-            if len(buf) >= 2 + size:
-                tcp.sink.datagram(wsi, bytes(buf[2 : 2 + size]))
+        while len(buf) >= 2:  # every whole message, in order (an ignored one is consumed)
+            end = 2 + (buf[0] << 8 | buf[1])
+            if len(buf) < end:
+                return
+            message = bytes(buf[2:end])
+            del buf[:end]
+            tcp.sink.datagram(wsi, message)
+            if wsi.state is CLOSED:
+                return
 
     def on_writable(self, wsi: Wsi) -> None:
         # Asked for only while connecting: then the whole query goes in one send (a
