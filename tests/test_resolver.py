@@ -137,6 +137,13 @@ def test_hosts_file_first_and_literals(tmp_path: Path, srv: FakeDns) -> None:
             (socket.AF_INET, ["198.51.100.1"], "OK"),
         ]
         assert srv.queries == []  # no DNS for any of them
+        assert [a.detail for a in got[:4]] == [
+            "hosts file",
+            "hosts file",
+            "DNS NO_RESULT (no IPv6 address in the hosts file)",
+            "hosts file",
+        ]
+        assert got[5].detail == "DNS NO_RESULT (2001:db8::1 is an IP literal)"
 
 
 @pytest.mark.parametrize("bad", ["", "a..b", "-x.test", "a b", "x" * 64, "é.test", "a/b"])
@@ -515,7 +522,10 @@ def test_absolute_names_and_the_search_list_are_separate_cache_keys(
 def test_resolves_of_one_name_at_once_share_the_queries(tmp_path: Path, srv: FakeDns) -> None:
     with make_ctx(tmp_path, nameservers=[srv.address]) as ctx:
         got: list[list[DnsAnswer]] = [[], [], []]
-        handles = [ctx.resolver.resolve("a.test", g.append) for g in got]
+        handles = [
+            ctx.resolver.resolve(n, g.append)
+            for n, g in zip(["a.test", "A.test", "a.test."], got, strict=True)
+        ]
         ctx.service(0)
         assert len(ctx.pt.fds) == 3  # the wake fd and one socket per family, not six
         handles[1].cancel()  # the others still get theirs

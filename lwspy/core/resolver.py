@@ -260,7 +260,7 @@ class Resolver:
                 if not isinstance(ns, str):
                     raise TypeError(f"a nameserver must be a str, not {type(ns).__name__}")
                 servers.append(parse_nameserver(ns))
-            self._explicit = ResolvConf(servers, source="nameservers=")
+            self._explicit = ResolvConf(servers, source="the nameservers option")
         self._conf: ResolvConf | None = None
         self._conf_stamp: tuple[float, int] | None = None
         self._handles: dict[ResolveHandle, None] = {}
@@ -343,7 +343,7 @@ class Resolver:
             return
         conf = self.conf
         # "name." is "name" unless a search list could make "name" mean something else
-        cache_name = name if conf.search else name.rstrip(".")
+        cache_name = (name if conf.search else name.rstrip(".")).lower()
         servers = conf.nameservers
         if self._down:
             for server, until in list(self._down.items()):

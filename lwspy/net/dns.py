@@ -31,7 +31,7 @@ import ipaddress
 import math
 import struct
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from enum import Enum
 from socket import AF_INET, AF_INET6
 from typing import cast
@@ -1135,23 +1135,11 @@ def _negative_ttl(msg: Message) -> float | None:
     return None
 
 
-def hosts_answers(addresses: Iterable[str], elapsed: float = 0.0) -> tuple[DnsAnswer, DnsAnswer]:
-    """The (AAAA, A) answers for a name found in the hosts file (or an IP literal)."""
-    v6 = [a for a in addresses if ":" in a]
-    v4 = [a for a in addresses if ":" not in a]
-    return (
-        DnsAnswer(
-            AF_INET6,
-            v6,
-            "OK" if v6 else "NO_RESULT",
-            "hosts file" if v6 else "DNS NO_RESULT (no IPv6 address)",
-            elapsed,
-        ),
-        DnsAnswer(
-            AF_INET,
-            v4,
-            "OK" if v4 else "NO_RESULT",
-            "hosts file" if v4 else "DNS NO_RESULT (no IPv4 address)",
-            elapsed,
-        ),
-    )
+def hosts_answers(addresses: Sequence[str], elapsed: float = 0.0) -> tuple[DnsAnswer, DnsAnswer]:
+    """The (AAAA, A) answers for a name found in the hosts file."""
+    out = []
+    for family, kind in ((AF_INET6, "IPv6"), (AF_INET, "IPv4")):
+        found = [a for a in addresses if (":" in a) == (family == AF_INET6)]
+        detail = "hosts file" if found else f"DNS NO_RESULT (no {kind} address in the hosts file)"
+        out.append(DnsAnswer(family, found, "OK" if found else "NO_RESULT", detail, elapsed))
+    return out[0], out[1]
