@@ -34,6 +34,7 @@ from lwspy.net.dns import (
     DnsAnswer,
     DnsCache,
     Done,
+    Labels,
     QueryMachine,
     ResolvConf,
     Send,
@@ -352,6 +353,7 @@ class Resolver:
             servers = sorted(servers, key=lambda s: s in self._down)  # stable: down ones last
         ready: list[DnsAnswer] = []
         fresh: list[_Query] = []
+        candidates: list[Labels] | None = None
         for family, qtype in _FAMILIES:
             asking = self._asking.get((cache_name, qtype))
             if asking is not None:  # the same name is being asked already: wait for it
@@ -372,8 +374,10 @@ class Resolver:
                     )
                 )
             else:
+                if candidates is None:
+                    candidates = search_names(name, conf)
                 machine = QueryMachine(
-                    search_names(name, conf),
+                    candidates,
                     qtype,
                     servers,
                     timeout=conf.timeout,
