@@ -82,7 +82,10 @@ class Dnsmasq:
 @pytest.fixture
 def dnsmasq(lab: Lab, tmp_path: Path) -> Iterator[Dnsmasq]:
     if not os.access(DNSMASQ, os.X_OK):
-        pytest.skip(f"{DNSMASQ} is not installed (Debian dnsmasq-base)")
+        why = f"{DNSMASQ} is not installed (Debian dnsmasq-base)"
+        if os.environ.get("LWSPY_REQUIRE_NETNS") == "1":
+            pytest.fail(f"LWSPY_REQUIRE_NETNS=1 but {why}")
+        pytest.skip(why)
     for addr in (FAKE, SPOOFER, DEAD):
         lab.ip("b", "addr", "add", f"{addr}/24", "dev", "vb")
     server = Dnsmasq(lab, tmp_path)
