@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import dns.message
+import dns.rdata
 import pytest
 
 import lwspy

@@ -19,6 +19,7 @@ from typing import Any
 
 import dns.flags
 import dns.message
+import dns.rdata
 import dns.query
 import pytest
 
