@@ -17,10 +17,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import dns.exception
 import dns.flags
 import dns.message
-import dns.rdata
 import dns.query
+import dns.rdata
 import pytest
 
 import lwspy
