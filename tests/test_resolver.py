@@ -365,7 +365,9 @@ def test_refused_first_server_moves_on_at_once(tmp_path: Path, srv: FakeDns) -> 
         got.clear()
         ctx.resolver.resolve("a.test", got.append)
         run(ctx, [], lambda: len(got) == 2)
-        assert got[0].detail == "DNS SERVER_UNREACHABLE (no answer from 1 server)"
+        assert (
+            got[0].detail == "DNS SERVER_UNREACHABLE (no answer from 1 server; connection refused)"
+        )
 
 
 def test_unroutable_server_family_moves_on(tmp_path: Path, srv: FakeDns) -> None:

@@ -168,7 +168,7 @@ class _Query:
     def failed(self, wsi: Wsi, err: int) -> None:
         if wsi is self.wsi:
             self._close()
-            self._step(self.machine.unreachable(self.resolver._ctx.now(), "unreachable"))
+            self._step(self.machine.unreachable(self.resolver._ctx.now(), _why(err)))
 
     def _timer(self) -> None:
         self._step(self.machine.timer(self.resolver._ctx.now()))
@@ -184,8 +184,8 @@ class _Query:
                 self.wsi = opener(ctx, action.server, action.payload, self)
                 self.resolver.sent += 1
                 action = None
-            except OSError:  # no route, no address of that family: that server is out
-                action = self.machine.unreachable(ctx.now(), "unreachable")
+            except OSError as e:  # no route, no address of that family: that server is out
+                action = self.machine.unreachable(ctx.now(), _why(e.errno or 0))
         if isinstance(action, Done):
             self.stop()
             self._finish(action)
@@ -397,6 +397,10 @@ class Resolver:
         for q in fresh:
             if q.handles:  # not cancelled by a callback above
                 q._step(q.machine.start(now))
+
+
+def _why(err: int) -> str:
+    return os.strerror(err).lower() if err else "socket error"
 
 
 def _literal(name: str) -> str | None:

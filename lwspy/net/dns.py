@@ -882,6 +882,7 @@ class QueryMachine:
     __slots__ = (
         "_chain",
         "_chain_ttl",
+        "_error",
         "_failures",
         "_id",
         "_ignored",
@@ -941,6 +942,7 @@ class QueryMachine:
         self.down: set[int] = set()  # servers that timed out or were unreachable
         self.alive: set[int] = set()  # servers that answered (whatever they said)
         self._ignored: dict[str, int] = {}
+        self._error = ""  # the last socket error, as text
         self._nxdomain = True  # every candidate so far said NXDOMAIN
         self._negative_ttl: float | None = MAX_NEGATIVE_TTL
 
@@ -956,11 +958,14 @@ class QueryMachine:
             return None
         return self._event(QEvent.TIMEOUT, now, "no answer")
 
-    def unreachable(self, now: float, why: str = "unreachable") -> Action | None:
-        """The socket to the current server failed (ICMP refused, no route, TCP closed)."""
+    def unreachable(self, now: float, why: str = "") -> Action | None:
+        """The socket to the current server failed (ICMP refused, no route, TCP closed);
+        ``why`` (e.g. "connection refused") ends up in the give-up text."""
         if self.state is not QState.UDP and self.state is not QState.TCP:
             return None
-        return self._event(QEvent.UNREACHABLE, now, why)
+        if why:
+            self._error = why
+        return self._event(QEvent.UNREACHABLE, now, "unreachable")
 
     def receive(self, data: bytes, now: float) -> Action | None:
         """A datagram (or a whole TCP message) from the current server's socket."""
@@ -1058,6 +1063,8 @@ class QueryMachine:
             return self._done(now, [], "NO_RESULT", f"DNS {answered[-1]}", None)
         n = len(self.servers)
         detail = f"DNS SERVER_UNREACHABLE (no answer from {n} server{'s' if n != 1 else ''}"
+        if self._error:
+            detail += f"; {self._error}"
         for why, count in self._ignored.items():
             detail += f"; ignored {count} answer{'s' if count != 1 else ''} with {why}"
         return self._done(now, [], "SERVER_UNREACHABLE", detail + ")", None)

@@ -178,9 +178,17 @@ def test_dead_first_nameserver_moves_on_at_once(lab: Lab, dnsmasq: Dnsmasq, tmp_
     with context(tmp_path, conf) as ctx:  # no route to the first: connect() fails
         r = resolve(ctx, "a.test")
         assert r[V6].addresses == ["2001:db8::7"]
+    with context(tmp_path, "nameserver 2001:db8:ffff::1\n") as ctx:
+        r = resolve(ctx, "a.test")
+        assert (
+            r[V6].detail
+            == "DNS SERVER_UNREACHABLE (no answer from 1 server; network is unreachable)"
+        )
     with context(tmp_path, f"nameserver {DEAD}\noptions attempts:1\n") as ctx:
         r = resolve(ctx, "a.test")
-        assert r[V4].detail == "DNS SERVER_UNREACHABLE (no answer from 1 server)"
+        assert (
+            r[V4].detail == "DNS SERVER_UNREACHABLE (no answer from 1 server; connection refused)"
+        )
 
 
 def silent(srv: FakeDns, q: dns.message.Message, wire: bytes, tcp: bool) -> list[Reply]:
