@@ -299,9 +299,11 @@ class Resolver:
     def resolve(self, name: str, on_answer: OnAnswer) -> ResolveHandle:
         """Look ``name`` up: ``on_answer(DnsAnswer)`` once for AAAA and once for A, in the
         order they complete, always from the loop. ValueError for a name that is not a
-        valid host name (or IP literal); RuntimeError once the context is destroyed.
+        valid host name (or IP literal); RuntimeError once the context is being destroyed
+        (and, as for every loop-only call, from another thread).
         """
-        if self.closed:
+        self._ctx._check_alive()  # a loop-only call, like connect()
+        if self.closed:  # pragma: no cover - closed only with the context
             raise RuntimeError("the resolver is closed (the context is destroyed)")
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, not {type(name).__name__}")
