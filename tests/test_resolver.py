@@ -551,3 +551,10 @@ def test_resolves_of_one_name_at_once_share_the_queries(tmp_path: Path, srv: Fak
         ctx.resolver.resolve("c.test", got2.append)
         run(ctx, [srv], lambda: len(got2) == 4)
         assert len({id(a) for a in got2}) == 4
+
+
+def test_a_closed_resolver_refuses_new_resolves(tmp_path: Path) -> None:
+    with make_ctx(tmp_path, nameservers=["127.0.0.1"]) as ctx:
+        ctx.resolver.close()
+        with pytest.raises(RuntimeError, match="resolver is closed"):
+            ctx.resolver.resolve("a.test", print)

@@ -303,7 +303,7 @@ class Resolver:
         (and, as for every loop-only call, from another thread).
         """
         self._ctx._check_alive()  # a loop-only call, like connect()
-        if self.closed:  # pragma: no cover - closed only with the context
+        if self.closed:
             raise RuntimeError("the resolver is closed (the context is destroyed)")
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, not {type(name).__name__}")
