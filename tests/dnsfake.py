@@ -4,8 +4,8 @@ Answers are built with dnspython (the reference), so the resolver is checked aga
 another implementation's messages. A behaviour turns a query into the replies to send:
 bytes sent from the server's own socket, ``("other", bytes)`` sent from another
 socket (a different source port), to play an off-path spoofer; over TCP also
-``("close", b"")`` (shut the connection) and ``("slow", bytes)`` (one byte now, the rest
-on the next pump).
+``("close", b"")`` (shut the connection), ``("reset", b"")`` (an RST) and
+``("slow", bytes)`` (one byte now, the rest on the next pump).
 """
 
 from __future__ import annotations
@@ -46,13 +46,23 @@ class FakeDns:
         other_host: str | None = None,
     ) -> None:
         fam = family_of(host)
-        self.udp = socket.socket(fam, socket.SOCK_DGRAM)
-        self.udp.bind((host, port))
-        self.port = self.udp.getsockname()[1]
+        for _ in range(50):  # port 0: a UDP port whose TCP twin is free too
+            self.udp = socket.socket(fam, socket.SOCK_DGRAM)
+            self.udp.bind((host, port))
+            self.port = self.udp.getsockname()[1]
+            self.tcp = socket.socket(fam, socket.SOCK_STREAM)
+            self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                self.tcp.bind((host, self.port))
+                break
+            except OSError:
+                self.udp.close()
+                self.tcp.close()
+                if port:
+                    raise
+        else:  # pragma: no cover
+            raise OSError("no free UDP+TCP port pair")
         self.host = host
-        self.tcp = socket.socket(fam, socket.SOCK_STREAM)
-        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.tcp.bind((host, self.port))
         self.tcp.listen(8)
         self.other = socket.socket(fam, socket.SOCK_DGRAM)  # the spoofer's socket
         self.other.bind((other_host or host, 0))
@@ -128,6 +138,10 @@ class FakeDns:
         for reply in self.behaviour(self, query, wire, conn is not None):
             if isinstance(reply, tuple) and reply[0] == "close" and conn is not None:
                 conn.shutdown(socket.SHUT_RDWR)
+            elif isinstance(reply, tuple) and reply[0] == "reset" and conn is not None:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()  # an RST
+                self.conns = [(c, b) for c, b in self.conns if c is not conn]
             elif isinstance(reply, tuple) and reply[0] == "slow" and conn is not None:
                 framed = struct.pack("!H", len(reply[1])) + reply[1]
                 conn.sendall(framed[:1])  # the rest on the next pump

@@ -6,6 +6,7 @@ import ipaddress
 import struct
 
 import dns.edns
+import dns.exception
 import dns.flags
 import dns.message
 import dns.name

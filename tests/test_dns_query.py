@@ -87,7 +87,8 @@ def ans(disposition: str = "OK", *addresses: str) -> d.DnsAnswer:
 
 def test_cache_ttl_lru_and_caps() -> None:
     c = d.DnsCache(max_entries=2)
-    c.put("A.test.", d.TYPE_A, ans("OK", "198.51.100.1"), 10, now=0)
+    c.put("A.test", d.TYPE_A, ans("OK", "198.51.100.1"), 10, now=0)
+    assert c.get("a.test.", d.TYPE_A, 0) is None  # the caller decides what a dot means
     assert c.get("a.test", d.TYPE_A, 9.9) == (["198.51.100.1"], "OK", "DNS OK")
     assert c.get("a.test", d.TYPE_AAAA, 1) is None
     assert c.get("a.test", d.TYPE_A, 10) is None  # expired, and dropped
@@ -104,7 +105,7 @@ def test_cache_ttl_lru_and_caps() -> None:
     assert c.get("big.test", d.TYPE_A, d.MAX_TTL) is None
     c.put("neg.test", d.TYPE_A, ans("NXDOMAIN"), 10**9, 0)
     assert c.get("neg.test", d.TYPE_A, d.MAX_NEGATIVE_TTL) is None
-    assert (c.hits, c.misses) == (4, 6)
+    assert (c.hits, c.misses) == (4, 7)
     c.clear()
     assert len(c) == 0
     off = d.DnsCache(0)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import dns.message
+import dns.rdata
 import pytest
 
 import lwspy
@@ -137,6 +138,13 @@ def test_hosts_file_first_and_literals(tmp_path: Path, srv: FakeDns) -> None:
             (socket.AF_INET, ["198.51.100.1"], "OK"),
         ]
         assert srv.queries == []  # no DNS for any of them
+        assert [a.detail for a in got[:4]] == [
+            "hosts file",
+            "hosts file",
+            "DNS NO_RESULT (no IPv6 address in the hosts file)",
+            "hosts file",
+        ]
+        assert got[5].detail == "DNS NO_RESULT (2001:db8::1 is an IP literal)"
 
 
 @pytest.mark.parametrize("bad", ["", "a..b", "-x.test", "a b", "x" * 64, "é.test", "a/b"])
@@ -357,7 +365,9 @@ def test_refused_first_server_moves_on_at_once(tmp_path: Path, srv: FakeDns) -> 
         got.clear()
         ctx.resolver.resolve("a.test", got.append)
         run(ctx, [], lambda: len(got) == 2)
-        assert got[0].detail == "DNS SERVER_UNREACHABLE (no answer from 1 server)"
+        assert (
+            got[0].detail == "DNS SERVER_UNREACHABLE (no answer from 1 server; connection refused)"
+        )
 
 
 def test_unroutable_server_family_moves_on(tmp_path: Path, srv: FakeDns) -> None:
@@ -429,15 +439,19 @@ def test_cname_loop(tmp_path: Path, srv: FakeDns) -> None:
         assert only_wake_fd(ctx)
 
 
-@pytest.mark.parametrize("how", ["refused", "close", "slow", "silent"])
+@pytest.mark.parametrize("how", ["refused", "close", "reset", "slow", "silent", "spoofed"])
 def test_tcp_fallback_failures(tmp_path: Path, srv: FakeDns, how: str) -> None:
     def behaviour(s: FakeDns, q: dns.message.Message, w: bytes, tcp: bool) -> list[Reply]:
         if not tcp:
             return truncating(s, q, w, tcp)
-        if how == "close":
-            return [("close", b"")]
+        if how in ("close", "reset"):
+            return [(how, b"")]
         if how == "silent":
             return []
+        if how == "spoofed":  # a wrong id, then the answer, on the same connection
+            wrong = bytearray(s.answer(q).to_wire())
+            wrong[0] ^= 0xFF
+            return [bytes(wrong), s.answer(q).to_wire()]
         return [("slow", s.answer(q).to_wire())]
 
     srv.behaviour = behaviour
@@ -448,7 +462,7 @@ def test_tcp_fallback_failures(tmp_path: Path, srv: FakeDns, how: str) -> None:
         got: list[DnsAnswer] = []
         ctx.resolver.resolve("a.test", got.append)
         run(ctx, [srv], lambda: len(got) == 2)
-        if how == "slow":
+        if how in ("slow", "spoofed"):
             assert addrs(got) == A_TEST
         else:
             assert [(a.disposition, a.detail) for a in got] == [
@@ -479,3 +493,68 @@ def test_a_server_that_timed_out_is_tried_last_for_a_while(tmp_path: Path, srv: 
             ctx.resolver.resolve("c.test", got.append)
             run(ctx, [quiet, srv], lambda: len(got) == 2)
             assert len(quiet.queries) == 4 and not ctx.resolver._down
+
+
+def test_absolute_names_and_the_search_list_are_separate_cache_keys(
+    tmp_path: Path, srv: FakeDns
+) -> None:
+    srv.zone["a.lab.test"] = [("A", "198.51.100.70"), ("AAAA", "2001:db8::70")]
+    conf = f"nameserver [{srv.host}]:{srv.port}\nsearch lab.test\noptions ndots:1\n"
+    with make_ctx(tmp_path, conf=conf) as ctx:
+        got: list[DnsAnswer] = []
+        ctx.resolver.resolve("a.test", got.append)  # 1 dot: as given first
+        run(ctx, [srv], lambda: len(got) == 2)
+        assert addrs(got) == A_TEST
+        got.clear()
+        ctx.resolver.resolve("a", got.append)  # no dot: a.lab.test first
+        run(ctx, [srv], lambda: len(got) == 2)
+        assert addrs(got)[socket.AF_INET] == ["198.51.100.70"]
+        got.clear()
+        ctx.resolver.resolve("a.", got.append)  # absolute: only "a", which is not there
+        run(ctx, [srv], lambda: len(got) == 2)
+        assert {x.disposition for x in got} == {"NXDOMAIN"}
+        assert len(ctx.resolver.cache) == 6
+        (tmp_path / "resolv.conf").write_text(conf + "# changed\n")
+        got.clear()
+        ctx.resolver.resolve("a", got.append)  # the file changed: the cache is emptied
+        assert len(ctx.resolver.cache) == 6
+        run(ctx, [srv], lambda: len(got) == 2)
+        assert len(ctx.resolver.cache) == 2
+
+
+def test_resolves_of_one_name_at_once_share_the_queries(tmp_path: Path, srv: FakeDns) -> None:
+    with make_ctx(tmp_path, nameservers=[srv.address]) as ctx:
+        got: list[list[DnsAnswer]] = [[], [], []]
+        handles = [
+            ctx.resolver.resolve(n, g.append)
+            for n, g in zip(["a.test", "A.test", "a.test."], got, strict=True)
+        ]
+        ctx.service(0)
+        assert len(ctx.pt.fds) == 3  # the wake fd and one socket per family, not six
+        handles[1].cancel()  # the others still get theirs
+        run(ctx, [srv], lambda: len(got[0]) == 2 and len(got[2]) == 2)
+        assert addrs(got[0]) == addrs(got[2]) == A_TEST and got[1] == []
+        assert got[0][0] is not got[2][0]  # each its own copy
+        assert len(srv.queries) == 2 and all(h.done for h in handles)
+        # all of them cancelled: the shared sockets close
+        more = [ctx.resolver.resolve("v4.test", print) for _ in range(2)]
+        ctx.service(0)
+        assert len(ctx.pt.fds) == 3
+        more[0].cancel()
+        assert len(ctx.pt.fds) == 3
+        more[1].cancel()
+        assert only_wake_fd(ctx) and not ctx.resolver._asking
+        # a resolve made while the same name is out (after its start) joins the queries
+        got2: list[DnsAnswer] = []
+        ctx.resolver.resolve("c.test", got2.append)
+        ctx.service(0)
+        ctx.resolver.resolve("c.test", got2.append)
+        run(ctx, [srv], lambda: len(got2) == 4)
+        assert len({id(a) for a in got2}) == 4
+
+
+def test_a_closed_resolver_refuses_new_resolves(tmp_path: Path) -> None:
+    with make_ctx(tmp_path, nameservers=["127.0.0.1"]) as ctx:
+        ctx.resolver.close()
+        with pytest.raises(RuntimeError, match="resolver is closed"):
+            ctx.resolver.resolve("a.test", print)

@@ -23,7 +23,7 @@ import os
 import re
 import secrets
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from lwspy.core.sul import Sul
@@ -34,6 +34,7 @@ from lwspy.net.dns import (
     DnsAnswer,
     DnsCache,
     Done,
+    Labels,
     QueryMachine,
     ResolvConf,
     Send,
@@ -62,8 +63,22 @@ DOWN_SECS = 30.0
 """A server that timed out or was unreachable is tried after the others for this long."""
 
 
-def _rand16() -> int:
-    return secrets.randbits(16)
+class _Ids:
+    """Query ids from the OS's CSPRNG, fetched 1,024 at a time (one syscall, not one per id)."""
+
+    __slots__ = ("_it",)
+
+    def __init__(self) -> None:
+        self._it: Iterator[int] = iter(())
+
+    def __call__(self) -> int:
+        for qid in self._it:
+            return qid
+        self._it = iter(memoryview(secrets.token_bytes(2048)).cast("H"))
+        return next(self._it)
+
+
+_rand16 = _Ids()
 
 
 class ResolveHandle:
@@ -91,7 +106,7 @@ class ResolveHandle:
         if self._start is not None:
             self._start.cancel()
         for q in self._queries:
-            q.stop()
+            q.leave(self)
         self._queries.clear()
         self._resolver._handles.pop(self, None)
 
@@ -107,21 +122,37 @@ class ResolveHandle:
 
 
 class _Query:
-    """One family of one resolve: its machine, its current socket and its timer."""
+    """One family of a name being asked: its machine, its current socket and its timer.
 
-    __slots__ = ("cache_name", "handle", "machine", "resolver", "sul", "wsi")
+    Resolves of the same name made while it is out share it (``handles``); it stops when
+    the last of them is cancelled.
+    """
 
-    def __init__(self, resolver: Resolver, handle: ResolveHandle, machine: QueryMachine):
+    __slots__ = ("handles", "key", "machine", "resolver", "sul", "wsi")
+
+    def __init__(self, resolver: Resolver, machine: QueryMachine, key: tuple[str, int]):
         self.resolver = resolver
-        self.handle = handle
+        self.handles: list[ResolveHandle] = []
         self.machine = machine
-        self.cache_name = handle.name
+        self.key = key  # (cache name, qtype)
         self.wsi: Wsi | None = None
         self.sul = Sul(resolver._ctx.pt.suls, self._timer)
+
+    def join(self, handle: ResolveHandle) -> None:
+        self.handles.append(handle)
+        handle._queries.append(self)
+
+    def leave(self, handle: ResolveHandle) -> None:
+        if handle in self.handles:
+            self.handles.remove(handle)
+        if not self.handles:
+            self.stop()
 
     def stop(self) -> None:
         self.sul.cancel()
         self._close()
+        if self.resolver._asking.get(self.key) is self:
+            del self.resolver._asking[self.key]
 
     def _close(self) -> None:
         wsi, self.wsi = self.wsi, None
@@ -137,7 +168,7 @@ class _Query:
     def failed(self, wsi: Wsi, err: int) -> None:
         if wsi is self.wsi:
             self._close()
-            self._step(self.machine.unreachable(self.resolver._ctx.now(), "unreachable"))
+            self._step(self.machine.unreachable(self.resolver._ctx.now(), _why(err)))
 
     def _timer(self) -> None:
         self._step(self.machine.timer(self.resolver._ctx.now()))
@@ -153,8 +184,8 @@ class _Query:
                 self.wsi = opener(ctx, action.server, action.payload, self)
                 self.resolver.sent += 1
                 action = None
-            except OSError:  # no route, no address of that family: that server is out
-                action = self.machine.unreachable(ctx.now(), "unreachable")
+            except OSError as e:  # no route, no address of that family: that server is out
+                action = self.machine.unreachable(ctx.now(), _why(e.errno or 0))
         if isinstance(action, Done):
             self.stop()
             self._finish(action)
@@ -164,7 +195,6 @@ class _Query:
             self.sul.schedule(max(0.0, deadline - ctx.now()))
 
     def _finish(self, done: Done) -> None:
-        handle = self.handle
         resolver = self.resolver
         machine = self.machine
         now = resolver._ctx.now()
@@ -173,13 +203,20 @@ class _Query:
         for i in machine.alive:
             resolver._down.pop(machine.servers[i], None)
         if done.ttl is not None:
-            resolver.cache.put(self.cache_name, machine.qtype, done.answer, done.ttl, now)
-        if self in handle._queries:
+            resolver.cache.put(self.key[0], machine.qtype, done.answer, done.ttl, now)
+        handles, self.handles = self.handles, []
+        for handle in handles:
             handle._queries.remove(self)
-        if not handle._queries and handle._start is None:
-            handle.done = True
-            resolver._handles.pop(handle, None)
-        handle._deliver(done.answer)
+            if not handle._queries and handle._start is None:
+                handle.done = True
+                resolver._handles.pop(handle, None)
+        a = done.answer
+        for handle in handles:  # each with its own copy and its own elapsed time
+            handle._deliver(
+                DnsAnswer(
+                    a.family, list(a.addresses), a.disposition, a.detail, now - handle.started
+                )
+            )
 
 
 class Resolver:
@@ -192,6 +229,7 @@ class Resolver:
     """
 
     __slots__ = (
+        "_asking",
         "_conf",
         "_conf_stamp",
         "_ctx",
@@ -223,11 +261,12 @@ class Resolver:
                 if not isinstance(ns, str):
                     raise TypeError(f"a nameserver must be a str, not {type(ns).__name__}")
                 servers.append(parse_nameserver(ns))
-            self._explicit = ResolvConf(servers, source="nameservers=")
+            self._explicit = ResolvConf(servers, source="the nameservers option")
         self._conf: ResolvConf | None = None
         self._conf_stamp: tuple[float, int] | None = None
         self._handles: dict[ResolveHandle, None] = {}
         self._down: dict[tuple[str, int], float] = {}  # server -> tried last until then
+        self._asking: dict[tuple[str, int], _Query] = {}  # (cache name, qtype) -> query out
         self.cache = DnsCache(cache_entries)
         self.closed = False
         self.sent = 0  # queries sent (UDP and TCP)
@@ -249,7 +288,10 @@ class Resolver:
                 with open(path, encoding="utf-8", errors="replace") as f:
                     self._conf = parse_resolv_conf(f.read(), source=path)
                 self._conf_stamp = stamp
+                self.cache.clear()  # other servers or search list: earlier answers may not hold
         except OSError as e:
+            if self._conf_stamp is not None:
+                self.cache.clear()
             self._conf_stamp = None
             self._conf = ResolvConf(source=f"{path}: {e.strerror or e}")
         return self._conf
@@ -257,8 +299,10 @@ class Resolver:
     def resolve(self, name: str, on_answer: OnAnswer) -> ResolveHandle:
         """Look ``name`` up: ``on_answer(DnsAnswer)`` once for AAAA and once for A, in the
         order they complete, always from the loop. ValueError for a name that is not a
-        valid host name (or IP literal); RuntimeError once the context is destroyed.
+        valid host name (or IP literal); RuntimeError once the context is being destroyed
+        (and, as for every loop-only call, from another thread).
         """
+        self._ctx._check_alive()  # a loop-only call, like connect()
         if self.closed:
             raise RuntimeError("the resolver is closed (the context is destroyed)")
         if not isinstance(name, str):
@@ -301,6 +345,8 @@ class Resolver:
                 handle._deliver(answer)
             return
         conf = self.conf
+        # "name." is "name" unless a search list could make "name" mean something else
+        cache_name = (name if conf.search else name.rstrip(".")).lower()
         servers = conf.nameservers
         if self._down:
             for server, until in list(self._down.items()):
@@ -308,8 +354,14 @@ class Resolver:
                     del self._down[server]
             servers = sorted(servers, key=lambda s: s in self._down)  # stable: down ones last
         ready: list[DnsAnswer] = []
+        fresh: list[_Query] = []
+        candidates: list[Labels] | None = None
         for family, qtype in _FAMILIES:
-            cached = self.cache.get(name, qtype, now)
+            asking = self._asking.get((cache_name, qtype))
+            if asking is not None:  # the same name is being asked already: wait for it
+                asking.join(handle)
+                continue
+            cached = self.cache.get(cache_name, qtype, now)
             if cached is not None:
                 addrs, disposition, detail = cached
                 ready.append(DnsAnswer(family, addrs, disposition, detail, now - handle.started))
@@ -324,8 +376,10 @@ class Resolver:
                     )
                 )
             else:
+                if candidates is None:
+                    candidates = search_names(name, conf)
                 machine = QueryMachine(
-                    search_names(name, conf),
+                    candidates,
                     qtype,
                     servers,
                     timeout=conf.timeout,
@@ -333,20 +387,27 @@ class Resolver:
                     rand16=_rand16,
                     started=handle.started,
                 )
-                handle._queries.append(_Query(self, handle, machine))
-        queries = list(handle._queries)
-        if not queries:
+                q = _Query(self, machine, (cache_name, qtype))
+                q.join(handle)
+                self._asking[q.key] = q
+                fresh.append(q)
+        if not handle._queries:
             handle.done = True
             self._handles.pop(handle, None)
         for answer in ready:
             handle._deliver(answer)
-        for q in queries:
-            if handle.done:  # cancelled by a callback above
-                return
-            q._step(q.machine.start(now))
+        for q in fresh:
+            if q.handles:  # not cancelled by a callback above
+                q._step(q.machine.start(now))
+
+
+def _why(err: int) -> str:
+    return os.strerror(err).lower() if err else "socket error"
 
 
 def _literal(name: str) -> str | None:
+    if ":" not in name and not name[-1:].isdigit():  # a host name: skip the exception
+        return None
     try:
         return str(ipaddress.ip_address(name[1:-1] if name.startswith("[") else name))
     except ValueError:

@@ -31,9 +31,9 @@ import ipaddress
 import math
 import struct
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from enum import Enum
-from socket import AF_INET, AF_INET6
+from socket import AF_INET, AF_INET6, inet_ntop
 from typing import cast
 
 from lwspy._record import Record
@@ -220,13 +220,16 @@ def decode_name(data: bytes, off: int) -> tuple[Labels, int]:
         off += length
 
 
+_lower = bytes.lower
+
+
 def _same_name(a: Labels, b: Labels) -> bool:
     """DNS names compare ASCII case-insensitively (RFC 4343)."""
-    return len(a) == len(b) and all(x.lower() == y.lower() for x, y in zip(a, b, strict=True))
+    return a == b or (len(a) == len(b) and tuple(map(_lower, a)) == tuple(map(_lower, b)))
 
 
 def _key(labels: Labels) -> Labels:
-    return tuple(label.lower() for label in labels)
+    return tuple(map(_lower, labels))
 
 
 # -- messages --------------------------------------------------------------------------
@@ -323,8 +326,8 @@ def _decode_rdata(data: bytes, off: int, end: int, rtype: int) -> tuple[bytes, R
         if end - off != size:
             raise DnsFormatError(f"address record of {end - off} bytes")
         raw = data[off:end]
-        addr = ipaddress.IPv4Address(raw) if size == 4 else ipaddress.IPv6Address(raw)
-        return raw, str(addr)
+        # inet_ntop is a pure conversion (no socket), and 15x quicker than ipaddress
+        return raw, inet_ntop(AF_INET if size == 4 else AF_INET6, raw)
     if rtype in _NAME_TYPES:
         target, after = decode_name(data, off)
         if after != end:
@@ -460,13 +463,15 @@ def encode_message(msg: Message) -> bytes:
 
 def make_query(qid: int, name: Labels, qtype: int, *, payload: int = EDNS_PAYLOAD) -> bytes:
     """A recursive query (RD set) for ``name``/``qtype`` with an EDNS0 OPT record."""
-    return (
-        _HEADER.pack(qid, _RD, 1, 0, 0, 1)
-        + encode_name(name)
-        + _QTAIL.pack(qtype, CLASS_IN)
-        + b"\0"
-        + _RR.pack(TYPE_OPT, payload, 0, 0)
-    )
+    return _query(qid, encode_name(name) + _QTAIL.pack(qtype, CLASS_IN), payload)
+
+
+_OPT_1232 = b"\0" + _RR.pack(TYPE_OPT, EDNS_PAYLOAD, 0, 0)
+
+
+def _query(qid: int, question: bytes, payload: int = EDNS_PAYLOAD) -> bytes:
+    opt = _OPT_1232 if payload == EDNS_PAYLOAD else b"\0" + _RR.pack(TYPE_OPT, payload, 0, 0)
+    return _HEADER.pack(qid, _RD, 1, 0, 0, 1) + question + opt
 
 
 def decode_message(data: bytes) -> Message:
@@ -726,7 +731,9 @@ class DnsCache:
     """Answers by (name, type), positive and negative (RFC 2308), each until its TTL ends.
 
     At most ``max_entries`` names are kept; the least recently used goes first. Times
-    are the caller's clock, passed in.
+    are the caller's clock, passed in. Names compare case-insensitively; the caller
+    decides whether "name." and "name" are one key (they are unless a search list
+    applies).
     """
 
     __slots__ = ("_entries", "hits", "max_entries", "misses")
@@ -744,7 +751,7 @@ class DnsCache:
 
     def get(self, name: str, qtype: int, now: float) -> tuple[list[str], str, str] | None:
         """(addresses, disposition, detail) if an unexpired answer is held, else None."""
-        key = (name.lower().rstrip("."), qtype)
+        key = (name.lower(), qtype)
         entry = self._entries.get(key)
         if entry is None or entry.expires <= now:
             if entry is not None:
@@ -760,7 +767,7 @@ class DnsCache:
         if ttl <= 0 or self.max_entries == 0:
             return
         cap = MAX_TTL if answer.disposition == "OK" else MAX_NEGATIVE_TTL
-        key = (name.lower().rstrip("."), qtype)
+        key = (name.lower(), qtype)
         entries = self._entries
         entries[key] = _CacheEntry(
             list(answer.addresses), answer.disposition, answer.detail, now + min(ttl, cap)
@@ -875,6 +882,7 @@ class QueryMachine:
     __slots__ = (
         "_chain",
         "_chain_ttl",
+        "_error",
         "_failures",
         "_id",
         "_ignored",
@@ -883,6 +891,7 @@ class QueryMachine:
         "_negative_ttl",
         "_nxdomain",
         "_payload",
+        "_qtail",
         "_rand16",
         "_try",
         "alive",
@@ -921,6 +930,7 @@ class QueryMachine:
         self.state = QState.IDLE
         self.deadline: float | None = None
         self._rand16 = rand16
+        self._qtail = _QTAIL.pack(qtype, CLASS_IN)
         self._name_index = 0
         self._name = self.names[0]
         self._chain: list[Labels] = [_key(self._name)]  # this candidate's CNAME chain
@@ -932,6 +942,7 @@ class QueryMachine:
         self.down: set[int] = set()  # servers that timed out or were unreachable
         self.alive: set[int] = set()  # servers that answered (whatever they said)
         self._ignored: dict[str, int] = {}
+        self._error = ""  # the last socket error, as text
         self._nxdomain = True  # every candidate so far said NXDOMAIN
         self._negative_ttl: float | None = MAX_NEGATIVE_TTL
 
@@ -947,11 +958,14 @@ class QueryMachine:
             return None
         return self._event(QEvent.TIMEOUT, now, "no answer")
 
-    def unreachable(self, now: float, why: str = "unreachable") -> Action | None:
-        """The socket to the current server failed (ICMP refused, no route, TCP closed)."""
+    def unreachable(self, now: float, why: str = "") -> Action | None:
+        """The socket to the current server failed (ICMP refused, no route, TCP closed);
+        ``why`` (e.g. "connection refused") ends up in the give-up text."""
         if self.state is not QState.UDP and self.state is not QState.TCP:
             return None
-        return self._event(QEvent.UNREACHABLE, now, why)
+        if why:
+            self._error = why
+        return self._event(QEvent.UNREACHABLE, now, "unreachable")
 
     def receive(self, data: bytes, now: float) -> Action | None:
         """A datagram (or a whole TCP message) from the current server's socket."""
@@ -1030,7 +1044,7 @@ class QueryMachine:
         index = self._try % len(self.servers)
         if not tcp:  # a TCP retry asks the same question with the same id
             self._id = self._rand16() & 0xFFFF
-            self._payload = make_query(self._id, self._name, self.qtype)
+            self._payload = _query(self._id, encode_name(self._name) + self._qtail)
         self.state = QState.TCP if tcp else QState.UDP
         self.deadline = now + self.timeout
         return Send(index, self.servers[index], tcp, self._payload)
@@ -1049,6 +1063,8 @@ class QueryMachine:
             return self._done(now, [], "NO_RESULT", f"DNS {answered[-1]}", None)
         n = len(self.servers)
         detail = f"DNS SERVER_UNREACHABLE (no answer from {n} server{'s' if n != 1 else ''}"
+        if self._error:
+            detail += f"; {self._error}"
         for why, count in self._ignored.items():
             detail += f"; ignored {count} answer{'s' if count != 1 else ''} with {why}"
         return self._done(now, [], "SERVER_UNREACHABLE", detail + ")", None)
@@ -1126,23 +1142,11 @@ def _negative_ttl(msg: Message) -> float | None:
     return None
 
 
-def hosts_answers(addresses: Iterable[str], elapsed: float = 0.0) -> tuple[DnsAnswer, DnsAnswer]:
-    """The (AAAA, A) answers for a name found in the hosts file (or an IP literal)."""
-    v6 = [a for a in addresses if ":" in a]
-    v4 = [a for a in addresses if ":" not in a]
-    return (
-        DnsAnswer(
-            AF_INET6,
-            v6,
-            "OK" if v6 else "NO_RESULT",
-            "hosts file" if v6 else "DNS NO_RESULT (no IPv6 address)",
-            elapsed,
-        ),
-        DnsAnswer(
-            AF_INET,
-            v4,
-            "OK" if v4 else "NO_RESULT",
-            "hosts file" if v4 else "DNS NO_RESULT (no IPv4 address)",
-            elapsed,
-        ),
-    )
+def hosts_answers(addresses: Sequence[str], elapsed: float = 0.0) -> tuple[DnsAnswer, DnsAnswer]:
+    """The (AAAA, A) answers for a name found in the hosts file."""
+    out = []
+    for family, kind in ((AF_INET6, "IPv6"), (AF_INET, "IPv4")):
+        found = [a for a in addresses if (":" in a) == (family == AF_INET6)]
+        detail = "hosts file" if found else f"DNS NO_RESULT (no {kind} address in the hosts file)"
+        out.append(DnsAnswer(family, found, "OK" if found else "NO_RESULT", detail, elapsed))
+    return out[0], out[1]

@@ -102,10 +102,15 @@ class TcpDnsRole(UdpRole):
             return
         buf = tcp.buf
         buf += data
-        if len(buf) >= 2:
-            size = buf[0] << 8 | buf[1]
-            if len(buf) >= 2 + size:
-                tcp.sink.datagram(wsi, bytes(buf[2 : 2 + size]))
+        while len(buf) >= 2:  # every whole message, in order (an ignored one is consumed)
+            end = 2 + (buf[0] << 8 | buf[1])
+            if len(buf) < end:
+                return
+            message = bytes(buf[2:end])
+            del buf[:end]
+            tcp.sink.datagram(wsi, message)
+            if wsi.state is CLOSED:
+                return
 
     def on_writable(self, wsi: Wsi) -> None:
         # Asked for only while connecting: then the whole query goes in one send (a
@@ -133,15 +138,19 @@ UDP = UdpRole()
 TCP_DNS = TcpDnsRole()
 
 
+_DGRAM_NONBLOCK = socket.SOCK_DGRAM | getattr(socket, "SOCK_NONBLOCK", 0)  # one syscall less
+
+
 def _family(address: str) -> int:
     return socket.AF_INET6 if ":" in address else socket.AF_INET
 
 
 def open_udp(ctx: Context, server: tuple[str, int], payload: bytes, sink: DnsSink) -> Wsi:
     """A UDP socket connected to ``server`` that has sent ``payload``; OSError if it cannot."""
-    sock = socket.socket(_family(server[0]), socket.SOCK_DGRAM)
+    sock = socket.socket(_family(server[0]), _DGRAM_NONBLOCK)
     try:
-        sock.setblocking(False)
+        if _DGRAM_NONBLOCK == socket.SOCK_DGRAM:  # pragma: no cover - not Linux
+            sock.setblocking(False)
         sock.connect(server)
         sock.send(payload)
         wsi = Wsi(ctx, UDP, None, INTERNAL, sock)

@@ -9,6 +9,7 @@ nothing listening (ICMP port unreachable); 2001:db8:ffff::1 has no route from "a
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import subprocess
@@ -16,9 +17,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import dns.exception
 import dns.flags
 import dns.message
 import dns.query
+import dns.rdata
 import pytest
 
 import lwspy
@@ -81,7 +84,10 @@ class Dnsmasq:
 @pytest.fixture
 def dnsmasq(lab: Lab, tmp_path: Path) -> Iterator[Dnsmasq]:
     if not os.access(DNSMASQ, os.X_OK):
-        pytest.skip(f"{DNSMASQ} is not installed (Debian dnsmasq-base)")
+        why = f"{DNSMASQ} is not installed (Debian dnsmasq-base)"
+        if os.environ.get("LWSPY_REQUIRE_NETNS") == "1":
+            pytest.fail(f"LWSPY_REQUIRE_NETNS=1 but {why}")
+        pytest.skip(why)
     for addr in (FAKE, SPOOFER, DEAD):
         lab.ip("b", "addr", "add", f"{addr}/24", "dev", "vb")
     server = Dnsmasq(lab, tmp_path)
@@ -172,9 +178,17 @@ def test_dead_first_nameserver_moves_on_at_once(lab: Lab, dnsmasq: Dnsmasq, tmp_
     with context(tmp_path, conf) as ctx:  # no route to the first: connect() fails
         r = resolve(ctx, "a.test")
         assert r[V6].addresses == ["2001:db8::7"]
+    with context(tmp_path, "nameserver 2001:db8:ffff::1\n") as ctx:
+        r = resolve(ctx, "a.test")
+        assert (
+            r[V6].detail
+            == "DNS SERVER_UNREACHABLE (no answer from 1 server; network is unreachable)"
+        )
     with context(tmp_path, f"nameserver {DEAD}\noptions attempts:1\n") as ctx:
         r = resolve(ctx, "a.test")
-        assert r[V4].detail == "DNS SERVER_UNREACHABLE (no answer from 1 server)"
+        assert (
+            r[V4].detail == "DNS SERVER_UNREACHABLE (no answer from 1 server; connection refused)"
+        )
 
 
 def silent(srv: FakeDns, q: dns.message.Message, wire: bytes, tcp: bool) -> list[Reply]:
@@ -301,3 +315,21 @@ def test_random_source_ports_and_ids(lab: Lab, fake: FakeDns, tmp_path: Path) ->
     ids = [q.id for _, q, _ in fake.queries]
     assert len(set(ports)) == len(ports) == 16  # a fresh socket per query
     assert len(set(ids)) > 12  # 16 random 16-bit ids: a repeat or two at most
+
+
+def test_tcp_socket_to_an_unroutable_server_fails_at_once(lab: Lab, tmp_path: Path) -> None:
+    from lwspy.roles.udp import open_tcp, open_udp
+
+    class Sink:
+        def datagram(self, wsi: object, data: bytes) -> None:
+            raise AssertionError("no datagram expected")
+
+        def failed(self, wsi: object, err: int) -> None:
+            raise AssertionError("no failure callback expected")
+
+    with lwspy.Context(hosts_file="/dev/null", netlink=False) as ctx:
+        for opener in (open_tcp, open_udp):
+            with pytest.raises(OSError) as e:
+                opener(ctx, ("2001:db8:ffff::1", 53), b"query", Sink())
+            assert e.value.errno == errno.ENETUNREACH
+        assert list(ctx.pt.fds) == [ctx.pt.wake_r]
