@@ -377,3 +377,25 @@ def test_a_name_from_dns_races_both_families_and_conmon_has_the_answers(tmp_path
         assert cm is not None and sorted(cm.dns_results) == sorted([L6, L4])
         assert cm.dns_disposition == "OK" and cm.dns_us > 0
         assert cm.as_dict()["peer"] == L4
+
+
+def test_destroy_mid_query_reports_context_destroyed_and_closes_every_socket(
+    tmp_path: Path,
+) -> None:
+    rec = Recorder("p")
+    hosts = tmp_path / "hosts"
+    hosts.write_text("")
+    with FakeDns(behaviour=lambda srv, q, wire, tcp: []) as srv:  # hears, never answers
+        before = _fds()
+        ctx = Context(
+            protocols=[rec.protocol], hosts_file=hosts, nameservers=[srv.address], netlink=False
+        )
+        wsi = ctx.connect("silent.test", 80)
+        for _ in range(20):
+            ctx.service(5)
+            srv.pump()
+        assert srv.queries and wsi.state is WsiState.PENDING and wsi.caos == []
+        ctx.destroy()
+        assert rec.data(Reason.CLIENT_CONNECTION_ERROR, wsi) == ["context destroyed"]
+        assert _outcomes(rec, wsi) == [Reason.CLIENT_CONNECTION_ERROR]
+        assert _fds() == before

@@ -475,9 +475,6 @@ def _start_attempt(wsi: Wsi, cc: ClientConnect, n: int, address: str) -> list[An
         if wsi.state >= WsiState.CLOSING:
             return []
     try:
-        info = socket.getaddrinfo(
-            address, cc.port, family, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST
-        )
         sock = socket.socket(family, socket.SOCK_STREAM)
     except OSError as e:  # pragma: no cover - out of fds (EMFILE), or no such family here
         return _attempt_failed(att, e.errno or errno.EINVAL, str(e), record=False)
@@ -492,7 +489,7 @@ def _start_attempt(wsi: Wsi, cc: ClientConnect, n: int, address: str) -> list[An
     except OSError as e:
         err = e.errno or errno.EINVAL
         return _attempt_failed(att, err, f"bind to {cc.iface}: {errno_reason(err)}", record=False)
-    err = sock.connect_ex(info[0][4])
+    err = sock.connect_ex((address, cc.port))  # numeric: no lookup ("%scope" taken too)
     if err not in (0, errno.EINPROGRESS):
         return _attempt_failed(att, err, errno_reason(err))
     ctx.pt.add(aw, EV_WRITE)
@@ -574,7 +571,8 @@ def _won(wsi: Wsi, cc: ClientConnect, act: Won) -> None:
     aw = att.wsi
     assert aw is not None and aw.sock is not None
     sock = aw.sock
-    ctx.pt.forget(aw)  # the socket changes hands: it stays open
+    wsi.fd = sock.fileno()
+    ctx.pt.hand_over(aw, wsi)  # the socket changes hands: open, still in the selector
     aw.sock = None
     aw.state = WsiState.CLOSED
     cao = att.cao
@@ -583,14 +581,12 @@ def _won(wsi: Wsi, cc: ClientConnect, act: Won) -> None:
     cc.caos.remove(cao)
     cc.caos.insert(0, cao)  # the HEAD; the others stay in start order behind it
     wsi.sock = sock
-    wsi.fd = sock.fileno()
     try:
         peer = sock.getpeername()
         local = sock.getsockname()
     except OSError as e:  # pragma: no cover - checked a moment ago in _attempt_writable
         wsi._close_now(errno_reason(e.errno or errno.ECONNRESET))
         return
-    ctx.pt.add(wsi, 0)
     wsi.peer = (peer[0], peer[1])
     wsi.local = (local[0], local[1])
     cao.local = wsi.local
