@@ -240,8 +240,20 @@ def test_late_events_are_ignored_and_bad_ones_raise() -> None:
     with pytest.raises(ValueError, match="at least one answer"):
         Racer((), lambda p: p, lambda a: 0.25, now=0.0, connect_timeout=5)
     bad = Racer((V4,), lambda p: p, lambda a: float("nan"), now=0.0, connect_timeout=5)
+    assert bad.answer(V4, [A4, B4], 0.0) == [Start(0, A4)]
     with pytest.raises(ValueError, match="attempt delay"):
-        bad.answer(V4, [A4], 0.0)
+        bad.deadline  # noqa: B018 - the delay is asked when B4's start time is needed
+
+
+def test_answers_that_come_together_are_sorted_as_one() -> None:
+    asked: list[str] = []
+    r = Racer((V6, V4), sorted, lambda a: asked.append(a) or 0.25, 0.0, 5)
+    assert r.answers([(V6, [A6]), (V4, [A4, A4])], 0.0) == [Start(0, A4)]  # "1" < "2"
+    assert r.pool == [A6] and asked == []
+    assert r.deadline == 0.25 and asked == [A4]  # the delay is asked when it is needed
+    lone = Racer((V4,), lambda p: p, lambda a: asked.append(a) or 0.25, 0.0, 5)
+    lone.answer(V4, [B4], 0.0)
+    assert lone.deadline == 5.0 and asked == [A4]  # nothing waits: never asked
 
 
 def test_the_table_holds_every_live_state() -> None:

@@ -230,7 +230,9 @@ def _begin_try(wsi: Wsi, cc: ClientConnect) -> None:
         families = (_family(bound),)
     else:
         families = (_V6, _V4)
-    prefer = _preferred_family(ctx.cao_db, cc.host) if len(families) > 1 else _V6
+    addrs = ctx._hosts_lookup(cc.host) if literal is None else []
+    # Which family's answer may start the race alone: only DNS answers come one by one.
+    prefer = _preferred_family(ctx.cao_db, cc.host) if literal is None and not addrs else _V6
     cc.racer = Racer(
         families,
         lambda pool: _order(ctx, cc, pool),
@@ -243,21 +245,22 @@ def _begin_try(wsi: Wsi, cc: ClientConnect) -> None:
     if literal is not None:
         _answered(wsi, cc, _family(literal), [literal], "OK", "", 0.0)
         return
-    addrs = ctx._hosts_lookup(cc.host)
     if not addrs:
         _resolve(wsi, cc)
         return
     # The hosts file has it (the resolver would answer from it too, a pass later): both
-    # answers are here at once. The other family first, so that it is sorted with the
-    # preferred one instead of losing the start to it.
+    # answers are here at once, and go to the racer as one.
     elapsed = ctx.pt.suls.clock() - now
     if wsi.conmon is not None:  # resolver order is the file's order
         wsi.conmon.dns_results = list(addrs)
-    for fam in sorted(families, key=lambda f: f == prefer):
-        if wsi.state >= WsiState.ESTABLISHED:  # CONNECTING's callback closed it
-            return
+    together = []
+    for fam in families:
         these = [a for a in addrs if _family(a) == fam]
-        _answered(wsi, cc, fam, these, "OK" if these else "NO_RESULT", "hosts file", elapsed)
+        if not these:
+            cc.answers.append(("NO_RESULT", f"DNS NO_RESULT: {cc.host}"))
+        together.append((fam, these))
+    _conmon_dns(wsi, cc, [], elapsed)
+    _act(wsi, cc, cc.racer.answers(together, ctx.pt.suls.clock()))
 
 
 def _resolve(wsi: Wsi, cc: ClientConnect) -> None:

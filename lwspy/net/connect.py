@@ -164,6 +164,7 @@ class Racer:
 
     __slots__ = (
         "_delay",
+        "_delay_from",
         "_last_reason",
         "_next_start",
         "_order",
@@ -202,6 +203,7 @@ class Racer:
         self._usable = usable
         self._delay = delay
         self._next_start = now  # when the next candidate may start
+        self._delay_from: tuple[str, float] | None = None  # (address, start): delay not asked
         self._resolution_due: float | None = None
         self._timeout_due = now + connect_timeout
         self._last_reason: str | None = None
@@ -216,18 +218,27 @@ class Racer:
         if state is _D and self._resolution_due is not None:
             due = min(due, self._resolution_due)
         elif state is _G and self.pool:
-            due = min(due, self._next_start)
+            due = min(due, self._next())
         return due
 
     # -- events --------------------------------------------------------------------------
 
     def answer(self, family: int, addresses: Sequence[str], now: float) -> list[Action]:
         """The resolver's answer for one family (possibly empty)."""
+        return self.answers(((family, addresses),), now)
+
+    def answers(self, answers: Sequence[tuple[int, Sequence[str]]], now: float) -> list[Action]:
+        """Answers that came together (a hosts file, a cache): (family, addresses) each,
+        sorted as one, so that none starts alone for having been handed in first."""
         if self._ignored():
             return []
-        self.outstanding.discard(family)
-        fresh = [a for a in addresses if a not in self.seen]
-        self.seen.update(fresh)
+        fresh: list[str] = []
+        for family, addresses in answers:
+            self.outstanding.discard(family)
+            for a in addresses:
+                if a not in self.seen:
+                    self.seen.add(a)
+                    fresh.append(a)
         if fresh:
             self.pool = self._order(self.pool + fresh)
         state = self.state
@@ -236,7 +247,7 @@ class Racer:
             if not self.pool:
                 nxt = _R if self.outstanding else self._give_up(out)
             elif self.outstanding and (
-                (family != self._prefer and self._prefer in self.outstanding)
+                self._prefer in self.outstanding  # only the other family answered yet
                 or (self._usable is not None and not any(map(self._usable, self.pool)))
             ):
                 self._resolution_due = now + RESOLUTION_DELAY  # RFC 8305 §3
@@ -310,17 +321,25 @@ class Racer:
 
     def _start_due(self, now: float, out: list[Action], at_once: bool = False) -> RacerState:
         """Start the next candidate if its time has come (or ``at_once``); the state after."""
-        if self.pool and (at_once or now >= self._next_start):
+        if self.pool and (at_once or now >= self._next()):
             address = self.pool.pop(0)
             n = len(self.attempts)
             self.attempts.append(address)
             self.in_flight.append(n)
+            self._delay_from = (address, now)  # asked only if another candidate waits
+            out.append(Start(n, address))
+        return _G
+
+    def _next(self) -> float:
+        """When the next candidate may start: the last start plus its path's delay."""
+        if self._delay_from is not None:
+            address, started = self._delay_from
+            self._delay_from = None
             delay = self._delay(address)
             if not (math.isfinite(delay) and delay >= 0):
                 raise ValueError(f"attempt delay for {address} must be >= 0, not {delay!r}")
-            self._next_start = now + delay
-            out.append(Start(n, address))
-        return _G
+            self._next_start = started + delay
+        return self._next_start
 
     def _give_up(self, out: list[Action]) -> RacerState:
         out.append(GiveUp(self._last_reason))
