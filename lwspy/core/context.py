@@ -40,7 +40,9 @@ __all__ = ["CallbackErrorHandler", "Context"]
 _NETLINK_SAID = False  # "running without netlink" is said once per process
 
 CallbackErrorHandler = Callable[["Wsi | None", "Reason | None", BaseException], None]
-"""``on_callback_error(wsi, reason, exc)``: told of every exception a callback raised."""
+"""The ``on_callback_error(wsi, reason, exc)`` option, told of every exception a callback raised.
+
+``wsi`` and ``reason`` are None for a timer or a ``call_from_thread`` function."""
 
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_-]{1,63})*\.?$"
