@@ -177,3 +177,15 @@ def test_listen_port_is_the_port_of_a_listener_only() -> None:
         assert quiet.port is None
         with pytest.raises(RuntimeError, match="does not listen"):
             _ = quiet.listen_port
+
+
+def test_call_from_thread_error_without_a_handler_is_logged_and_the_loop_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ran: list[int] = []
+    with Context(netlink=False) as ctx:
+        ctx.call_from_thread(int, "not a number")
+        ctx.call_from_thread(ran.append, 1)
+        ctx.service(1000)
+    assert ran == [1]
+    assert "call_from_thread function" in caplog.text and "ValueError" in caplog.text
