@@ -189,3 +189,21 @@ def test_call_from_thread_error_without_a_handler_is_logged_and_the_loop_goes_on
         ctx.service(1000)
     assert ran == [1]
     assert "call_from_thread function" in caplog.text and "ValueError" in caplog.text
+
+
+def test_a_thread_posting_faster_than_the_loop_drains_is_refused_and_counted() -> None:
+    from lwspy import USER_BASE, SmdClass
+
+    cls = SmdClass(USER_BASE)
+    got: list[bytes] = []
+    with Context(netlink=False) as ctx:
+        ctx.smd.register(lambda c, ts, payload: got.append(payload), cls)
+        results: list[bool] = []
+        assert (
+            _in_thread(lambda: results.extend(ctx.smd.post(cls, str(n)) for n in range(50))) is None
+        )
+        assert results == [True] * 40 + [False] * 10  # the default smd_queue_depth is 40
+        ctx.service(0)
+        assert got == [str(n).encode() for n in range(40)]
+        assert ctx.smd.stats.dropped_full == 10
+        assert ctx.smd.post(cls, "again")  # drained: room again
