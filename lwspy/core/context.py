@@ -9,7 +9,9 @@ import re
 import socket
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
+from threading import get_ident
 from typing import TYPE_CHECKING, Any
 
 from lwspy.core import client
@@ -38,7 +40,9 @@ __all__ = ["CallbackErrorHandler", "Context"]
 _NETLINK_SAID = False  # "running without netlink" is said once per process
 
 CallbackErrorHandler = Callable[["Wsi | None", "Reason | None", BaseException], None]
-"""``on_callback_error(wsi, reason, exc)``: told of every exception a callback raised."""
+"""The ``on_callback_error(wsi, reason, exc)`` option, told of every exception a callback raised.
+
+``wsi`` and ``reason`` are None for a timer or a ``call_from_thread`` function."""
 
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_-]{1,63})*\.?$"
@@ -68,17 +72,60 @@ class Context:
     A context manager; leaving the ``with`` block (or ``destroy()``) closes every wsi, each
     with its close callback, and releases every fd the context opened::
 
-        with Context(protocols=[Protocol("echo", echo)]) as ctx:
+        from typing import Any
+
+        from lwspy import Context, Protocol, Reason, Wsi
+
+
+        def hello(wsi: Wsi | None, reason: Reason, user: Any, data: Any) -> int:
+            if wsi is None:
+                return 0  # context-level reasons (PROTOCOL_INIT, ...) have no wsi
+            if reason is Reason.RAW_CONNECTED:
+                print("connected to", wsi.peer)
+                return 1  # non-zero closes the wsi
+            if reason in (Reason.CLIENT_CONNECTION_ERROR, Reason.RAW_CLOSE):
+                wsi.ctx.stop()  # each way a connection ends stops the loop
+            return 0
+
+
+        with Context(protocols=[Protocol("hello", hello)]) as ctx:
             vh = ctx.create_vhost("default", port=0, iface="127.0.0.1")
-            ctx.connect("127.0.0.1", vh.port, protocol="echo")
+            ctx.connect("127.0.0.1", vh.listen_port, protocol="hello")
             ctx.run()  # until ctx.stop()
 
-    Options: ``protocols`` (the protocols of the "default" vhost, and of every vhost made
-    without its own), ``hosts_file`` (names for ``connect``), ``timeout_secs`` (15; bounds
-    the flush of a closing wsi), ``connect_timeout_secs`` (20), ``on_callback_error``
-    (told of each exception a callback raised, after it was logged and its wsi closed; it
-    may re-raise, which ends ``service()`` with that exception: for tests), ``clock`` (a
-    monotonic clock in seconds; inject a fake one to test timing logic).
+    Options (all keyword-only):
+
+    * ``protocols``: the protocols of the "default" vhost, and of every vhost made
+      without its own (default: none).
+    * ``hosts_file``: names for ``connect`` (default ``/etc/hosts``; re-read when it
+      changes).
+    * ``netlink``: follow the kernel's routing table (``ctx.routes``). None (the
+      default): where a netlink socket can be opened, else without it, said once in the
+      log; True: required (RuntimeError if it cannot be opened); False: off.
+    * ``smd_queue_depth`` (40): the most SMD messages waiting for the loop; a ``post``
+      beyond it returns False.
+    * ``smd_ttl`` (2.0 s): an SMD message older than this when the loop gets to it is
+      dropped.
+    * ``timeout_secs`` (15): bounds the flush of a closing wsi.
+    * ``connect_timeout_secs`` (20): bounds a client connect as a whole ("timed out").
+    * ``on_callback_error``: told ``fn(wsi, reason, exc)`` of each exception a callback
+      raised, after it was logged and its wsi closed; it may re-raise, which ends
+      ``service()`` with that exception (for tests).
+    * ``clock``: a monotonic clock in seconds (default ``time.monotonic``); inject a
+      fake one to test timing logic.
+
+    Attributes: ``vhosts`` (dict of name to :class:`Vhost`; "default" always exists),
+    ``wsis`` (the open connections and adopted fds), ``smd`` (the context's
+    :class:`~lwspy.Smd` queue), ``system`` (the :class:`~lwspy.LwsSystem` state
+    machine), ``routes`` (the live :class:`~lwspy.RouteTable`, None without netlink),
+    ``protocols``, ``hosts_file``, ``timeout_secs``, ``connect_timeout_secs`` (as
+    given), ``destroyed``.
+
+    Threads: the context belongs to one thread, the one that made it or, from then on,
+    the one that last ran ``service()``/``run()``. Only ``cancel_service()``,
+    ``call_from_thread()`` and ``smd.post()`` may be called from another thread; the
+    loop-only calls (``connect``, ``create_vhost``, ``adopt_socket``, ``adopt_file``,
+    ``sul``, ``call_later``) raise RuntimeError there.
     """
 
     def __init__(
@@ -124,6 +171,8 @@ class Context:
         self._in_service = False
         self._destroying = False
         self._destroyed = False
+        self._thread = get_ident()  # the loop's thread: this one, or the last to run service()
+        self._calls: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
         self._netlink: RouteWatcher | None = None
         self._names: dict[tuple[str, int], tuple[str, int]] = {}  # shared local names
         self.smd = Smd(queue_depth=smd_queue_depth, ttl=smd_ttl, clock=clock, wake=self._wake)
@@ -237,6 +286,12 @@ class Context:
             self.pt.wake()
 
     def _check_alive(self) -> None:
+        """Guard of the loop-only calls: the context is alive and this is the loop's thread."""
+        if get_ident() != self._thread:
+            raise RuntimeError(
+                "this call belongs to the context's loop thread; from another thread, "
+                "use ctx.call_from_thread(fn, *args) to run it in the loop"
+            )
         if self._destroyed or self._destroying:
             raise RuntimeError("the context is destroyed")
 
@@ -270,6 +325,7 @@ class Context:
         smd = self.smd
         if smd.pending:
             timeout = 0.0
+        self._thread = get_ident()  # whoever services the loop is its thread
         self._in_service = True
         try:
             events = pt.sel.select(timeout)
@@ -307,12 +363,47 @@ class Context:
     def cancel_service(self) -> None:
         """Wake the loop from any thread; every protocol gets EVENT_WAIT_CANCELLED.
 
-        This and ``smd.post`` are the only calls safe from another thread.
+        This, ``call_from_thread`` and ``smd.post`` are the only calls safe from another
+        thread.
         """
         self._cancel_pending = True
         self._wake()
 
+    def call_from_thread(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` in the loop soon; safe from any thread, and wakes the loop.
+
+        The way for another thread to use the loop-only calls (``connect``,
+        ``create_vhost``, ``adopt_*``, ``sul``, ``call_later``, and every Wsi method),
+        as asyncio's ``call_soon_threadsafe``: calls run in the order they were made, on
+        the loop's next pass. An exception ``fn`` raises is handled as a callback's
+        (logged with its traceback, then ``on_callback_error``). RuntimeError once the
+        context is being destroyed; a call queued just before that never runs.
+        ``fn``'s return value is ignored. From a worker thread, for example:
+        ``ctx.call_from_thread(ctx.connect, "127.0.0.1", 7681)``.
+        """
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, not {fn!r}")
+        if self._destroyed or self._destroying:
+            raise RuntimeError("the context is destroyed")
+        self._calls.append((fn, args))  # deque.append is atomic: no lock needed
+        self._wake()
+
     def _woken(self) -> None:
+        calls = self._calls
+        # Only what was queued before this pass: a call that queues another one (it also
+        # woke the loop) leaves it for the next pass, so the fds are not starved.
+        try:
+            for _ in range(len(calls)):
+                fn, args = calls.popleft()
+                try:
+                    fn(*args)
+                except Exception as exc:
+                    log.error("lwspy: call_from_thread function %r raised", fn, exc_info=exc)
+                    if self._on_callback_error is not None:
+                        self._on_callback_error(None, None, exc)
+        finally:
+            if calls:  # on_callback_error re-raised: the rest run on the next pass
+                self._wake()
         if self._cancel_pending:
             self._cancel_pending = False
             for vh in list(self.vhosts.values()):

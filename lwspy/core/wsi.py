@@ -72,9 +72,10 @@ class Wsi:
     """One connection (or listener, adopted file, internal fd) in the loop.
 
     Users get a Wsi from ``ctx.connect()``, ``ctx.adopt_socket()``, ``ctx.adopt_file()`` or
-    as the first argument of a callback. Attributes users read: ``protocol``, ``vhost``,
-    ``user``, ``state``, ``peer``, ``local``, ``tx_pending``, ``close_reason``, ``caos``,
-    ``conmon``.
+    as the first argument of a callback, and never call the constructor. Attributes users
+    read: ``ctx``, ``protocol``, ``vhost``, ``user``, ``state``, ``peer``, ``local``,
+    ``tx_pending``, ``close_reason``, ``caos``, ``conmon`` (the API reference gives their
+    types).
     """
 
     __slots__ = (

@@ -61,11 +61,11 @@ class SmdClass(enum.IntFlag):
     """
 
     INTERACTION = 1 << 0
-    """User interaction: buttons, touch."""
+    """User interaction, such as buttons or touch."""
     SYSTEM_STATE = 1 << 1
-    """lws_system state changes: ``{"state":"NAME"}``."""
+    """lws_system state changes, as ``{"state":"NAME"}``."""
     NETWORK = 1 << 2
-    """Network events: route and link changes, CPD results, ``cpdcheck`` requests."""
+    """Network events, such as route and link changes, CPD results, ``cpdcheck`` requests."""
     METRICS = 1 << 3
     """Metrics reports."""
 
@@ -95,7 +95,7 @@ class SmdStats(Record):
 
 
 SmdCallback = Callable[[SmdClass, float, bytes], object]
-"""A peer's callback: ``callback(cls, timestamp, payload)``; its return value is ignored."""
+"""A peer's callback, ``callback(cls, timestamp, payload)``; its return value is ignored."""
 
 # The peers a class reaches, fixed when a message is posted: ((callback, peer), ...).
 _Targets = tuple[tuple[SmdCallback, "SmdPeer"], ...]
