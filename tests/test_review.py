@@ -4,6 +4,7 @@ the code before the fixes. Real sockets, loopback only."""
 
 from __future__ import annotations
 
+import array
 import contextlib
 import logging
 import os
@@ -532,3 +533,22 @@ def test_close_callbacks_of_destroy_see_destroying_and_a_reconnect_timer_is_quie
     assert ctx.destroying and ctx.destroyed
     with pytest.raises(RuntimeError, match="destroyed"):
         ctx.call_later(0, fired.append, "too late")
+
+
+def test_write_takes_any_buffer_and_a_failing_one_is_closed_from_the_loop() -> None:
+    rec = Recorder("p")
+    ours, peer = tcp_pair()
+    with Context(protocols=[rec.protocol], netlink=False) as ctx, peer:
+        wsi = ctx.adopt_socket(ours)
+        words = array.array("H", [0x4241, 0x4443])
+        assert wsi.write(words) == 4  # cast to bytes, sent at once
+        assert wsi.write(bytearray(b"ef")) == 2
+        assert wsi.write(bytearray()) == 0
+        assert read_exactly(ctx, peer, 6) == words.tobytes() + b"ef"
+        wsi._rx_on = False  # do not read the reset first: let write() meet it
+        wsi._update_events()
+        reset(peer)
+        assert wsi.write(bytearray(b"x")) == 0
+        assert wsi.state is WsiState.CLOSING and Reason.RAW_CLOSE not in rec.reasons(wsi)
+        service_until(ctx, lambda: wsi.state is WsiState.CLOSED)
+    assert rec.reasons(wsi)[-2:] == [Reason.RAW_CLOSE, Reason.WSI_DESTROY]
