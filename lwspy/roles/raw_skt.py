@@ -127,6 +127,12 @@ class ShutdownRole(InternalRole):
         if _drain(sock):
             wsi._close_now("peer closed")
 
+    def close_fd(self, wsi: Wsi) -> None:
+        sock = wsi.sock
+        assert sock is not None
+        _drain(sock)  # what came since: read, so that the close is a FIN, not a reset
+        sock.close()
+
 
 RAW_SKT = RawSktRole()
 RAW_SKT_SHUTDOWN = ShutdownRole()
