@@ -33,14 +33,43 @@ _ERRNO_RESULT = {
 }
 
 
+_IFNAMSIZ = 16
+
+
 def literal_address(host: str) -> str | None:
-    """The canonical text of ``host`` if it is an IP literal (``[v6]`` allowed), else None."""
+    """The canonical text of ``host`` if it is an IP literal (``[v6]`` allowed), else None.
+
+    An IPv6 scope id must be an interface index or a name the kernel could have (at most
+    15 printable ASCII characters): anything else is no address.
+    """
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     try:
-        return str(ipaddress.ip_address(host))
+        addr = ipaddress.ip_address(host)
     except ValueError:
         return None
+    scope = getattr(addr, "scope_id", None)
+    if scope is not None and not _good_scope(scope):
+        return None
+    return str(addr)
+
+
+def _good_scope(scope: str) -> bool:
+    if scope.isascii() and scope.isdigit():
+        return int(scope) < 2**32
+    return (
+        0 < len(scope) < _IFNAMSIZ
+        and scope.isascii()
+        and scope.isprintable()
+        and not any(c.isspace() or c == "/" for c in scope)
+    )
+
+
+def os_error_reason(e: OSError) -> str:
+    """The close or error reason for an OSError; resolver errors (gaierror) by their text."""
+    if isinstance(e, socket.gaierror):
+        return (e.strerror or str(e)).lower()
+    return errno_reason(e.errno) if e.errno else str(e)
 
 
 class ClientConnect:
@@ -133,8 +162,11 @@ def _attempt(wsi: Wsi, cc: ClientConnect, address: str) -> None:
             address, cc.port, family, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST
         )
         sock = socket.socket(family, socket.SOCK_STREAM)
+    except socket.gaierror as e:  # its errno is an EAI_* code, not an errno
+        _fail(wsi, errno.EINVAL, f"bad address {address}: {os_error_reason(e)}")
+        return
     except OSError as e:
-        _fail(wsi, e.errno or errno.EINVAL, errno_reason(e.errno) if e.errno else str(e))
+        _fail(wsi, e.errno or errno.EINVAL, os_error_reason(e))
         return
     wsi.sock = sock
     wsi.fd = sock.fileno()
@@ -144,7 +176,8 @@ def _attempt(wsi: Wsi, cc: ClientConnect, address: str) -> None:
             _bind_iface(sock, family, cc.iface)
         ctx.pt.add(wsi, 0)
     except OSError as e:
-        _fail(wsi, e.errno or errno.EINVAL, f"bind to {cc.iface}: {errno_reason(e.errno or 0)}")
+        err = errno.EINVAL if isinstance(e, socket.gaierror) else e.errno or errno.EINVAL
+        _fail(wsi, err, f"bind to {cc.iface}: {os_error_reason(e)}")
         return
     wsi._call(Reason.CONNECTING)
     if _state(wsi) is not WsiState.PENDING:

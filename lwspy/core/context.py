@@ -26,7 +26,7 @@ from lwspy.net.hosts import parse_hosts
 from lwspy.roles.listen import LISTEN
 from lwspy.roles.pipe import PIPE
 from lwspy.roles.raw_file import RAW_FILE
-from lwspy.roles.raw_skt import RAW_SKT
+from lwspy.roles.raw_skt import RAW_SKT, RAW_SKT_SHUTDOWN
 from lwspy.system.smd import Smd
 from lwspy.system.state import LwsSystem, SystemState
 
@@ -43,6 +43,9 @@ CallbackErrorHandler = Callable[["Wsi | None", "Reason | None", BaseException], 
 """The ``on_callback_error(wsi, reason, exc)`` option, told of every exception a callback raised.
 
 ``wsi`` and ``reason`` are None for a timer or a ``call_from_thread`` function."""
+
+_MAX_WAIT = 86400.0
+"""The longest one select() waits, in seconds: epoll and poll take at most 2**31-1 ms."""
 
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_-]{1,63})*\.?$"
@@ -173,6 +176,7 @@ class Context:
         self._destroyed = False
         self._thread = get_ident()  # the loop's thread: this one, or the last to run service()
         self._calls: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._escalated: BaseException | None = None  # what on_callback_error raised
         self._netlink: RouteWatcher | None = None
         self._names: dict[tuple[str, int], tuple[str, int]] = {}  # shared local names
         self.smd = Smd(queue_depth=smd_queue_depth, ttl=smd_ttl, clock=clock, wake=self._wake)
@@ -241,10 +245,24 @@ class Context:
         """True once ``destroy()`` has run."""
         return self._destroyed
 
+    @property
+    def destroying(self) -> bool:
+        """True from the moment ``destroy()`` starts, before any close callback (and after).
+
+        The close callbacks that ``destroy()`` delivers see it True: the place to decide
+        not to reconnect. Timers made or scheduled then (``sul``, ``call_later``,
+        ``set_timer``) are accepted quietly and never fire.
+        """
+        return self._destroying
+
     def destroy(self) -> None:
         """Close every wsi (each gets its close callback), every listener and fd. Idempotent.
 
         A connect still in progress ends with CLIENT_CONNECTION_ERROR "context destroyed".
+        ``destroying`` is True from the start; it may be called from a callback (a close
+        callback included). What is still buffered is dropped; a socket already shut down
+        by ``close()`` is closed after reading what has arrived, so the kernel still
+        delivers what it holds.
         """
         if self._destroyed or self._destroying:
             return
@@ -255,7 +273,7 @@ class Context:
             # Every step runs even if on_callback_error re-raises; the first error is
             # raised once every fd is closed.
             errors: list[BaseException] = []
-            while self._wsis:
+            while self._wsis:  # a closing wsi leaves _wsis before its callbacks run
                 self._keep_going(errors, next(iter(self._wsis))._close_now, "context destroyed")
             for vh in self.vhosts.values():
                 if vh._backoff_sul is not None:
@@ -265,11 +283,14 @@ class Context:
                 for p in vh.protocols:
                     self._keep_going(errors, self._call_protocol, p, Reason.PROTOCOL_DESTROY)
         finally:
+            for w in [w for w in self.pt.fds.values() if w.role is RAW_SKT_SHUTDOWN]:
+                w._close_now("context destroyed", graceful=True)
             if self._netlink is not None:
                 self._netlink.close()
             self.pt.suls.clear()  # user timers too: none fires on a destroyed context
             self._wake_wsi._close_now("context destroyed")
             self.pt.close()
+            self.smd.close()
             self._destroyed = True
         if errors:
             raise errors[0]
@@ -285,13 +306,17 @@ class Context:
         if not self._destroyed:
             self.pt.wake()
 
-    def _check_alive(self) -> None:
-        """Guard of the loop-only calls: the context is alive and this is the loop's thread."""
+    def _check_thread(self) -> None:
+        """Guard of the loop-only calls: this is the loop's thread."""
         if get_ident() != self._thread:
             raise RuntimeError(
                 "this call belongs to the context's loop thread; from another thread, "
                 "use ctx.call_from_thread(fn, *args) to run it in the loop"
             )
+
+    def _check_alive(self) -> None:
+        """Guard of the loop-only calls: the loop's thread, and the context is alive."""
+        self._check_thread()
         if self._destroyed or self._destroying:
             raise RuntimeError("the context is destroyed")
 
@@ -313,7 +338,7 @@ class Context:
         if timeout_ms is None:
             timeout: float | None = None
         else:
-            timeout = max(0.0, _seconds("timeout_ms", timeout_ms, allow_zero=True) / 1000)
+            timeout = min(_MAX_WAIT, _seconds("timeout_ms", timeout_ms, allow_zero=True) / 1000)
         pt = self.pt
         suls = pt.suls
         if suls.heap:
@@ -321,7 +346,7 @@ class Context:
             if due is not None:
                 wait = max(0.0, due - self._clock())
                 if timeout is None or wait < timeout:
-                    timeout = wait
+                    timeout = wait if wait < _MAX_WAIT else _MAX_WAIT  # a pass, then wait on
         smd = self.smd
         if smd.pending:
             timeout = 0.0
@@ -345,18 +370,26 @@ class Context:
             if smd.pending:
                 n += smd.service()
             return n
+        except BaseException:
+            self._escalated = None  # it leaves here; keep no traceback alive
+            raise
         finally:
             self._in_service = False
 
     def run(self) -> None:
-        """Service the loop until ``stop()`` (or until the context is destroyed)."""
-        self._stopping = False
-        while not self._stopping and not self._destroyed:
-            self.service()
-        self._stopping = False
+        """Service the loop until ``stop()`` (or until the context is destroyed).
+
+        A ``stop()`` made before ``run()`` (e.g. by a callback during ``service()``) is
+        not forgotten: ``run()`` returns at once.
+        """
+        try:
+            while not self._stopping and not self._destroyed:
+                self.service()
+        finally:
+            self._stopping = False
 
     def stop(self) -> None:
-        """Make ``run()`` return after the current pass."""
+        """Make ``run()`` return after the current pass (or at once, if it is not running)."""
         self._stopping = True
         self._wake()
 
@@ -413,8 +446,14 @@ class Context:
     # -- timers --------------------------------------------------------------------------
 
     def sul(self, callback: Callable[[], Any]) -> Sul:
-        """A reusable timer that calls ``callback()`` from the loop once per ``schedule()``."""
-        self._check_alive()
+        """A reusable timer that calls ``callback()`` from the loop once per ``schedule()``.
+
+        While ``destroying`` it is accepted and never fires (a close callback scheduling a
+        reconnect stays quiet); once ``destroyed`` it raises RuntimeError.
+        """
+        self._check_thread()
+        if self._destroyed:
+            raise RuntimeError("the context is destroyed")
         return Sul(self.pt.suls, callback)
 
     def call_later(self, seconds: float, fn: Callable[..., Any], *args: Any) -> Sul:
@@ -459,6 +498,9 @@ class Context:
         if iface is not None and not isinstance(iface, str):
             raise TypeError(f"iface must be a str, not {type(iface).__name__}")
         protos = self._vhost_protocols(protocols)
+        if existing is not None:  # SPEC: the default vhost holds the context's protocols
+            given = {p.name for p in protos}
+            protos += [p for p in self.protocols if p.name not in given]
         accept: Protocol | None
         if accept_protocol is not None:
             if not isinstance(accept_protocol, str):
@@ -475,10 +517,14 @@ class Context:
         if port is not None and accept is None:
             raise ValueError(f"vhost {name!r} listens but has no protocol to bind connections to")
         sock = _listen_socket(port, iface) if port is not None else None
-        same = existing is not None and existing.protocols == protos
-        if existing is not None and not same:  # the implicit default vhost becomes the user's
-            self._remove_vhost(existing)
-        vh = existing if existing is not None and same else Vhost(self, name, protos, accept)
+        if existing is not None:  # the implicit default vhost becomes the user's, in place
+            vh, before = existing, existing.protocols
+            vh.protocols = protos
+            for p in before:
+                if p not in protos:
+                    self._call_protocol(p, Reason.PROTOCOL_DESTROY)
+        else:
+            vh, before = Vhost(self, name, protos, accept), []
         vh.accept_protocol = accept
         vh.iface = iface
         vh._explicit = True
@@ -488,8 +534,12 @@ class Context:
             listener.state = WsiState.LISTENING
             self.pt.add(listener, EV_READ)
             vh.listener = listener
-        if not same:
+        if existing is None:
             self._add_vhost(vh)
+        else:
+            for p in protos:
+                if p not in before:
+                    self._call_protocol(p, Reason.PROTOCOL_INIT)
         return vh
 
     def get_vhost(self, name: str) -> Vhost:
@@ -524,11 +574,6 @@ class Context:
         self.vhosts[vh.name] = vh
         for p in vh.protocols:
             self._call_protocol(p, Reason.PROTOCOL_INIT)
-
-    def _remove_vhost(self, vh: Vhost) -> None:
-        for p in vh.protocols:
-            self._call_protocol(p, Reason.PROTOCOL_DESTROY)
-        del self.vhosts[vh.name]
 
     def _resolve_vhost(self, vhost: str | Vhost | None) -> Vhost:
         if vhost is None:
@@ -737,13 +782,32 @@ class Context:
             self._callback_failed(None, reason, exc)
 
     def _callback_failed(self, wsi: Wsi | None, reason: Reason | None, exc: Exception) -> None:
-        """Log a callback's exception with its traceback, close its wsi, go on."""
+        """Log a callback's exception with its traceback, close its wsi, go on.
+
+        What ``on_callback_error`` raises ends ``service()``: every outer catch of a
+        callback's exception passes it on instead of reporting it again.
+        """
+        if exc is self._escalated:
+            raise exc
         where = reason.name if reason is not None else "timer"
         log.error("lwspy: %s callback of %r raised", where, wsi, exc_info=exc)
         if wsi is not None and wsi.state is not WsiState.CLOSED:
             wsi._close_now("callback error")
         if self._on_callback_error is not None:
-            self._on_callback_error(wsi, reason, exc)
+            try:
+                self._on_callback_error(wsi, reason, exc)
+            except BaseException as e:
+                self._escalated = e
+                raise
+
+
+def _somaxconn() -> int:
+    """The system's largest listen backlog (Linux: ``net.core.somaxconn``, per namespace)."""
+    try:
+        with open("/proc/sys/net/core/somaxconn", encoding="ascii") as f:
+            return max(socket.SOMAXCONN, int(f.read()))
+    except (OSError, ValueError):
+        return socket.SOMAXCONN
 
 
 def _listen_socket(port: int, iface: str | None) -> socket.socket:
@@ -771,7 +835,7 @@ def _listen_socket(port: int, iface: str | None) -> socket.socket:
         if iface is not None and literal is None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, iface.encode())
         sock.bind((addr, port))
-        sock.listen(socket.SOMAXCONN)
+        sock.listen(_somaxconn())
         sock.setblocking(False)
     except BaseException:
         sock.close()
