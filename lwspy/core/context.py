@@ -109,7 +109,8 @@ class Context:
       beyond it returns False.
     * ``smd_ttl`` (2.0 s): an SMD message older than this when the loop gets to it is
       dropped.
-    * ``timeout_secs`` (15): bounds the flush of a closing wsi.
+    * ``timeout_secs`` (15): bounds the flush of a closing wsi, and then the reading to the
+      peer's end of stream after the shutdown (see the guide's "Closing").
     * ``connect_timeout_secs`` (20): bounds a client connect as a whole ("timed out").
     * ``on_callback_error``: told ``fn(wsi, reason, exc)`` of each exception a callback
       raised, after it was logged and its wsi closed; it may re-raise, which ends
