@@ -31,6 +31,7 @@ from lwspy.system.smd import Smd
 from lwspy.system.state import LwsSystem, SystemState
 
 if TYPE_CHECKING:
+    from lwspy.core.resolver import Resolver
     from lwspy.net.route import RouteTable
     from lwspy.roles.netlink import RouteWatcher
 
@@ -100,8 +101,13 @@ class Context:
 
     * ``protocols``: the protocols of the "default" vhost, and of every vhost made
       without its own (default: none).
-    * ``hosts_file``: names for ``connect`` (default ``/etc/hosts``; re-read when it
-      changes).
+    * ``hosts_file``: names for ``connect``, asked before DNS (default ``/etc/hosts``;
+      re-read when it changes).
+    * ``nameservers``: DNS servers, e.g. ``["198.51.100.53", "[2001:db8::53]:5353"]``;
+      None (the default): those of ``resolv_conf``.
+    * ``resolv_conf``: the resolver configuration read when ``nameservers`` is None
+      (default ``/etc/resolv.conf``: ``nameserver``, ``search``, ``ndots``,
+      ``options timeout:/attempts:``).
     * ``netlink``: follow the kernel's routing table (``ctx.routes``). None (the
       default): where a netlink socket can be opened, else without it, said once in the
       log; True: required (RuntimeError if it cannot be opened); False: off.
@@ -122,6 +128,7 @@ class Context:
     ``wsis`` (the open connections and adopted fds), ``smd`` (the context's
     :class:`~lwspy.Smd` queue), ``system`` (the :class:`~lwspy.LwsSystem` state
     machine), ``routes`` (the live :class:`~lwspy.RouteTable`, None without netlink),
+    ``resolver`` (the in-loop DNS resolver, made on first use),
     ``protocols``, ``hosts_file``, ``timeout_secs``, ``connect_timeout_secs`` (as
     given), ``destroyed``.
 
@@ -137,6 +144,8 @@ class Context:
         *,
         protocols: Iterable[Protocol] = (),
         hosts_file: str | os.PathLike[str] = "/etc/hosts",
+        nameservers: Iterable[str] | None = None,
+        resolv_conf: str | os.PathLike[str] = "/etc/resolv.conf",
         netlink: bool | None = None,
         smd_queue_depth: int = 40,
         smd_ttl: float = 2.0,
@@ -179,6 +188,10 @@ class Context:
         self._calls: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
         self._escalated: BaseException | None = None  # what on_callback_error raised
         self._netlink: RouteWatcher | None = None
+        self._resolver: Resolver | None = None
+        self._resolver_args = (nameservers, os.fspath(resolv_conf))
+        if nameservers is not None:  # bad addresses raise here, not at the first connect
+            self._new_resolver()
         self._names: dict[tuple[str, int], tuple[str, int]] = {}  # shared local names
         self.smd = Smd(queue_depth=smd_queue_depth, ttl=smd_ttl, clock=clock, wake=self._wake)
         self.system = LwsSystem(self.smd.post)
@@ -223,6 +236,22 @@ class Context:
         except BaseException:
             sock.close()
             raise
+
+    def _new_resolver(self) -> Resolver:
+        # Imported on first use: a context that never resolves a name never loads DNS.
+        from lwspy.core.resolver import Resolver
+
+        nameservers, resolv_conf = self._resolver_args
+        self._resolver = Resolver(self, nameservers, resolv_conf)
+        return self._resolver
+
+    @property
+    def resolver(self) -> Resolver:
+        """The context's in-loop DNS resolver (made on first use)."""
+        if self._resolver is None:
+            self._check_alive()
+            return self._new_resolver()
+        return self._resolver
 
     @property
     def routes(self) -> RouteTable | None:
@@ -288,6 +317,8 @@ class Context:
                 w._close_now("context destroyed", graceful=True)
             if self._netlink is not None:
                 self._netlink.close()
+            if self._resolver is not None:
+                self._resolver.close()
             self.pt.suls.clear()  # user timers too: none fires on a destroyed context
             self._wake_wsi._close_now("context destroyed")
             self.pt.close()

@@ -1,0 +1,414 @@
+"""The in-loop resolver (``ctx.resolver``): the hosts file, then DNS, AAAA and A in parallel.
+
+The decisions are :mod:`lwspy.net.dns`'s (one :class:`~lwspy.net.dns.QueryMachine` per
+family); this driver owns what they ask for: the sockets (internal wsi of
+:mod:`lwspy.roles.udp`, one per query try, so a fresh random source port each time),
+one timer per query, the cache and the callback::
+
+    def on_answer(answer: DnsAnswer) -> None:   # once for AAAA, once for A
+        print(answer.family, answer.addresses, answer.disposition, answer.detail)
+
+    handle = ctx.resolver.resolve("lab.test", on_answer)
+    handle.cancel()                             # no more callbacks; sockets closed
+
+Answers always come from the loop, never from inside ``resolve()``: even a hosts-file,
+literal or cached answer waits for the next pass. A name in the hosts file is not asked
+of DNS (glibc ``hosts: files dns``): its families come from the file alone.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import secrets
+import socket
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from lwspy.core.sul import Sul
+from lwspy.core.wsi import CLOSED, Wsi
+from lwspy.net.dns import (
+    TYPE_A,
+    TYPE_AAAA,
+    DnsAnswer,
+    DnsCache,
+    Done,
+    Labels,
+    QueryMachine,
+    ResolvConf,
+    Send,
+    hosts_answers,
+    parse_nameserver,
+    parse_resolv_conf,
+    search_names,
+)
+from lwspy.roles.udp import open_tcp, open_udp
+
+if TYPE_CHECKING:
+    from lwspy.core.context import Context
+
+__all__ = ["DnsAnswer", "ResolveHandle", "Resolver"]
+
+OnAnswer = Callable[[DnsAnswer], None]
+
+HOSTNAME = re.compile(
+    r"^(?=.{1,253}\.?$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_-]{1,63})*\.?$"
+)
+"""What ``resolve()`` accepts besides IP literals: LDH labels (and ``_``), at most 253 chars."""
+
+_FAMILIES = ((socket.AF_INET6, TYPE_AAAA), (socket.AF_INET, TYPE_A))
+
+DOWN_SECS = 30.0
+"""A server that timed out or was unreachable is tried after the others for this long."""
+
+
+class _Ids:
+    """Query ids from the OS's CSPRNG, fetched 1,024 at a time (one syscall, not one per id)."""
+
+    __slots__ = ("_it",)
+
+    def __init__(self) -> None:
+        self._it: Iterator[int] = iter(())
+
+    def __call__(self) -> int:
+        for qid in self._it:
+            return qid
+        self._it = iter(memoryview(secrets.token_bytes(2048)).cast("H"))
+        return next(self._it)
+
+
+_rand16 = _Ids()
+
+
+class ResolveHandle:
+    """One ``resolve()`` in progress; ``cancel()`` stops it (no more callbacks)."""
+
+    __slots__ = ("_on_answer", "_queries", "_resolver", "_start", "done", "name", "started")
+
+    def __init__(self, resolver: Resolver, name: str, on_answer: OnAnswer, started: float):
+        self._resolver = resolver
+        self._on_answer: OnAnswer | None = on_answer
+        self._queries: list[_Query] = []
+        self._start: Sul | None = None
+        self.name = name
+        self.started = started
+        self.done = False  # both answers delivered, or cancelled
+
+    def __repr__(self) -> str:
+        state = "done" if self.done else f"{len(self._queries)} queries"
+        return f"<ResolveHandle {self.name!r} {state}>"
+
+    def cancel(self) -> None:
+        """No more callbacks; every socket of this resolve is closed. Idempotent."""
+        self.done = True
+        self._on_answer = None
+        if self._start is not None:
+            self._start.cancel()
+        for q in self._queries:
+            q.leave(self)
+        self._queries.clear()
+        self._resolver._handles.pop(self, None)
+
+    def _deliver(self, answer: DnsAnswer) -> None:
+        cb = self._on_answer
+        if cb is None:
+            return
+        self._resolver.answers += 1
+        try:
+            cb(answer)
+        except Exception as exc:  # an application error: logged, the loop goes on
+            self._resolver._ctx._callback_failed(None, None, exc)
+
+
+class _Query:
+    """One family of a name being asked: its machine, its current socket and its timer.
+
+    Resolves of the same name made while it is out share it (``handles``); it stops when
+    the last of them is cancelled.
+    """
+
+    __slots__ = ("handles", "key", "machine", "resolver", "sul", "wsi")
+
+    def __init__(self, resolver: Resolver, machine: QueryMachine, key: tuple[str, int]):
+        self.resolver = resolver
+        self.handles: list[ResolveHandle] = []
+        self.machine = machine
+        self.key = key  # (cache name, qtype)
+        self.wsi: Wsi | None = None
+        self.sul = Sul(resolver._ctx.pt.suls, self._timer)
+
+    def join(self, handle: ResolveHandle) -> None:
+        self.handles.append(handle)
+        handle._queries.append(self)
+
+    def leave(self, handle: ResolveHandle) -> None:
+        if handle in self.handles:
+            self.handles.remove(handle)
+        if not self.handles:
+            self.stop()
+
+    def stop(self) -> None:
+        self.sul.cancel()
+        self._close()
+        if self.resolver._asking.get(self.key) is self:
+            del self.resolver._asking[self.key]
+
+    def _close(self) -> None:
+        wsi, self.wsi = self.wsi, None
+        if wsi is not None and wsi.state is not CLOSED:
+            wsi._close_now("resolver done")
+
+    # -- DnsSink: what the socket reports ------------------------------------------------
+
+    def datagram(self, wsi: Wsi, data: bytes) -> None:
+        if wsi is self.wsi:
+            self._step(self.machine.receive(data, self.resolver._ctx.now()))
+
+    def failed(self, wsi: Wsi, err: int) -> None:
+        if wsi is self.wsi:
+            self._close()
+            self._step(self.machine.unreachable(self.resolver._ctx.now(), _why(err)))
+
+    def _timer(self) -> None:
+        self._step(self.machine.timer(self.resolver._ctx.now()))
+
+    # -- acting on the machine's decisions -----------------------------------------------
+
+    def _step(self, action: Send | Done | None) -> None:
+        ctx = self.resolver._ctx
+        while isinstance(action, Send):
+            self._close()
+            opener = open_tcp if action.tcp else open_udp
+            try:
+                self.wsi = opener(ctx, action.server, action.payload, self)
+                self.resolver.sent += 1
+                action = None
+            except OSError as e:  # no route, no address of that family: that server is out
+                action = self.machine.unreachable(ctx.now(), _why(e.errno or 0))
+        if isinstance(action, Done):
+            self.stop()
+            self._finish(action)
+            return
+        deadline = self.machine.deadline
+        if deadline is not None:
+            self.sul.schedule(max(0.0, deadline - ctx.now()))
+
+    def _finish(self, done: Done) -> None:
+        resolver = self.resolver
+        machine = self.machine
+        now = resolver._ctx.now()
+        for i in machine.down:
+            resolver._down[machine.servers[i]] = now + DOWN_SECS
+        for i in machine.alive:
+            resolver._down.pop(machine.servers[i], None)
+        if done.ttl is not None:
+            resolver.cache.put(self.key[0], machine.qtype, done.answer, done.ttl, now)
+        handles, self.handles = self.handles, []
+        for handle in handles:
+            handle._queries.remove(self)
+            if not handle._queries and handle._start is None:
+                handle.done = True
+                resolver._handles.pop(handle, None)
+        a = done.answer
+        for handle in handles:  # each with its own copy and its own elapsed time
+            handle._deliver(
+                DnsAnswer(
+                    a.family, list(a.addresses), a.disposition, a.detail, now - handle.started
+                )
+            )
+
+
+class Resolver:
+    """The context's resolver (``ctx.resolver``): hosts file, cache, then DNS in the loop.
+
+    ``nameservers`` (IP literals, ``[v6]:port`` or ``v4:port``) replace the servers of
+    ``resolv_conf``, which is re-read when it changes; with explicit nameservers there is
+    no search list and glibc's defaults apply (ndots 1, timeout 5 s, attempts 2).
+    ``cache_entries`` bounds the cache (names x families).
+    """
+
+    __slots__ = (
+        "_asking",
+        "_conf",
+        "_conf_stamp",
+        "_ctx",
+        "_down",
+        "_explicit",
+        "_handles",
+        "answers",
+        "cache",
+        "closed",
+        "resolv_conf",
+        "sent",
+    )
+
+    def __init__(
+        self,
+        ctx: Context,
+        nameservers: Iterable[str] | None = None,
+        resolv_conf: str | os.PathLike[str] = "/etc/resolv.conf",
+        cache_entries: int = 1024,
+    ) -> None:
+        self._ctx = ctx
+        self.resolv_conf = os.fspath(resolv_conf)
+        self._explicit: ResolvConf | None = None
+        if nameservers is not None:
+            if isinstance(nameservers, (str, bytes)):
+                raise TypeError("nameservers must be an iterable of addresses, not one str")
+            servers = []
+            for ns in list(nameservers):
+                if not isinstance(ns, str):
+                    raise TypeError(f"a nameserver must be a str, not {type(ns).__name__}")
+                servers.append(parse_nameserver(ns))
+            self._explicit = ResolvConf(servers, source="the nameservers option")
+        self._conf: ResolvConf | None = None
+        self._conf_stamp: tuple[float, int] | None = None
+        self._handles: dict[ResolveHandle, None] = {}
+        self._down: dict[tuple[str, int], float] = {}  # server -> tried last until then
+        self._asking: dict[tuple[str, int], _Query] = {}  # (cache name, qtype) -> query out
+        self.cache = DnsCache(cache_entries)
+        self.closed = False
+        self.sent = 0  # queries sent (UDP and TCP)
+        self.answers = 0  # answers delivered
+
+    def __repr__(self) -> str:
+        return f"<Resolver {len(self._handles)} pending, {len(self.cache)} cached>"
+
+    @property
+    def conf(self) -> ResolvConf:
+        """The configuration in force: explicit nameservers, or resolv.conf as it is now."""
+        if self._explicit is not None:
+            return self._explicit
+        path = self.resolv_conf
+        try:
+            st = os.stat(path)
+            stamp = (st.st_mtime, st.st_size)
+            if self._conf is None or self._conf_stamp != stamp:
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    self._conf = parse_resolv_conf(f.read(), source=path)
+                self._conf_stamp = stamp
+                self.cache.clear()  # other servers or search list: earlier answers may not hold
+        except OSError as e:
+            if self._conf_stamp is not None:
+                self.cache.clear()
+            self._conf_stamp = None
+            self._conf = ResolvConf(source=f"{path}: {e.strerror or e}")
+        return self._conf
+
+    def resolve(self, name: str, on_answer: OnAnswer) -> ResolveHandle:
+        """Look ``name`` up: ``on_answer(DnsAnswer)`` once for AAAA and once for A, in the
+        order they complete, always from the loop. ValueError for a name that is not a
+        valid host name (or IP literal); RuntimeError once the context is being destroyed
+        (and, as for every loop-only call, from another thread).
+        """
+        self._ctx._check_alive()  # a loop-only call, like connect()
+        if self.closed:
+            raise RuntimeError("the resolver is closed (the context is destroyed)")
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, not {type(name).__name__}")
+        if not callable(on_answer):
+            raise TypeError("on_answer must be callable")
+        if _literal(name) is None and not HOSTNAME.match(name):
+            raise ValueError(f"{name!r} is not a valid host name")
+        handle = ResolveHandle(self, name, on_answer, self._ctx.now())
+        handle._start = Sul(self._ctx.pt.suls, lambda: self._begin(handle))
+        handle._start.schedule(0)
+        self._handles[handle] = None
+        return handle
+
+    def close(self) -> None:
+        """Cancel every resolve (no callbacks) and close every socket: the context ends."""
+        self.closed = True
+        for handle in list(self._handles):
+            handle.cancel()
+
+    # -- one resolve ---------------------------------------------------------------------
+
+    def _begin(self, handle: ResolveHandle) -> None:
+        handle._start = None
+        ctx = self._ctx
+        now = ctx.now()
+        name = handle.name
+        literal = _literal(name)
+        addresses = [literal] if literal is not None else ctx._hosts_lookup(name)
+        if addresses:
+            handle.done = True
+            self._handles.pop(handle, None)
+            for answer in hosts_answers(addresses, now - handle.started):
+                if literal is not None:
+                    answer.detail = (
+                        "IP literal"
+                        if answer.addresses
+                        else f"DNS NO_RESULT ({name} is an IP literal)"
+                    )
+                handle._deliver(answer)
+            return
+        conf = self.conf
+        # "name." is "name" unless a search list could make "name" mean something else
+        cache_name = (name if conf.search else name.rstrip(".")).lower()
+        servers = conf.nameservers
+        if self._down:
+            for server, until in list(self._down.items()):
+                if until <= now:
+                    del self._down[server]
+            servers = sorted(servers, key=lambda s: s in self._down)  # stable: down ones last
+        ready: list[DnsAnswer] = []
+        fresh: list[_Query] = []
+        candidates: list[Labels] | None = None
+        for family, qtype in _FAMILIES:
+            asking = self._asking.get((cache_name, qtype))
+            if asking is not None:  # the same name is being asked already: wait for it
+                asking.join(handle)
+                continue
+            cached = self.cache.get(cache_name, qtype, now)
+            if cached is not None:
+                addrs, disposition, detail = cached
+                ready.append(DnsAnswer(family, addrs, disposition, detail, now - handle.started))
+            elif not conf.nameservers:
+                ready.append(
+                    DnsAnswer(
+                        family,
+                        [],
+                        "SERVER_UNREACHABLE",
+                        f"DNS SERVER_UNREACHABLE (no nameserver in {conf.source})",
+                        now - handle.started,
+                    )
+                )
+            else:
+                if candidates is None:
+                    candidates = search_names(name, conf)
+                machine = QueryMachine(
+                    candidates,
+                    qtype,
+                    servers,
+                    timeout=conf.timeout,
+                    attempts=conf.attempts,
+                    rand16=_rand16,
+                    started=handle.started,
+                )
+                q = _Query(self, machine, (cache_name, qtype))
+                q.join(handle)
+                self._asking[q.key] = q
+                fresh.append(q)
+        if not handle._queries:
+            handle.done = True
+            self._handles.pop(handle, None)
+        for answer in ready:
+            handle._deliver(answer)
+        for q in fresh:
+            if q.handles:  # not cancelled by a callback above
+                q._step(q.machine.start(now))
+
+
+def _why(err: int) -> str:
+    return os.strerror(err).lower() if err else "socket error"
+
+
+def _literal(name: str) -> str | None:
+    if ":" not in name and not name[-1:].isdigit():  # a host name: skip the exception
+        return None
+    try:
+        return str(ipaddress.ip_address(name[1:-1] if name.startswith("[") else name))
+    except ValueError:
+        return None

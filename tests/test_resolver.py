@@ -1,0 +1,560 @@
+"""The in-loop resolver driver on loopback, against the fake server of tests/dnsfake.py."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import dns.message
+import dns.rdata
+import pytest
+
+import lwspy
+from lwspy.core.resolver import Resolver
+from lwspy.net.dns import DnsAnswer
+from tests.dnsfake import FakeDns, Reply
+
+
+@pytest.fixture
+def srv() -> Iterator[FakeDns]:
+    with FakeDns() as s:
+        s.zone["a.test"] = [("A", "198.51.100.7"), ("AAAA", "2001:db8::7"), ("A", "198.51.100.8")]
+        s.zone["v4.test"] = [("A", "198.51.100.9")]
+        s.zone["c.test"] = [("CNAME", "a.test.")]
+        yield s
+
+
+def make_ctx(tmp_path: Path, conf: str | None = None, **kw: Any) -> lwspy.Context:
+    hosts = tmp_path / "hosts"
+    hosts.write_text("198.51.100.50 h.test h\n2001:db8::50 h.test\n198.51.100.51 v4only.test\n")
+    if conf is not None:
+        path = tmp_path / "resolv.conf"
+        path.write_text(conf)
+        kw["resolv_conf"] = path
+    return lwspy.Context(hosts_file=hosts, netlink=False, **kw)
+
+
+def run(
+    ctx: lwspy.Context, servers: list[FakeDns], done: Callable[[], bool], passes: int = 400
+) -> None:
+    for _ in range(passes):
+        if done():
+            return
+        ctx.service(5)
+        for s in servers:
+            s.pump()
+    raise AssertionError("not done")
+
+
+A_TEST = {socket.AF_INET: ["198.51.100.7", "198.51.100.8"], socket.AF_INET6: ["2001:db8::7"]}
+
+
+def addrs(got: list[DnsAnswer]) -> dict[int, list[str]]:
+    """Each family's addresses, sorted (dnspython's record sets have no order)."""
+    assert len({a.family for a in got}) == len(got)
+    return {a.family: sorted(a.addresses) for a in got}
+
+
+def only_wake_fd(ctx: lwspy.Context) -> bool:
+    return list(ctx.pt.fds) == [ctx.pt.wake_r]
+
+
+def test_both_families_once_each_from_the_loop(tmp_path: Path, srv: FakeDns) -> None:
+    with make_ctx(tmp_path, nameservers=[srv.address]) as ctx:
+        got: list[DnsAnswer] = []
+        handle = ctx.resolver.resolve("a.test", got.append)
+        assert got == []  # never inside resolve()
+        run(ctx, [srv], lambda: len(got) == 2)
+        by = {a.family: a for a in got}
+        assert sorted(by[socket.AF_INET].addresses) == ["198.51.100.7", "198.51.100.8"]
+        assert by[socket.AF_INET6].addresses == ["2001:db8::7"]
+        assert all(a.disposition == "OK" and a.elapsed >= 0 for a in got)
+        assert handle.done and only_wake_fd(ctx)
+        for _ in range(3):
+            ctx.service(0)
+            srv.pump()
+        assert len(got) == 2
+        # EDNS0 with 1232, recursion desired, one question each, distinct source ports
+        assert len(srv.queries) == 2
+        assert all(q.payload == 1232 and q.edns == 0 for _, q, _ in srv.queries)
+        assert srv.queries[0][2][1] != srv.queries[1][2][1]  # a socket (port) per query
+
+
+def test_cname_chain_and_cache(tmp_path: Path, srv: FakeDns) -> None:
+    with make_ctx(tmp_path, nameservers=[srv.address]) as ctx:
+        got: list[DnsAnswer] = []
+        ctx.resolver.resolve("C.test", got.append)
+        run(ctx, [srv], lambda: len(got) == 2)
+        assert addrs(got) == A_TEST
+        asked = len(srv.queries)
+        got.clear()
+        ctx.resolver.resolve("c.test.", got.append)
+        assert got == []
+        ctx.service(0)
+        assert len(got) == 2 and len(srv.queries) == asked  # from the cache, next pass
+        assert ctx.resolver.cache.hits == 2
+
+
+def test_negative_answers_cached_from_soa(tmp_path: Path, srv: FakeDns) -> None:
+    with make_ctx(tmp_path, nameservers=[srv.address]) as ctx:
+        got: list[DnsAnswer] = []
+        ctx.resolver.resolve("nope.test", got.append)
+        ctx.resolver.resolve("v4.test", got.append)
+        run(ctx, [srv], lambda: len(got) == 4)
+        detail = {(a.addresses and a.addresses[0]) or a.detail for a in got}
+        assert detail == {"DNS NXDOMAIN", "DNS NO_RESULT (no AAAA record)", "198.51.100.9"}
+        assert {a.disposition for a in got} == {"NXDOMAIN", "NO_RESULT", "OK"}
+        asked = len(srv.queries)
+        got.clear()
+        ctx.resolver.resolve("nope.test", got.append)
+        ctx.resolver.resolve("v4.test", got.append)
+        ctx.service(0)
+        assert len(got) == 4 and len(srv.queries) == asked
+
+
+def test_hosts_file_first_and_literals(tmp_path: Path, srv: FakeDns) -> None:
+    with make_ctx(tmp_path, nameservers=[srv.address]) as ctx:
+        got: list[DnsAnswer] = []
+        ctx.resolver.resolve("H.test", got.append)
+        ctx.resolver.resolve("v4only.test", got.append)
+        ctx.resolver.resolve("2001:db8::1", got.append)
+        ctx.resolver.resolve("[2001:db8::2]", got.append)
+        ctx.resolver.resolve("198.51.100.1", got.append)
+        assert got == []
+        ctx.service(0)
+        assert [(a.family, a.addresses, a.disposition) for a in got] == [
+            (socket.AF_INET6, ["2001:db8::50"], "OK"),
+            (socket.AF_INET, ["198.51.100.50"], "OK"),
+            (socket.AF_INET6, [], "NO_RESULT"),
+            (socket.AF_INET, ["198.51.100.51"], "OK"),
+            (socket.AF_INET6, ["2001:db8::1"], "OK"),
+            (socket.AF_INET, [], "NO_RESULT"),
+            (socket.AF_INET6, ["2001:db8::2"], "OK"),
+            (socket.AF_INET, [], "NO_RESULT"),
+            (socket.AF_INET6, [], "NO_RESULT"),
+            (socket.AF_INET, ["198.51.100.1"], "OK"),
+        ]
+        assert srv.queries == []  # no DNS for any of them
+        assert [a.detail for a in got[:4]] == [
+            "hosts file",
+            "hosts file",
+            "DNS NO_RESULT (no IPv6 address in the hosts file)",
+            "hosts file",
+        ]
+        assert got[5].detail == "DNS NO_RESULT (2001:db8::1 is an IP literal)"
+
+
+@pytest.mark.parametrize("bad", ["", "a..b", "-x.test", "a b", "x" * 64, "é.test", "a/b"])
+def test_bad_names(tmp_path: Path, bad: str) -> None:
+    with make_ctx(tmp_path, nameservers=["127.0.0.1"]) as ctx:
+        with pytest.raises(ValueError, match="not a valid host name"):
+            ctx.resolver.resolve(bad, print)
+        with pytest.raises(TypeError):
+            ctx.resolver.resolve(b"a.test", print)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            ctx.resolver.resolve("a.test", None)  # type: ignore[arg-type]
+
+
+def test_bad_nameservers_option() -> None:
+    with pytest.raises(ValueError, match="not an IP address"):
+        lwspy.Context(nameservers=["dns.test"], netlink=False)
+    with pytest.raises(TypeError):
+        lwspy.Context(nameservers="198.51.100.1", netlink=False)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        lwspy.Context(nameservers=[53], netlink=False)  # type: ignore[list-item]
+    for bad in ("[::1", "[::1]x", "[::1]:0", "1.2.3.4:x", "1.2.3.4:70000"):
+        with pytest.raises(ValueError):
+            lwspy.Context(nameservers=[bad], netlink=False)
+
+
+def test_cancel_stops_callbacks_and_closes_sockets(tmp_path: Path, srv: FakeDns) -> None:
+    with make_ctx(tmp_path, nameservers=[srv.address]) as ctx:
+        got: list[DnsAnswer] = []
+        h1 = ctx.resolver.resolve("a.test", got.append)
+        h2 = ctx.resolver.resolve("v4.test", got.append)
+        h1.cancel()  # before it started
+        ctx.service(0)  # h2's queries are out
+        assert len(ctx.pt.fds) == 3
+        h2.cancel()
+        h2.cancel()
+        assert only_wake_fd(ctx)
+        for _ in range(5):
+            srv.pump()
+            ctx.service(5)
+        assert got == [] and "pending" in repr(ctx.resolver) and "done" in repr(h2)
+
+
+def test_cancel_from_the_first_callback(tmp_path: Path, srv: FakeDns) -> None:
+    with make_ctx(tmp_path, nameservers=[srv.address]) as ctx:
+        got: list[DnsAnswer] = []
+        handles: list[Any] = []
+
+        def first(a: DnsAnswer) -> None:
+            got.append(a)
+            handles[0].cancel()
+
+        handles.append(ctx.resolver.resolve("a.test", first))
+        run(ctx, [srv], lambda: len(got) == 1)
+        for _ in range(5):
+            ctx.service(5)
+            srv.pump()
+        assert len(got) == 1 and only_wake_fd(ctx)
+        # the same from a cached pair
+        got.clear()
+        handles[0] = ctx.resolver.resolve("a.test", first)
+        ctx.service(0)
+        assert len(got) == 1
+        got.clear()
+        handles[0] = ctx.resolver.resolve("h.test", first)  # hosts file
+        ctx.service(0)
+        assert len(got) == 1
+
+
+def test_destroy_mid_query_closes_everything_and_calls_nothing(
+    tmp_path: Path, srv: FakeDns
+) -> None:
+    ctx = make_ctx(tmp_path, nameservers=[srv.address])
+    got: list[DnsAnswer] = []
+    ctx.resolver.resolve("a.test", got.append)
+    ctx.service(0)
+    socks = [w.sock for w in ctx.pt.fds.values() if w.sock is not None]
+    assert len(socks) == 2
+    ctx.destroy()
+    assert all(s.fileno() == -1 for s in socks)
+    assert got == []
+    with pytest.raises(RuntimeError):
+        ctx.resolver.resolve("a.test", got.append)
+    ctx2 = make_ctx(tmp_path)
+    ctx2.destroy()
+    with pytest.raises(RuntimeError):
+        ctx2.resolver  # noqa: B018
+
+
+def test_callback_exception_is_logged_not_raised(tmp_path: Path, srv: FakeDns) -> None:
+    seen: list[BaseException] = []
+    with make_ctx(
+        tmp_path, nameservers=[srv.address], on_callback_error=lambda w, r, e: seen.append(e)
+    ) as ctx:
+        calls: list[DnsAnswer] = []
+
+        def boom(a: DnsAnswer) -> None:
+            calls.append(a)
+            raise RuntimeError("app bug")
+
+        ctx.resolver.resolve("a.test", boom)
+        run(ctx, [srv], lambda: len(calls) == 2)
+        assert len(seen) == 2 and all(isinstance(e, RuntimeError) for e in seen)
+
+
+def test_resolv_conf_is_read_and_reread(tmp_path: Path, srv: FakeDns) -> None:
+    conf = f"nameserver [{srv.host}]:{srv.port}\nsearch test\noptions ndots:2 timeout:0.2\n"
+    with make_ctx(tmp_path, conf=conf) as ctx:
+        got: list[DnsAnswer] = []
+        ctx.resolver.resolve("a", got.append)  # -> a.test via the search list
+        run(ctx, [srv], lambda: len(got) == 2)
+        assert {a.disposition for a in got} == {"OK"}
+        assert [q.question[0].name.to_text() for _, q, _ in srv.queries] == ["a.test."] * 2
+        path = tmp_path / "resolv.conf"
+        path.write_text("# nothing here\n")
+        os.utime(path, (1, 1))
+        got.clear()
+        ctx.resolver.resolve("v4.test", got.append)
+        ctx.service(0)
+        assert [a.disposition for a in got] == ["SERVER_UNREACHABLE"] * 2
+        assert got[0].detail == f"DNS SERVER_UNREACHABLE (no nameserver in {path})"
+        path.unlink()
+        got.clear()
+        ctx.resolver.resolve("v4.test", got.append)
+        ctx.service(0)
+        assert "No such file" in got[0].detail
+        assert ctx.resolver.conf.nameservers == []
+
+
+def test_default_resolver_uses_etc_resolv_conf() -> None:
+    with lwspy.Context(netlink=False) as ctx:
+        r = ctx.resolver
+        assert isinstance(r, Resolver) and r.resolv_conf == "/etc/resolv.conf"
+        assert ctx.resolver is r
+
+
+# -- misbehaving servers on loopback ---------------------------------------------------
+
+
+def with_id(query: dns.message.Message, body: bytes) -> bytes:
+    return query.id.to_bytes(2, "big") + body
+
+
+def spoof_then_real(srv: FakeDns, q: dns.message.Message, wire: bytes, tcp: bool) -> list[Reply]:
+    real = srv.answer(q)
+    fake = srv.answer(q)
+    for rrset in fake.answer:
+        rrset.clear()
+        rrset.add(
+            dns.rdata.from_text(
+                "IN", rrset.rdtype, "203.0.113.66" if rrset.rdtype == 1 else "2001:db8::66"
+            )
+        )
+    wrong_id = fake.to_wire()
+    wrong_id = bytes([wrong_id[0] ^ 0x55]) + wrong_id[1:]
+    other_q = dns.message.make_query("evil.test", q.question[0].rdtype)
+    other_q.id = q.id
+    wrong_question = dns.message.make_response(other_q).to_wire()
+    return [wrong_id, ("other", fake.to_wire()), wrong_question, b"\x00", real.to_wire()]
+
+
+def test_spoofs_before_the_real_answer_are_ignored(tmp_path: Path, srv: FakeDns) -> None:
+    srv.behaviour = spoof_then_real
+    with make_ctx(tmp_path, nameservers=[srv.address]) as ctx:
+        got: list[DnsAnswer] = []
+        ctx.resolver.resolve("a.test", got.append)
+        run(ctx, [srv], lambda: len(got) == 2)
+        assert addrs(got) == A_TEST
+
+
+def silent(srv: FakeDns, q: dns.message.Message, wire: bytes, tcp: bool) -> list[Reply]:
+    return []
+
+
+def only_spoofs(srv: FakeDns, q: dns.message.Message, wire: bytes, tcp: bool) -> list[Reply]:
+    return spoof_then_real(srv, q, wire, tcp)[:-1]
+
+
+def test_silence_times_out_to_the_next_server(tmp_path: Path, srv: FakeDns) -> None:
+    with FakeDns() as quiet:
+        quiet.behaviour = silent
+        conf = f"nameserver [{quiet.host}]:{quiet.port}\nnameserver [{srv.host}]:{srv.port}\n"
+        with make_ctx(tmp_path, conf=conf + "options timeout:0.05 attempts:1\n") as ctx:
+            got: list[DnsAnswer] = []
+            ctx.resolver.resolve("a.test", got.append)
+            run(ctx, [quiet, srv], lambda: len(got) == 2)
+            assert {a.disposition for a in got} == {"OK"}
+            assert len(quiet.queries) == 2 and len(srv.queries) == 2
+
+
+def test_only_spoofs_and_silence_give_up_saying_why(tmp_path: Path, srv: FakeDns) -> None:
+    srv.behaviour = only_spoofs
+    conf = f"nameserver [{srv.host}]:{srv.port}\noptions timeout:0.05 attempts:2\n"
+    with make_ctx(tmp_path, conf=conf) as ctx:
+        got: list[DnsAnswer] = []
+        ctx.resolver.resolve("a.test", got.append)
+        run(ctx, [srv], lambda: len(got) == 2)
+        assert {a.disposition for a in got} == {"SERVER_UNREACHABLE"}
+        assert got[0].detail == (
+            "DNS SERVER_UNREACHABLE (no answer from 1 server; ignored 4 answers with a wrong id;"
+            " ignored 2 answers with the wrong question)"
+        )
+        assert len(srv.queries) == 4  # two rounds, two families
+        assert only_wake_fd(ctx)
+
+
+def test_refused_first_server_moves_on_at_once(tmp_path: Path, srv: FakeDns) -> None:
+    dead = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    dead.bind(("127.0.0.1", 0))
+    port = dead.getsockname()[1]
+    dead.close()  # nothing listens there: ICMP port unreachable
+    conf = f"nameserver [127.0.0.1]:{port}\nnameserver [{srv.host}]:{srv.port}\n"
+    with make_ctx(tmp_path, conf=conf + "options timeout:30\n") as ctx:
+        got: list[DnsAnswer] = []
+        ctx.resolver.resolve("a.test", got.append)
+        run(ctx, [srv], lambda: len(got) == 2)  # long before any 30 s timeout
+        assert {a.disposition for a in got} == {"OK"}
+    with make_ctx(tmp_path, conf=f"nameserver [127.0.0.1]:{port}\noptions attempts:1\n") as ctx:
+        got.clear()
+        ctx.resolver.resolve("a.test", got.append)
+        run(ctx, [], lambda: len(got) == 2)
+        assert (
+            got[0].detail == "DNS SERVER_UNREACHABLE (no answer from 1 server; connection refused)"
+        )
+
+
+def test_unroutable_server_family_moves_on(tmp_path: Path, srv: FakeDns) -> None:
+    # An IPv6 server where this host may have no IPv6 route: connect() fails at once or
+    # the datagram goes nowhere; either way the IPv4 server answers.
+    conf = (
+        f"nameserver 2001:db8:ffff::1\nnameserver [{srv.host}]:{srv.port}\noptions timeout:0.05\n"
+    )
+    with make_ctx(tmp_path, conf=conf) as ctx:
+        got: list[DnsAnswer] = []
+        ctx.resolver.resolve("a.test", got.append)
+        run(ctx, [srv], lambda: len(got) == 2)
+        assert {a.disposition for a in got} == {"OK"}
+
+
+def truncating(srv: FakeDns, q: dns.message.Message, wire: bytes, tcp: bool) -> list[Reply]:
+    resp = srv.answer(q)
+    if tcp:
+        return [resp.to_wire()]
+    resp.answer.clear()
+    resp.flags |= dns.flags.TC
+    return [resp.to_wire()]
+
+
+def test_truncated_answer_is_asked_again_over_tcp(tmp_path: Path, srv: FakeDns) -> None:
+    srv.behaviour = truncating
+    with make_ctx(tmp_path, nameservers=[srv.address]) as ctx:
+        got: list[DnsAnswer] = []
+        ctx.resolver.resolve("a.test", got.append)
+        run(ctx, [srv], lambda: len(got) == 2)
+        assert addrs(got) == A_TEST
+        assert [tcp for tcp, _, _ in srv.queries].count(True) == 2
+        assert only_wake_fd(ctx)
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (
+            b"\x81\x80\x00\x01\x00\x00\x00\x00\x00\x00\xc0\x0c\x00\x01\x00\x01",
+            "compression pointer loop",
+        ),
+        (b"\x81\x80\x00\x01", "shorter than a DNS header"),
+        (b"\x81\x80" + os.urandom(40), ""),
+    ],
+)
+def test_garbage_with_the_right_id_is_a_malformed_answer(
+    tmp_path: Path, srv: FakeDns, body: bytes, detail: str
+) -> None:
+    srv.behaviour = lambda s, q, w, t: [with_id(q, body)]
+    with make_ctx(tmp_path, nameservers=[srv.address]) as ctx:
+        got: list[DnsAnswer] = []
+        ctx.resolver.resolve("a.test", got.append)
+        run(ctx, [srv], lambda: len(got) == 2)
+        assert {a.disposition for a in got} == {"NO_RESULT"}
+        assert all(a.detail.startswith("DNS malformed answer (") for a in got), got
+        assert all(detail in a.detail for a in got)
+        assert len(srv.queries) == 4  # attempts: 2, and each malformed answer moves on at once
+
+
+def test_cname_loop(tmp_path: Path, srv: FakeDns) -> None:
+    srv.zone["l1.test"] = [("CNAME", "l2.test.")]
+    srv.zone["l2.test"] = [("CNAME", "L1.test.")]
+    with make_ctx(tmp_path, nameservers=[srv.address]) as ctx:
+        got: list[DnsAnswer] = []
+        ctx.resolver.resolve("l1.test", got.append)
+        run(ctx, [srv], lambda: len(got) == 2)
+        assert [(a.disposition, a.detail) for a in got] == [("NO_RESULT", "DNS CNAME loop")] * 2
+        assert only_wake_fd(ctx)
+
+
+@pytest.mark.parametrize("how", ["refused", "close", "reset", "slow", "silent", "spoofed"])
+def test_tcp_fallback_failures(tmp_path: Path, srv: FakeDns, how: str) -> None:
+    def behaviour(s: FakeDns, q: dns.message.Message, w: bytes, tcp: bool) -> list[Reply]:
+        if not tcp:
+            return truncating(s, q, w, tcp)
+        if how in ("close", "reset"):
+            return [(how, b"")]
+        if how == "silent":
+            return []
+        if how == "spoofed":  # a wrong id, then the answer, on the same connection
+            wrong = bytearray(s.answer(q).to_wire())
+            wrong[0] ^= 0xFF
+            return [bytes(wrong), s.answer(q).to_wire()]
+        return [("slow", s.answer(q).to_wire())]
+
+    srv.behaviour = behaviour
+    if how == "refused":
+        srv.tcp.close()
+    conf = f"nameserver [{srv.host}]:{srv.port}\noptions timeout:0.1 attempts:1\n"
+    with make_ctx(tmp_path, conf=conf) as ctx:
+        got: list[DnsAnswer] = []
+        ctx.resolver.resolve("a.test", got.append)
+        run(ctx, [srv], lambda: len(got) == 2)
+        if how in ("slow", "spoofed"):
+            assert addrs(got) == A_TEST
+        else:
+            assert [(a.disposition, a.detail) for a in got] == [
+                ("NO_RESULT", "DNS truncated answer, and no answer over TCP")
+            ] * 2
+        assert only_wake_fd(ctx)
+
+
+def test_a_server_that_timed_out_is_tried_last_for_a_while(tmp_path: Path, srv: FakeDns) -> None:
+    with FakeDns() as quiet:
+        quiet.behaviour = silent
+        conf = f"nameserver [{quiet.host}]:{quiet.port}\nnameserver [{srv.host}]:{srv.port}\n"
+        with make_ctx(tmp_path, conf=conf + "options timeout:0.05 attempts:1\n") as ctx:
+            got: list[DnsAnswer] = []
+            ctx.resolver.resolve("a.test", got.append)
+            run(ctx, [quiet, srv], lambda: len(got) == 2)
+            assert len(quiet.queries) == 2
+            got.clear()
+            ctx.resolver.resolve("v4.test", got.append)
+            run(ctx, [quiet, srv], lambda: len(got) == 2)
+            assert len(quiet.queries) == 2  # not asked first this time
+            assert sorted(a.disposition for a in got) == ["NO_RESULT", "OK"]
+            # it answers again: back in front
+            quiet.behaviour = FakeDns.normal
+            quiet.zone = srv.zone
+            ctx.resolver._down = dict.fromkeys(ctx.resolver._down, ctx.now())  # time is up
+            got.clear()
+            ctx.resolver.resolve("c.test", got.append)
+            run(ctx, [quiet, srv], lambda: len(got) == 2)
+            assert len(quiet.queries) == 4 and not ctx.resolver._down
+
+
+def test_absolute_names_and_the_search_list_are_separate_cache_keys(
+    tmp_path: Path, srv: FakeDns
+) -> None:
+    srv.zone["a.lab.test"] = [("A", "198.51.100.70"), ("AAAA", "2001:db8::70")]
+    conf = f"nameserver [{srv.host}]:{srv.port}\nsearch lab.test\noptions ndots:1\n"
+    with make_ctx(tmp_path, conf=conf) as ctx:
+        got: list[DnsAnswer] = []
+        ctx.resolver.resolve("a.test", got.append)  # 1 dot: as given first
+        run(ctx, [srv], lambda: len(got) == 2)
+        assert addrs(got) == A_TEST
+        got.clear()
+        ctx.resolver.resolve("a", got.append)  # no dot: a.lab.test first
+        run(ctx, [srv], lambda: len(got) == 2)
+        assert addrs(got)[socket.AF_INET] == ["198.51.100.70"]
+        got.clear()
+        ctx.resolver.resolve("a.", got.append)  # absolute: only "a", which is not there
+        run(ctx, [srv], lambda: len(got) == 2)
+        assert {x.disposition for x in got} == {"NXDOMAIN"}
+        assert len(ctx.resolver.cache) == 6
+        (tmp_path / "resolv.conf").write_text(conf + "# changed\n")
+        got.clear()
+        ctx.resolver.resolve("a", got.append)  # the file changed: the cache is emptied
+        assert len(ctx.resolver.cache) == 6
+        run(ctx, [srv], lambda: len(got) == 2)
+        assert len(ctx.resolver.cache) == 2
+
+
+def test_resolves_of_one_name_at_once_share_the_queries(tmp_path: Path, srv: FakeDns) -> None:
+    with make_ctx(tmp_path, nameservers=[srv.address]) as ctx:
+        got: list[list[DnsAnswer]] = [[], [], []]
+        handles = [
+            ctx.resolver.resolve(n, g.append)
+            for n, g in zip(["a.test", "A.test", "a.test."], got, strict=True)
+        ]
+        ctx.service(0)
+        assert len(ctx.pt.fds) == 3  # the wake fd and one socket per family, not six
+        handles[1].cancel()  # the others still get theirs
+        run(ctx, [srv], lambda: len(got[0]) == 2 and len(got[2]) == 2)
+        assert addrs(got[0]) == addrs(got[2]) == A_TEST and got[1] == []
+        assert got[0][0] is not got[2][0]  # each its own copy
+        assert len(srv.queries) == 2 and all(h.done for h in handles)
+        # all of them cancelled: the shared sockets close
+        more = [ctx.resolver.resolve("v4.test", print) for _ in range(2)]
+        ctx.service(0)
+        assert len(ctx.pt.fds) == 3
+        more[0].cancel()
+        assert len(ctx.pt.fds) == 3
+        more[1].cancel()
+        assert only_wake_fd(ctx) and not ctx.resolver._asking
+        # a resolve made while the same name is out (after its start) joins the queries
+        got2: list[DnsAnswer] = []
+        ctx.resolver.resolve("c.test", got2.append)
+        ctx.service(0)
+        ctx.resolver.resolve("c.test", got2.append)
+        run(ctx, [srv], lambda: len(got2) == 4)
+        assert len({id(a) for a in got2}) == 4
+
+
+def test_a_closed_resolver_refuses_new_resolves(tmp_path: Path) -> None:
+    with make_ctx(tmp_path, nameservers=["127.0.0.1"]) as ctx:
+        ctx.resolver.close()
+        with pytest.raises(RuntimeError, match="resolver is closed"):
+            ctx.resolver.resolve("a.test", print)
