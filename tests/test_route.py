@@ -32,7 +32,10 @@ from lwspy.net.nlmsg import (
     RTN_THROW,
     RTN_UNICAST,
     RTN_UNREACHABLE,
+    RTNH_F_IDENTITY,
     DoneMsg,
+    Metrics,
+    NextHop,
     Route,
     RouteMsg,
     next_route_id,
@@ -55,14 +58,20 @@ def rt(
     tos: int = 0,
     src: str | None = None,
     src_len: int = 0,
-    nexthops: tuple[tuple[str | None, int], ...] = (),
+    nexthops: tuple[tuple[str | None, int], ...] | tuple[NextHop, ...] = (),
     protocol: int = 4,
     scope: int = 0,
     rtm_flags: int = 0,
+    metrics: Metrics = (),
+    nhid: int = 0,
+    nh_dead: int = 0,
+    expires: float = 0.0,
 ) -> Route:
-    """A route as the decoder would make it (a fresh id each time)."""
+    """A route as the decoder would make it (a fresh id each time); a path given as
+    ``(gateway, oif)`` has weight 1 and no flags."""
     net = ipaddress.ip_network(dst)
     family = AF_INET if net.version == 4 else AF_INET6
+    hops = tuple((*hop, 1, 0) if len(hop) == 2 else hop for hop in nexthops)
     return Route(
         family,
         int(net.network_address),
@@ -78,8 +87,13 @@ def rt(
         prefsrc,
         protocol,
         scope,
-        nexthops,
+        hops,  # type: ignore[arg-type]
+        rtm_flags & RTNH_F_IDENTITY,
+        metrics,
+        nhid,
         rtm_flags,
+        nh_dead,
+        expires,
         next_route_id(),
     )
 
