@@ -62,6 +62,7 @@ from lwspy.net.nlmsg import (
     RTN_BLACKHOLE,
     RTN_PROHIBIT,
     RTN_THROW,
+    RTN_UNICAST,
     RTN_UNREACHABLE,
     RTNH_F_IDENTITY,
     RTPROT_RA,
@@ -467,7 +468,7 @@ class RouteTable:
         if old is None or _nh_paths(old) == _nh_paths(msg):
             return NexthopChange()
         self._generation += 1
-        return NexthopChange(changed=self._users({msg.id}))
+        return NexthopChange(changed=self._retype(self._users({msg.id})))
 
     def flush_nexthops(self, ifindex: int) -> NexthopChange:
         """The link ``ifindex`` went down or lost its carrier: the kernel removes its
@@ -666,8 +667,9 @@ class RouteTable:
             self._by_nhid = by_nhid
         return self._by_nhid
 
-    def _index(self, route: Route) -> None:
-        """Enter a route (already in its bucket) into the indexes that exist."""
+    def _index(self, route: Route, timed: bool = True) -> None:
+        """Enter a route (already in its bucket) into the indexes that exist; one with a
+        lifetime is handed to :meth:`take_expiring` unless ``timed`` is False."""
         rid = route.id
         if self._by_id is not None:
             self._by_id[rid] = route
@@ -678,7 +680,7 @@ class RouteTable:
             self._by_prefsrc.setdefault(route.prefsrc, {})[rid] = route
         if self._by_nhid is not None and route.nhid:
             self._by_nhid.setdefault(route.nhid, {})[rid] = route
-        if route.expires:
+        if route.expires and timed:
             self._expiring.append(route)
 
     def _unindex(self, route: Route) -> None:
@@ -836,16 +838,42 @@ class RouteTable:
         return m
 
     def _nh_forwards(self, nhid: int) -> bool:
-        """Whether nexthop object ``nhid`` forwards (one not known here is trusted)."""
+        """Whether nexthop object ``nhid`` forwards: not a blackhole nexthop, nor a group
+        of one (the kernel's ``nexthop_is_blackhole``); one not known here is trusted."""
         nh = self.nexthops.get(nhid)
-        if nh is None:
-            return True
-        if nh.group:
-            return any(
-                (member := self.nexthops.get(m)) is None or not member.blackhole
-                for m, _ in nh.group
-            )
-        return not nh.blackhole
+        if nh is not None and len(nh.group) == 1:
+            nh = self.nexthops.get(nh.group[0][0])
+        return nh is None or not nh.blackhole
+
+    def _retype(self, routes: list[Route]) -> list[Route]:
+        """Routes over nexthop objects that changed, with the type the kernel now shows
+        for them (blackhole while their nexthop is one, ``fib_dump_info``), under their
+        ids: the same kernel routes, kept in place."""
+        out = []
+        for route in routes:
+            now = route
+            if route.type in (RTN_UNICAST, RTN_BLACKHOLE):
+                rtype = RTN_UNICAST if self._nh_forwards(route.nhid) else RTN_BLACKHOLE
+                if rtype != route.type:
+                    now = self._swap(route, route._replace(type=rtype))
+            out.append(now)
+        return out
+
+    def _swap(self, old: Route, new: Route) -> Route:
+        """Put ``new`` where ``old`` is (same id, same path and expiry state)."""
+        fib = self._fibs[old.family, old.table]
+        bucket = fib.bucket(old)
+        at = next(i for i, other in enumerate(bucket) if other is old)
+        dead = self._dead.get(old.id)
+        expired = old.id in self._expired
+        self._unindex(old)
+        fib.put(new, (*bucket[:at], new, *bucket[at + 1 :]))
+        self._index(new, timed=False)
+        if dead is not None:
+            self._dead[new.id] = dead
+        if expired:
+            self._expired.add(new.id)
+        return new
 
     def _users(self, nhids: set[int]) -> list[Route]:
         """The routes over these nexthop objects or over groups that hold one."""
@@ -879,7 +907,7 @@ class RouteTable:
         changed = [route for nhid in shrunk for route in by_nhid.get(nhid, {}).values()]
         if changed and not removed:
             self._generation += 1
-        return NexthopChange(self._remove_all(removed), changed)
+        return NexthopChange(self._remove_all(removed), self._retype(changed))
 
     def _remove_all(self, routes: list[Route]) -> list[Route]:
         """Remove routes known to be in the table; one generation bump for all."""

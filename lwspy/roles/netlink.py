@@ -98,6 +98,24 @@ EXPIRY_SLACK = 0.02
 1/100 s, rounded down, and the kernel must have passed the expiry when it is asked."""
 
 
+def _entry(route: Route) -> tuple[object, ...]:
+    """What names one IPv6 table entry (``fib6_add_rt2leaf``): prefix, source prefix,
+    metric, gateway and device. Not its metrics, which the kernel changes in place (a
+    router advertisement's hop limit)."""
+    return (
+        route.family,
+        route.dst_num,
+        route.dst_len,
+        route.table,
+        route.priority,
+        route.src,
+        route.src_len,
+        route.gateway,
+        route.oif,
+        route.nexthops,
+    )
+
+
 def _addr_key(rec: AddrMsg) -> _AddrKey:
     return (rec.family, rec.index, rec.local, rec.prefixlen, rec.address)
 
@@ -236,6 +254,14 @@ class RouteWatcher:
         self._deadlines: dict[int, tuple[float, Route]] = {}  # route id -> (expiry, route)
         self._expiry_timer = Sul(ctx.pt.suls, self._expiry_due)
         self._query: socket.socket | None = None  # asks the kernel about one route
+        try:  # made here, in the namespace of the role's socket
+            self._query = socket.socket(
+                socket.AF_NETLINK,
+                socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
+                socket.NETLINK_ROUTE,
+            )
+        except OSError as e:
+            log.debug("lwspy netlink: no query socket (%s)", e)
         self._start_dump(initial=True)
 
     def close(self) -> None:
@@ -555,23 +581,20 @@ class RouteWatcher:
         ``route`` still has if that is ``route``, 0.0 if it no longer expires, None if the
         kernel uses another entry (``route`` expired) or cannot be asked."""
         sock = self._query
+        if sock is None:
+            return None
         try:
-            if sock is None:
-                sock = self._query = socket.socket(
-                    socket.AF_NETLINK,
-                    socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
-                    socket.NETLINK_ROUTE,
-                )
             seq = next(self._seq)
             sock.send(fibmatch_request(route, seq))
             data = sock.recv(1 << 16)
         except OSError as e:
             log.debug("lwspy netlink: cannot ask about %r (%s)", route, e)
             return None
+        want = _entry(route)
         for rec in decode(data):
             if type(rec) is RouteMsg and rec.seq == seq:
                 for got in rec.routes:
-                    if got.same_as(route):
+                    if _entry(got) == want:
                         return max(got.expires, 0.0)
         return None
 
