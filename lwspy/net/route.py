@@ -281,7 +281,7 @@ class RouteTable:
         self._count = 0
         self._generation = 0
         self.nexthops: dict[int, NexthopMsg] = {}
-        self._dead: dict[int, int] = {}  # route id -> dead paths (bit i: path i), if not nh_dead
+        self._dead: dict[int, int] = {}  # route id -> its dead paths (bit i: path i), if any
         self._expired: set[int] = set()  # ids of IPv6 routes past their expiry
         self._expiring: list[Route] = []  # routes with a lifetime, since take_expiring()
 
@@ -374,7 +374,7 @@ class RouteTable:
 
     def dead_paths(self, route: Route) -> int:
         """The paths of ``route`` that are dead, as a bit mask (bit ``i``: path ``i``)."""
-        return self._dead.get(route.id, route.nh_dead)
+        return self._dead.get(route.id, 0)
 
     def expired(self, route: Route) -> bool:
         """True if ``route`` is past its expiry (see :meth:`expire`)."""
@@ -488,6 +488,8 @@ class RouteTable:
         with messages of their own.
         """
         gone: list[Route] = []
+        if not self._count:  # e.g. a link found down early in a cold plug: no index yet
+            return gone
         for route in self.routes_via_link(ifindex):
             if route.family != AF_INET or route.nhid:
                 continue
@@ -500,13 +502,15 @@ class RouteTable:
                     dead |= 1 << i
             if dead == (1 << len(paths)) - 1:
                 gone.append(route)
-            else:
+            elif dead:
                 self._dead[route.id] = dead
         return self._remove_all(gone)
 
     def link_up(self, ifindex: int) -> None:
         """Link ``ifindex`` is up (again), or got an IPv4 address: its dead paths live
         again (the kernel's ``fib_sync_up``)."""
+        if not self._dead:  # the usual case, and a cold plug's: nothing to look up
+            return
         for route in self.routes_via_link(ifindex):
             dead = self.dead_paths(route)
             if not dead:
@@ -514,7 +518,10 @@ class RouteTable:
             for i, (_, oif) in enumerate(_paths(route)):
                 if oif == ifindex:
                     dead &= ~(1 << i)
-            self._dead[route.id] = dead
+            if dead:
+                self._dead[route.id] = dead
+            else:
+                del self._dead[route.id]
 
     def expire(self, route: Route) -> bool:
         """``route`` (IPv6) is past its expiry: the kernel no longer uses it, though it
@@ -554,6 +561,8 @@ class RouteTable:
         and return them: the kernel flushes them silently when that address leaves the
         host (``fib_sync_down_addr`` looks at table main only: a table local route
         with ``src`` that address stays)."""
+        if not self._count:
+            return []
         return self._remove_all(
             [
                 route
@@ -682,6 +691,8 @@ class RouteTable:
             self._by_nhid.setdefault(route.nhid, {})[rid] = route
         if route.expires and timed:
             self._expiring.append(route)
+        if route.nh_dead:
+            self._dead[rid] = route.nh_dead
 
     def _unindex(self, route: Route) -> None:
         """Remove a route from the indexes that exist, and forget its state."""
@@ -815,6 +826,8 @@ class RouteTable:
             if list(map(column, routes)).count(want) != m:
                 return -1
         if any(flags & RTM_F_CLONED for flags in set(map(_RTM_FLAGS, routes))):
+            return -1
+        if any(map(_NH_DEAD, routes)):  # dead paths to note: the general path does
             return -1
         nets = fib.nets.get(first.dst_len)
         if nets is None:
