@@ -1308,3 +1308,75 @@ def test_modules_import_no_pyroute2_and_no_io_layers() -> None:
         names |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
         for name in names:
             assert not name.startswith(("pyroute2", "asyncio", "lwspy.core", "lwspy.roles")), name
+
+
+# -- metrics, lifetimes, nexthop ids -----------------------------------------------------
+
+
+def _metrics_route(payload: bytes, dst: str = "198.51.100.0") -> bytes:
+    """A host route message whose RTA_METRICS payload is ``payload`` as given (padded)."""
+    base = enc_route([("RTA_DST", dst)], dst_len=32)
+    pad = bytes(-len(payload) % 4)
+    body = base + struct.pack("=HH", 4 + len(payload), 8) + payload + pad
+    return _corrupt(body, 0, "=I", len(body))
+
+
+@pytest.mark.parametrize("level", [logging.DEBUG, logging.INFO])
+def test_malformed_metrics_and_cacheinfo_are_skipped(
+    caplog: pytest.LogCaptureFixture, level: int
+) -> None:
+    good = _metrics_route(struct.pack("=HHI", 8, 2, 1400))
+    [rec] = decode(good)
+    assert isinstance(rec, RouteMsg) and rec.routes[0].metrics == ((2, 1400),)
+    bad = [
+        _metrics_route(b"\x08\x00"),  # nested header truncated
+        _metrics_route(struct.pack("=HH", 2, 2)),  # nested length below its header
+        _metrics_route(struct.pack("=HHI", 12, 2, 1400)),  # nested attribute overruns
+        _metrics_route(struct.pack("=HHH", 6, 2, 1400)),  # a u32 metric of 2 bytes
+    ]
+    short_ci = enc_route([("RTA_DST", "198.51.100.0")], dst_len=24)
+    short_ci += struct.pack("=HHII", 12, 12, 0, 0)  # rta_cacheinfo cut before rta_expires
+    bad.append(_corrupt(short_ci, 0, "=I", len(short_ci)))
+    with caplog.at_level(level, logger="lwspy"):
+        for data in bad:
+            assert decode(data) == []
+    assert ("RTA_METRICS malformed" in caplog.text) is (level == logging.DEBUG)
+    assert ("attribute 12 size 12" in caplog.text) is (level == logging.DEBUG)
+
+
+def test_a_bad_metric_inside_a_run_is_left_to_the_walker() -> None:
+    good = [
+        _metrics_route(struct.pack("=HHI", 8, 2, 1280 + i), dst=f"203.0.113.{i}") for i in range(30)
+    ]
+    good[20] = _metrics_route(struct.pack("=HHHxx", 6, 2, 1400), dst="203.0.113.20")
+    got = [(r.dst, r.metrics) for _, r in flat_routes(decode(b"".join(good)))]
+    assert got == [(f"203.0.113.{i}", ((2, 1280 + i),)) for i in range(30) if i != 20]
+
+
+def test_metrics_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nlmsg, "_ADDR_CACHE_MAX", 3)
+    nlmsg._METRICS_CACHE.clear()
+    for i in range(10):
+        msg = enc_route([("RTA_METRICS", {"attrs": [("RTAX_MTU", 1280 + i)]})])
+        check_route(msg, decode(msg))
+    assert len(nlmsg._METRICS_CACHE) <= 3
+
+
+def test_route_repr_says_nexthop_object_and_lifetime() -> None:
+    [rec] = decode(
+        enc_route(
+            [("RTA_DST", "2001:db8:9::"), ("RTA_NH_ID", 7), ("RTA_CACHEINFO", cacheinfo(250))],
+            family=AF_INET6,
+            dst_len=64,
+        )
+    )
+    assert isinstance(rec, RouteMsg)
+    text = repr(rec.routes[0])
+    assert "nhid 7" in text and "expires 2.5s" in text
+
+
+def test_a_skipped_nexthop_message_is_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    data = _corrupt(enc_nexthop([("NHA_ID", 1)])[:20], 0, "=I", 20)
+    with caplog.at_level(logging.DEBUG, logger="lwspy"):
+        assert decode(data) == []
+    assert "nexthop message too short" in caplog.text

@@ -548,7 +548,8 @@ class RouteWatcher:
         now = self.ctx.now()
         deadlines = self._deadlines
         for route in self.table.take_expiring():
-            deadlines[route.id] = (now + max(route.expires, 0.0) + EXPIRY_SLACK, route)
+            due = now + route.expires + EXPIRY_SLACK if route.expires > 0 else now
+            deadlines[route.id] = (due, route)
         if not deadlines:
             return
         table = self.table
