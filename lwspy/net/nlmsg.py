@@ -365,8 +365,9 @@ class Route(NamedTuple):
         return () if self.oif is None else (self.oif,)
 
     def same_as(self, other: Route) -> bool:
-        """True if ``other`` is the same kernel route, whatever its ``id`` and ``rtm_flags``
-        (flags such as ``RTNH_F_LINKDOWN`` follow the carrier, not the route)."""
+        """True if ``other`` is the same kernel route, whatever its ``id`` and its state
+        (``rtm_flags``, ``nh_dead``, ``expires``: flags such as ``RTNH_F_LINKDOWN``
+        follow the carrier, not the route)."""
         return self[:_CONTENT_END] == other[:_CONTENT_END]
 
     def __repr__(self) -> str:

@@ -91,6 +91,7 @@ _DUMP_STEPS = (RTM_GETLINK, RTM_GETADDR, RTM_GETNEXTHOP, RTM_GETROUTE)
 # An address as the kernel tells addresses apart (inet_rtm_deladdr): family, ifindex,
 # local address, prefix length, and IFA_ADDRESS (the peer of a point-to-point address).
 _AddrKey = tuple[int, int, str, int, str]
+_QUERY_READS = 8  # datagrams read from the query socket for one answer
 SOL_NETLINK = 270
 NETLINK_ADD_MEMBERSHIP = 1
 EXPIRY_SLACK = 0.02
@@ -584,19 +585,19 @@ class RouteWatcher:
         sock = self._query
         if sock is None:
             return None
+        want = _entry(route)
+        seq = next(self._seq)
         try:
-            seq = next(self._seq)
             sock.send(fibmatch_request(route, seq))
-            data = sock.recv(1 << 16)
+            for _ in range(_QUERY_READS):  # an answer left from an earlier ask comes first
+                for rec in decode(sock.recv(1 << 16)):
+                    if type(rec) is RouteMsg and rec.seq == seq:
+                        got = next((r for r in rec.routes if _entry(r) == want), None)
+                        return None if got is None else max(got.expires, 0.0)
+                    if type(rec) is ErrorMsg and rec.seq == seq:
+                        return None  # no route there any more (ENETUNREACH, ...)
         except OSError as e:
             log.debug("lwspy netlink: cannot ask about %r (%s)", route, e)
-            return None
-        want = _entry(route)
-        for rec in decode(data):
-            if type(rec) is RouteMsg and rec.seq == seq:
-                for got in rec.routes:
-                    if _entry(got) == want:
-                        return max(got.expires, 0.0)
         return None
 
     def _settle(self, batch: _Batch) -> None:
