@@ -604,6 +604,9 @@ def test_ipv6_routes_of_one_metric_on_different_links_coexist() -> None:
     table.add(again)
     [change] = table.apply_route(gone(copy(again, protocol=3)))
     assert change.removed is again and table.lookup("fe80::1") is va
+    # One on a link the table has no route of that key for names no route here.
+    assert table.apply_route(gone(rt("fe80::/64", oif=9, priority=256, protocol=2))) == []
+    assert table.lookup("fe80::1") is va
 
 
 def test_ipv6_replace_takes_the_first_route_that_can_form_ecmp_like_it() -> None:

@@ -780,8 +780,9 @@ class RouteTable:
         added: Route | None = None
         if at < 0:
             # Not an exact echo: the route of that key with a path in common (IPv6 deletes
-            # one path of a multipath route alone), else the first of that key.
-            at = same[0]
+            # one path of a multipath route alone), else (IPv4) the first of that key. An
+            # IPv6 route of that key on another path is another route: left alone.
+            at = same[0] if route.family == AF_INET else -1
             gone = set(_paths(route))
             for i in same:
                 if gone.intersection(_paths(bucket[i])):
@@ -791,6 +792,8 @@ class RouteTable:
                     if left:
                         added = _with_paths(bucket[i], left)
                     break
+            if at < 0:
+                return None
         removed = bucket[at]
         if added is None:
             fib.put(route, bucket[:at] + bucket[at + 1 :])
