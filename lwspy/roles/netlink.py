@@ -92,8 +92,8 @@ _DUMP_STEPS = (RTM_GETLINK, RTM_GETADDR, RTM_GETNEXTHOP, RTM_GETROUTE)
 # local address, prefix length, and IFA_ADDRESS (the peer of a point-to-point address).
 _AddrKey = tuple[int, int, str, int, str]
 _QUERY_READS = 8  # datagrams read from the query socket for one answer
-SOL_NETLINK = 270
-NETLINK_ADD_MEMBERSHIP = 1
+_SOL_NETLINK = 270
+_NETLINK_ADD_MEMBERSHIP = 1
 EXPIRY_SLACK = 0.02
 """Seconds added to a route's expiry before it is checked: ``rta_expires`` is in
 1/100 s, rounded down, and the kernel must have passed the expiry when it is asked."""
@@ -141,7 +141,7 @@ def open_netlink() -> socket.socket:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
         sock.bind((0, RTMGRP_SUBSCRIBE))
         try:  # group 32 is past bind()'s 32-bit mask; kernels before 5.3 have no nexthops
-            sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, RTNLGRP_NEXTHOP)
+            sock.setsockopt(_SOL_NETLINK, _NETLINK_ADD_MEMBERSHIP, RTNLGRP_NEXTHOP)
         except OSError as e:
             log.debug("lwspy netlink: no nexthop group (%s)", e)
     except BaseException:
@@ -542,9 +542,10 @@ class RouteWatcher:
 
         The kernel stops using such a route at its expiry but says nothing until its
         garbage collector deletes it; and it also extends a lifetime without a word
-        (a router advertisement, an ``ip route add`` of the same route). So at the
-        expiry the kernel is asked which entry it would use now (:meth:`_lifetime_left`)
-        before the route is taken out of lookups here.
+        (a router advertisement refreshing its default route: ``fib6_set_expires`` in
+        ``ndisc_router_discovery``). So at the expiry the kernel is asked which entry it
+        would use now (:meth:`_lifetime_left`) before the route is taken out of lookups
+        here.
         """
         now = self.ctx.now()
         deadlines = self._deadlines
