@@ -1,11 +1,12 @@
 """The netlink role: the routing table as live state (lws ``roles/netlink``, done right).
 
 One ``AF_NETLINK/NETLINK_ROUTE`` socket in the same selector as every wsi, subscribed to
-links, IPv4/IPv6 addresses and IPv4/IPv6 routes. At start it dumps links, then addresses,
-then routes (lws dumps routes only), holding the system state at IFACE_COLDPLUG until the
-dumps end (or :data:`COLDPLUG_TIMEOUT` passes). From then on every change is applied to
-:class:`~lwspy.net.route.RouteTable` and, once per batch of messages, the connections the
-change could affect are re-checked:
+links, IPv4/IPv6 addresses, IPv4/IPv6 routes and nexthop objects. At start it dumps
+links, then addresses, then nexthop objects, then routes (lws dumps routes only),
+holding the system state at IFACE_COLDPLUG until the dumps end (or
+:data:`COLDPLUG_TIMEOUT` passes). From then on every change is applied to
+:class:`~lwspy.net.route.RouteTable` and, once per batch of messages, the connections
+the change could affect are re-checked:
 
 * a connection whose local address left the host closes with "source address gone";
 * one whose route went (deleted, replaced, flushed with its link) is looked up again and
@@ -15,10 +16,14 @@ change could affect are re-checked:
 
 Connections are indexed by the id of the route they use and by their local address, so
 a change costs O(connections it could affect), not O(connections). Loopback connections
-are never indexed. The kernel flushes some IPv4 routes without any RTM_DELROUTE (those
-over a link that goes down, and all of a link's IPv4 routes when its last IPv4 address
-goes); they are dropped here on the NEWLINK / DELADDR that does arrive. When the kernel
-drops events (ENOBUFS), everything is dumped again and diffed against the table.
+are never indexed. The kernel drops some routes without any RTM_DELROUTE (IPv4 routes
+whose every path died with its link or with the link's last IPv4 address, routes of
+table main whose preferred source went, nexthop objects with their link's carrier and
+every route over them); the table mirrors those rules on the NEWLINK / DELADDR /
+DELNEXTHOP that does arrive (see :mod:`lwspy.net.route`). An IPv6 route with a lifetime
+stops being used at its expiry, which a timer here follows (the kernel says nothing until
+its garbage collector deletes the route). When the kernel drops events (ENOBUFS),
+everything is dumped again and diffed against the table.
 """
 
 from __future__ import annotations
@@ -40,26 +45,31 @@ from lwspy.net.nlmsg import (
     AF_BRIDGE,
     AF_INET,
     AF_UNSPEC,
+    IFF_LOWER_UP,
+    IFF_RUNNING,
     RTM_DELADDR,
     RTM_DELLINK,
     RTM_GETADDR,
     RTM_GETLINK,
+    RTM_GETNEXTHOP,
     RTM_GETROUTE,
     RTM_NEWADDR,
     RTM_NEWLINK,
     RTMGRP_SUBSCRIBE,
-    RTN_LOCAL,
+    RTNLGRP_NEXTHOP,
     AddrMsg,
     DoneMsg,
     ErrorMsg,
     LinkMsg,
+    NexthopMsg,
     NlRecord,
     Route,
     RouteMsg,
     decode,
     dump_request,
+    fibmatch_request,
 )
-from lwspy.net.route import NOT_ROUTABLE, RouteTable
+from lwspy.net.route import NOT_ROUTABLE, NexthopChange, RouteTable
 from lwspy.system.smd import SmdClass
 from lwspy.system.state import SystemState
 
@@ -77,8 +87,46 @@ RCVBUF = 8 << 20
 READS_PER_EVENT = 512
 """The most datagrams read per readable event, so a dump cannot starve the other fds."""
 
-_DUMP_STEPS = (RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE)
-_AddrKey = tuple[int, int, str]  # (family, ifindex, local address)
+_DUMP_STEPS = (RTM_GETLINK, RTM_GETADDR, RTM_GETNEXTHOP, RTM_GETROUTE)
+# An address as the kernel tells addresses apart (inet_rtm_deladdr): family, ifindex,
+# local address, prefix length, and IFA_ADDRESS (the peer of a point-to-point address).
+_AddrKey = tuple[int, int, str, int, str]
+_QUERY_READS = 8  # datagrams read from the query socket for one answer
+_SOL_NETLINK = 270
+_NETLINK_ADD_MEMBERSHIP = 1
+EXPIRY_SLACK = 0.02
+"""Seconds added to a route's expiry before it is checked: ``rta_expires`` is in
+1/100 s, rounded down, and the kernel must have passed the expiry when it is asked."""
+
+
+def _entry(route: Route) -> tuple[object, ...]:
+    """What names one IPv6 table entry (``fib6_add_rt2leaf``): prefix, source prefix,
+    metric, gateway and device. Not its metrics, which the kernel changes in place (a
+    router advertisement's hop limit)."""
+    return (
+        route.family,
+        route.dst_num,
+        route.dst_len,
+        route.table,
+        route.priority,
+        route.src,
+        route.src_len,
+        route.gateway,
+        route.oif,
+        route.nexthops,
+    )
+
+
+def _addr_key(rec: AddrMsg) -> _AddrKey:
+    return (rec.family, rec.index, rec.local, rec.prefixlen, rec.address)
+
+
+def _count_locals(addrs: dict[_AddrKey, AddrMsg]) -> dict[str, int]:
+    """How many address entries hold each local address."""
+    counts: dict[str, int] = {}
+    for key in addrs:
+        counts[key[2]] = counts.get(key[2], 0) + 1
+    return counts
 
 
 def open_netlink() -> socket.socket:
@@ -92,6 +140,10 @@ def open_netlink() -> socket.socket:
         except OSError:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
         sock.bind((0, RTMGRP_SUBSCRIBE))
+        try:  # group 32 is past bind()'s 32-bit mask; kernels before 5.3 have no nexthops
+            sock.setsockopt(_SOL_NETLINK, _NETLINK_ADD_MEMBERSHIP, RTNLGRP_NEXTHOP)
+        except OSError as e:
+            log.debug("lwspy netlink: no nexthop group (%s)", e)
     except BaseException:
         sock.close()
         raise
@@ -152,10 +204,13 @@ class RouteWatcher:
 
     __slots__ = (
         "_coldplug_timer",
+        "_deadlines",
         "_dump",
         "_early",
+        "_expiry_timer",
         "_keys",
         "_pid",
+        "_query",
         "_retry",
         "_seq",
         "_unnotify",
@@ -197,13 +252,28 @@ class RouteWatcher:
         self._coldplug_timer = Sul(ctx.pt.suls, self._coldplug_timeout)
         self._coldplug_timer.schedule(COLDPLUG_TIMEOUT)
         self._retry = Sul(ctx.pt.suls, self._send_dump_step)
+        self._deadlines: dict[int, tuple[float, Route]] = {}  # route id -> (expiry, route)
+        self._expiry_timer = Sul(ctx.pt.suls, self._expiry_due)
+        self._query: socket.socket | None = None  # asks the kernel about one route
+        try:  # made here, in the namespace of the role's socket
+            self._query = socket.socket(
+                socket.AF_NETLINK,
+                socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
+                socket.NETLINK_ROUTE,
+            )
+        except OSError as e:
+            log.debug("lwspy netlink: no query socket (%s)", e)
         self._start_dump(initial=True)
 
     def close(self) -> None:
-        """Release the socket and the timers (the context is going away)."""
+        """Release the sockets and the timers (the context is going away)."""
         self._coldplug_timer.cancel()
         self._retry.cancel()
+        self._expiry_timer.cancel()
         self._unnotify()
+        if self._query is not None:
+            self._query.close()
+            self._query = None
         self.wsi._close_now("context destroyed")
 
     # -- what the core calls -------------------------------------------------------------
@@ -303,9 +373,7 @@ class RouteWatcher:
         old_locals = set(self.local_count)
         self.links = dump.links
         self.addrs = dump.addrs
-        self.local_count = {}
-        for _, _, local in dump.addrs:
-            self.local_count[local] = self.local_count.get(local, 0) + 1
+        self.local_count = _count_locals(dump.addrs)
         if dump.initial:  # no SMD, no culling: this is what the host had from the start
             if self.coldplug_done:  # it came after the timeout: connections since then
                 self._retrack()  # were looked up in an empty table
@@ -334,6 +402,7 @@ class RouteWatcher:
         finally:
             if pause_gc:
                 gc.enable()
+        self._expiries(batch)
         self._settle(batch)
 
     def _read(self, sock: socket.socket, batch: _Batch) -> None:
@@ -371,6 +440,8 @@ class RouteWatcher:
             self._link(rec, dump, batch)
         elif type(rec) is AddrMsg:
             self._addr(rec, dump, batch)
+        elif type(rec) is NexthopMsg:
+            self._nexthop(rec, dump, batch)
         elif type(rec) is DoneMsg:
             if dump is not None and rec.seq == dump.seq:
                 if rec.interrupted:  # the kernel's tables changed mid-dump: start over
@@ -378,6 +449,9 @@ class RouteWatcher:
                 else:
                     self._dump_done(dump, batch)
         elif type(rec) is ErrorMsg and dump is not None and rec.seq == dump.seq and rec.errno:
+            if _DUMP_STEPS[dump.step] == RTM_GETNEXTHOP:  # a kernel without nexthop objects
+                self._dump_done(dump, batch)
+                return
             log.debug("lwspy netlink: dump step refused (errno %d); retrying", rec.errno)
             self._retry.schedule(0.05)
 
@@ -386,29 +460,42 @@ class RouteWatcher:
             return
         links, table = (dump.links, dump.routes) if dump is not None else (self.links, self.table)
         removed = batch.removed if dump is None else []
+        index = rec.index
         if rec.type == RTM_NEWLINK:
-            prev = links.get(rec.index)
-            links[rec.index] = rec
+            prev = links.get(index)
+            links[index] = rec
             if not rec.up and (prev is None or prev.up):
-                # Link down: the kernel flushed its IPv4 routes (all but the local ones)
+                # Link down: the kernel killed its IPv4 paths (all but scope host ones)
                 # without a word; its IPv6 routes come as RTM_DELROUTEs.
-                for route in table.routes_via_link(rec.index):
-                    if (
-                        route.family == AF_INET
-                        and route.type != RTN_LOCAL
-                        and set(route.oifs) == {rec.index}
-                        and table.delete(route) is not None
-                    ):
-                        removed.append(route)
+                removed.extend(table.link_down(index))
+            elif rec.up and prev is not None and not prev.up:
+                table.link_up(index)
+            if not rec.up or not rec.flags & (IFF_RUNNING | IFF_LOWER_UP):
+                # Down or no carrier: its nexthop objects are gone (nh_netdev_event).
+                self._nh_change(table.flush_nexthops(index), removed)
         elif rec.type == RTM_DELLINK:
-            links.pop(rec.index, None)
-            removed.extend(table.drop_link(rec.index))
+            links.pop(index, None)
+            self._nh_change(table.flush_nexthops(index), removed)
+            removed.extend(table.link_down(index, force=True))
+            removed.extend(table.drop_link(index))
+
+    @staticmethod
+    def _nh_change(change: NexthopChange, removed: list[Route]) -> None:
+        """Routes a nexthop change took away, or changed under their connections: both are
+        looked at again."""
+        removed.extend(change.removed)
+        removed.extend(change.changed)
+
+    def _nexthop(self, rec: NexthopMsg, dump: _Dump | None, batch: _Batch) -> None:
+        table = dump.routes if dump is not None else self.table
+        self._nh_change(table.apply_nexthop(rec), batch.removed if dump is None else [])
 
     def _addr(self, rec: AddrMsg, dump: _Dump | None, batch: _Batch) -> None:
-        key = (rec.family, rec.index, rec.local)
+        key = _addr_key(rec)
         if dump is not None:
             if rec.type == RTM_NEWADDR:
                 dump.addrs[key] = rec
+                self._addr_came(rec, dump.links, dump.routes)
             elif dump.addrs.pop(key, None) is not None:
                 self._addr_gone(rec, dump.addrs, dump.routes, [])
             return
@@ -416,6 +503,7 @@ class RouteWatcher:
             if key not in self.addrs:
                 self.local_count[rec.local] = self.local_count.get(rec.local, 0) + 1
             self.addrs[key] = rec
+            self._addr_came(rec, self.links, self.table)
         elif rec.type == RTM_DELADDR and self.addrs.pop(key, None) is not None:
             left = self.local_count[rec.local] - 1
             if left:
@@ -426,17 +514,92 @@ class RouteWatcher:
             self._addr_gone(rec, self.addrs, self.table, batch.removed)
 
     @staticmethod
+    def _addr_came(rec: AddrMsg, links: dict[int, LinkMsg], table: RouteTable) -> None:
+        """An IPv4 address on a link that is up brings its dead paths back (fib_sync_up)."""
+        link = links.get(rec.index)
+        if rec.family == AF_INET and link is not None and link.up:
+            table.link_up(rec.index)
+
+    @staticmethod
     def _addr_gone(
         rec: AddrMsg, addrs: dict[_AddrKey, AddrMsg], table: RouteTable, removed: list[Route]
     ) -> None:
         """Mirror what the kernel flushes, unannounced, when an IPv4 address goes."""
         if rec.family != AF_INET:
             return
-        if not any(fam == AF_INET and local == rec.local for fam, _, local in addrs):
-            removed.extend(table.drop_prefsrc(rec.local))  # routes with "src" that address
-        if not any(fam == AF_INET and idx == rec.index for fam, idx, _ in addrs):
-            # The link's last IPv4 address went: every IPv4 route over it went too.
-            removed.extend(table.drop_link(rec.index, AF_INET))
+        if not any(key[0] == AF_INET and key[2] == rec.local for key in addrs):
+            # routes of table main with "src" that address (fib_sync_down_addr)
+            removed.extend(table.drop_prefsrc(rec.local))
+        if not any(key[0] == AF_INET and key[1] == rec.index for key in addrs):
+            # The link's last IPv4 address went: every IPv4 path over it died
+            # (fib_disable_ip, forced).
+            removed.extend(table.link_down(rec.index, force=True))
+
+    # -- route lifetimes (IPv6 "expires") ------------------------------------------------
+
+    def _expiries(self, batch: _Batch) -> None:
+        """Time the routes that came with a lifetime, and expire the ones that are due.
+
+        The kernel stops using such a route at its expiry but says nothing until its
+        garbage collector deletes it; and it also extends a lifetime without a word
+        (a router advertisement refreshing its default route: ``fib6_set_expires`` in
+        ``ndisc_router_discovery``). So at the expiry the kernel is asked which entry it
+        would use now (:meth:`_lifetime_left`) before the route is taken out of lookups
+        here.
+        """
+        now = self.ctx.now()
+        deadlines = self._deadlines
+        for route in self.table.take_expiring():
+            due = now + route.expires + EXPIRY_SLACK if route.expires > 0 else now
+            deadlines[route.id] = (due, route)
+        if not deadlines:
+            return
+        table = self.table
+        for rid, (due, route) in list(deadlines.items()):
+            if due > now:
+                continue
+            del deadlines[rid]
+            if route not in table:
+                continue
+            left = self._lifetime_left(route) if route.expires > 0 else None
+            if left is None:
+                if table.expire(route):
+                    batch.removed.append(route)
+            elif left > 0:
+                deadlines[rid] = (now + left + EXPIRY_SLACK, route)
+        if deadlines:
+            first = min(due for due, _ in deadlines.values())
+            self._expiry_timer.schedule(max(0.0, first - now))
+        else:
+            self._expiry_timer.cancel()
+
+    def _expiry_due(self) -> None:
+        batch = _Batch()
+        self._expiries(batch)
+        self._settle(batch)
+
+    def _lifetime_left(self, route: Route) -> float | None:
+        """Ask the kernel (``RTM_GETROUTE`` with ``RTM_F_FIB_MATCH``, answered within the
+        send) which entry it uses for ``route``'s destination over its link: the seconds
+        ``route`` still has if that is ``route``, 0.0 if it no longer expires, None if the
+        kernel uses another entry (``route`` expired) or cannot be asked."""
+        sock = self._query
+        if sock is None:
+            return None
+        want = _entry(route)
+        seq = next(self._seq)
+        try:
+            sock.send(fibmatch_request(route, seq))
+            for _ in range(_QUERY_READS):  # an answer left from an earlier ask comes first
+                for rec in decode(sock.recv(1 << 16)):
+                    if type(rec) is RouteMsg and rec.seq == seq:
+                        got = next((r for r in rec.routes if _entry(r) == want), None)
+                        return None if got is None else max(got.expires, 0.0)
+                    if type(rec) is ErrorMsg and rec.seq == seq:
+                        return None  # no route there any more (ENETUNREACH, ...)
+        except OSError as e:
+            log.debug("lwspy netlink: cannot ask about %r (%s)", route, e)
+        return None
 
     def _settle(self, batch: _Batch) -> None:
         """Re-check what the batch could have affected; announce it on SMD."""
@@ -469,7 +632,7 @@ class RouteWatcher:
         if keys is None or wsi.state >= WsiState.CLOSING:
             return
         route = self.table.lookup(keys[0])
-        if route is None or route.type in NOT_ROUTABLE:
+        if route is None or not self.table.forwards(route):
             self._cull(wsi, "route lost")
             return
         self.by_route.setdefault(route.id, set()).add(wsi)
