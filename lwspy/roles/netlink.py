@@ -326,6 +326,8 @@ class RouteWatcher:
         "_keys",
         "_peers",
         "_pid",
+        "_policy_pid",
+        "_probing",
         "_probe_sul",
         "_probes",
         "_retry",
@@ -378,6 +380,7 @@ class RouteWatcher:
         self._fast: dict[int, bool] = {}  # family -> the table decides (None: not worked out)
         self._sourced: dict[int, int] | None = None  # source-specific routes per family
         self._bound = 0  # tracked connections bound to a device
+        self._probing = 0  # tracked connections the kernel decides for
         self._probes: dict[Wsi, None] = {}  # connections to ask the kernel about, in order
         self._seq = itertools.count(1)
         self._dump: _Dump | None = None
@@ -391,6 +394,7 @@ class RouteWatcher:
         self._rule_seq = 0
         self._watching = False
         self.policy_sock, self.policy_wsi = self._open_policy()
+        self._policy_pid = self.policy_sock.getsockname()[0] if self.policy_sock else 0
         self._unnotify = ctx.system.register_notifier(self._hold_coldplug)
         self._unhook = ctx.hooks.subscribe(established=self.track, closed=self.untrack)
         self._coldplug_timer = Sul(ctx.pt.suls, self._coldplug_timeout)
@@ -438,6 +442,7 @@ class RouteWatcher:
             self._bound += 1
             self._update_watch()
         if conn.probe:
+            self._probing += 1
             return
         route = self.table.lookup(peer)
         if route is not None:
@@ -456,6 +461,7 @@ class RouteWatcher:
                     del self.by_local[conn.local]
             self._peers.discard(conn, wsi)
             self._probes.pop(wsi, None)
+            self._probing -= conn.probe
             if conn.bound:
                 self._bound -= 1
                 self._update_watch()
@@ -766,7 +772,7 @@ class RouteWatcher:
         blocking = [r for r in batch.added if r.type in NOT_ROUTABLE]
         if blocking:
             self._recheck_covered(blocking)
-        if self._probes or len(self._keys) > len(self.by_route):  # some are the kernel's
+        if self._probing:  # the kernel decides for some: ask about those the change covers
             for route in (*batch.removed, *blocking):
                 self._probe_covered(route.family, route.dst_num, route.dst_len)
         self._count_sourced(batch)
@@ -893,20 +899,21 @@ class RouteWatcher:
 
     def _rule_record(self, rec: RuleMsg | DoneMsg | ErrorMsg) -> None:
         if type(rec) is RuleMsg:
-            if self._rule_dump is not None and rec.seq == self._rule_seq and rec.seq:
+            if self._rule_dump is not None:  # the dump's rules and events alike, in order
                 self._rule_dump.append(rec)
             elif self.rules.apply(rec):
                 self._rules_changed(rec.rule.family)
-            elif self._rule_dump is not None:  # an event during the dump: the dump has it
-                self._rule_dump.append(rec)
         elif type(rec) is DoneMsg and rec.seq == self._rule_seq and self._rule_dump is not None:
             if rec.interrupted:
                 self._send_rule_dump()
                 return
             msgs, self._rule_dump = self._rule_dump, None
-            self.rules.load([m.rule for m in msgs if m.seq == self._rule_seq])
-            for m in msgs:  # events that came during the dump, in order
-                if m.seq != self._rule_seq:
+            mine = [m for m in msgs if m.seq == self._rule_seq and m.pid == self._policy_pid]
+            self.rules.load([m.rule for m in mine])
+            # Events during the dump, replayed in order: a rule's last event decides
+            # whether it is there, whether or not the dump already had it.
+            for m in msgs:
+                if m.seq != self._rule_seq or m.pid != self._policy_pid:
                     self.rules.apply(m)
             self._update_modes()
             self._probe_all()
