@@ -65,7 +65,7 @@ def test_peer_index_finds_exactly_the_covered_connections(
     for i in drops:
         if i < len(made) and made[i] in live:
             index.discard(live.pop(made[i]), made[i])  # type: ignore[arg-type]
-    for family, bits in ((AF_INET, 32), (AF_INET6, 128)):
+    for family in (AF_INET, AF_INET6):
         plen_f = plen if family == AF_INET else plen + 96
         base = dst if family == AF_INET else dst + (1 << 100)
         net = ipaddress.ip_network((base, plen_f), strict=False)
