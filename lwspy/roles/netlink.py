@@ -812,7 +812,15 @@ class RouteWatcher:
             self._probes[wsi] = None
             return
         route = self.table.lookup(conn.peer)
-        if route is None or route.type in NOT_ROUTABLE:
+        if route is None:
+            # Tables local and main have nothing for the peer: the default rules still
+            # look in table default, which is not kept here. The kernel says.
+            self.stats["probed"] += 1
+            reason = probe(wsi)
+            if reason is not None:
+                self._cull(wsi, reason)
+            return
+        if route.type in NOT_ROUTABLE:
             self._cull(wsi, "route lost")
             return
         self.by_route.setdefault(route.id, set()).add(wsi)

@@ -123,6 +123,21 @@ def test_wg_quick_rules_decide_and_culls_follow_them(net: Net) -> None:
     net.check_table()  # ctx.routes stays tables main and local
 
 
+def test_a_route_in_table_default_still_carries_a_connection(net: Net) -> None:
+    """The default rules end with `lookup default`: a peer that only table default
+    routes is routed by the kernel, though ctx.routes (main and local) has no route."""
+    lab = net.lab
+    lab.ip("a", "route", "add", "203.0.113.0/24", "via", Lab.B_ADDR, "table", "default")
+    far = connect(net, Lab.PEER)
+    lab.ip("a", "route", "del", "203.0.113.0/24")
+    agrees(net, far)
+    assert net.alive(far) and echoes(net, far)
+    lab.ip("a", "route", "del", "203.0.113.0/24", "table", "default")
+    lab.ip("a", "route", "add", "blackhole", f"{Lab.PEER}/32")
+    net.service_until(lambda: far.state is WsiState.CLOSED)
+    agrees(net, far)
+
+
 def test_a_rule_that_blocks_a_peer_culls_and_its_removal_leaves_the_rest(net: Net) -> None:
     far = connect(net, Lab.PEER)
     near = connect(net, Lab.B_ADDR)
