@@ -19,6 +19,14 @@ are never indexed. The kernel flushes some IPv4 routes without any RTM_DELROUTE 
 over a link that goes down, and all of a link's IPv4 routes when its last IPv4 address
 goes); they are dropped here on the NEWLINK / DELADDR that does arrive. When the kernel
 drops events (ENOBUFS), everything is dumped again and diffed against the table.
+
+The table decides only where it is the kernel's whole decision: the family has just the
+default rules, no source-specific route, and the connection is not bound to a device.
+For the others the kernel is asked (:func:`probe`) about the connections a change could
+affect. Rules are followed on a second socket (the policy socket: a rule dump, then the
+rule groups; while the kernel decides for some connection, also every table's routes,
+links and addresses). Connections are also indexed by peer address, sorted, so the ones
+a new blocking prefix covers are found in O(log n + matches).
 """
 
 from __future__ import annotations
@@ -77,7 +85,16 @@ from lwspy.system.state import SystemState
 if TYPE_CHECKING:
     from lwspy.core.context import Context
 
-__all__ = ["COLDPLUG_TIMEOUT", "NETLINK", "NetlinkRole", "RouteWatcher", "open_netlink"]
+__all__ = [
+    "COLDPLUG_TIMEOUT",
+    "NETLINK",
+    "POLICY",
+    "NetlinkRole",
+    "PolicyRole",
+    "RouteWatcher",
+    "open_netlink",
+    "probe",
+]
 
 COLDPLUG_TIMEOUT = 5.0
 """Seconds the system state waits at IFACE_COLDPLUG for the dumps before going on."""
@@ -324,6 +341,7 @@ class RouteWatcher:
         "_early",
         "_fast",
         "_keys",
+        "_orphans",
         "_peers",
         "_pid",
         "_policy_pid",
@@ -377,11 +395,14 @@ class RouteWatcher:
         self._early: set[Wsi] = set()  # connections made before the table was known
         self._keys: dict[Wsi, _Conn] = {}  # every tracked connection
         self._peers = _PeerIndex()
-        self._fast: dict[int, bool] = {}  # family -> the table decides (None: not worked out)
+        self._fast: dict[int, bool] = {}  # family -> the table decides (absent: not known yet)
         self._sourced: dict[int, int] | None = None  # source-specific routes per family
         self._bound = 0  # tracked connections bound to a device
         self._probing = 0  # tracked connections the kernel decides for
         self._probes: dict[Wsi, None] = {}  # connections to ask the kernel about, in order
+        # Table-decided connections with no route in tables local and main that the kernel
+        # still routes (by table default): followed like the kernel-decided ones.
+        self._orphans: set[Wsi] = set()
         self._seq = itertools.count(1)
         self._dump: _Dump | None = None
         wsi = Wsi(ctx, NETLINK, None, INTERNAL, sock)
@@ -448,6 +469,9 @@ class RouteWatcher:
         if route is not None:
             self.by_route.setdefault(route.id, set()).add(wsi)
             wsi._route_id = route.id
+        else:
+            self._orphans.add(wsi)
+            self._update_watch()
 
     def untrack(self, wsi: Wsi) -> None:
         """Forget a connection (it closed)."""
@@ -464,6 +488,9 @@ class RouteWatcher:
             self._probing -= conn.probe
             if conn.bound:
                 self._bound -= 1
+                self._update_watch()
+            if wsi in self._orphans:
+                self._orphans.discard(wsi)
                 self._update_watch()
         self._early.discard(wsi)
 
@@ -490,6 +517,7 @@ class RouteWatcher:
         return fast
 
     def _decides(self, family: int) -> bool:
+        """Work out :meth:`_is_fast` from the rules and the table."""
         if not self.rules.default(family):
             return False
         if self._sourced is None:  # counted once, the first time it matters
@@ -523,7 +551,7 @@ class RouteWatcher:
     def _update_watch(self) -> None:
         """Follow every table's routes, links and addresses on the policy socket while
         the kernel decides for some connection: non-default rules, or a bound device."""
-        want = bool(self._bound) or not (
+        want = bool(self._bound or self._orphans) or not (
             self.rules.default(AF_INET) and self.rules.default(AF_INET6)
         )
         if want == self._watching or self.policy_sock is None:
@@ -536,9 +564,10 @@ class RouteWatcher:
     def _probe_covered(self, family: int, dst: int, dst_len: int) -> None:
         """Queue the kernel-decided connections whose peer ``dst/dst_len`` covers."""
         keys = self._keys
+        orphans = self._orphans
         for wsi in self._peers.covered(family, dst, dst_len):
             conn = keys.get(wsi)
-            if conn is not None and conn.probe:
+            if conn is not None and (conn.probe or wsi in orphans):
                 self._probes[wsi] = None
 
     def _probe_all(self, family: int | None = None) -> None:
@@ -772,9 +801,11 @@ class RouteWatcher:
         blocking = [r for r in batch.added if r.type in NOT_ROUTABLE]
         if blocking:
             self._recheck_covered(blocking)
-        if self._probing:  # the kernel decides for some: ask about those the change covers
+        if self._probing or self._orphans:  # ask the kernel about those the change covers
             for route in (*batch.removed, *blocking):
                 self._probe_covered(route.family, route.dst_num, route.dst_len)
+        if self._orphans and batch.added:
+            self._adopt_orphans()
         self._count_sourced(batch)
         self._run_probes()
         smd = self.ctx.smd
@@ -784,6 +815,17 @@ class RouteWatcher:
             smd.post(SmdClass.NETWORK, {"rt": "del"})
         if any(r.gateway is not None for r in (*batch.added, *batch.removed)):
             smd.post(SmdClass.NETWORK, {"trigger": "cpdcheck", "src": "gw-change"})
+
+    def _adopt_orphans(self) -> None:
+        """Routes came: index the connections the table now has a route for."""
+        keys = self._keys
+        for wsi in list(self._orphans):
+            route = self.table.lookup(keys[wsi].peer)
+            if route is not None and route.type not in NOT_ROUTABLE:
+                self._orphans.discard(wsi)
+                self.by_route.setdefault(route.id, set()).add(wsi)
+                wsi._route_id = route.id
+        self._update_watch()
 
     def _count_sourced(self, batch: _Batch) -> None:
         """Keep the count of source-specific routes; a family that gains its first or
@@ -819,6 +861,9 @@ class RouteWatcher:
             reason = probe(wsi)
             if reason is not None:
                 self._cull(wsi, reason)
+            else:
+                self._orphans.add(wsi)
+                self._update_watch()
             return
         if route.type in NOT_ROUTABLE:
             self._cull(wsi, "route lost")

@@ -132,10 +132,24 @@ def test_a_route_in_table_default_still_carries_a_connection(net: Net) -> None:
     lab.ip("a", "route", "del", "203.0.113.0/24")
     agrees(net, far)
     assert net.alive(far) and echoes(net, far)
+    # a route in main again: the table decides for it again
+    lab.ip("a", "route", "add", "203.0.113.0/28", "via", Lab.B_ADDR)
+    net.settle()
+    assert far._route_id is not None
+    lab.ip("a", "route", "del", "203.0.113.0/28")
+    agrees(net, far)
+    assert net.alive(far)
+    # table default's route goes: nothing routes the peer, and nothing in main changed
     lab.ip("a", "route", "del", "203.0.113.0/24", "table", "default")
-    lab.ip("a", "route", "add", "blackhole", f"{Lab.PEER}/32")
     net.service_until(lambda: far.state is WsiState.CLOSED)
     agrees(net, far)
+    # a connection made while only table default routes its peer
+    lab.ip("a", "route", "add", "203.0.113.0/24", "via", Lab.B_ADDR, "table", "default")
+    late = connect(net, Lab.PEER)
+    assert late._route_id is None and net.alive(late)
+    lab.ip("a", "route", "add", "blackhole", f"{Lab.PEER}/32")
+    net.service_until(lambda: late.state is WsiState.CLOSED)
+    agrees(net, late)
 
 
 def test_a_rule_that_blocks_a_peer_culls_and_its_removal_leaves_the_rest(net: Net) -> None:
