@@ -62,6 +62,7 @@ from lwspy.net.nlmsg import (
     RTM_NEWLINK,
     RTMGRP_SUBSCRIBE,
     RTN_LOCAL,
+    RTN_THROW,
     RTNLGRP_IPV4_IFADDR,
     RTNLGRP_IPV4_ROUTE,
     RTNLGRP_IPV6_IFADDR,
@@ -854,9 +855,9 @@ class RouteWatcher:
             self._probes[wsi] = None
             return
         route = self.table.lookup(conn.peer)
-        if route is None:
-            # Tables local and main have nothing for the peer: the default rules still
-            # look in table default, which is not kept here. The kernel says.
+        if route is None or route.type == RTN_THROW:
+            # Tables local and main have nothing for the peer (or throw it on): the default
+            # rules still look in table default, which is not kept here. The kernel says.
             self.stats["probed"] += 1
             reason = probe(wsi)
             if reason is not None:

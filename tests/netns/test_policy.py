@@ -152,6 +152,18 @@ def test_a_route_in_table_default_still_carries_a_connection(net: Net) -> None:
     agrees(net, late)
 
 
+def test_a_throw_route_hands_the_lookup_on_to_table_default(net: Net) -> None:
+    lab = net.lab
+    lab.ip("a", "route", "add", "203.0.113.0/24", "via", Lab.B_ADDR, "table", "default")
+    far = connect(net, Lab.PEER)
+    lab.ip("a", "route", "add", "throw", f"{Lab.PEER}/32")
+    agrees(net, far)
+    assert net.alive(far) and echoes(net, far)
+    lab.ip("a", "route", "del", "203.0.113.0/24", "table", "default")
+    net.service_until(lambda: far.state is WsiState.CLOSED)
+    agrees(net, far)
+
+
 def test_a_rule_that_blocks_a_peer_culls_and_its_removal_leaves_the_rest(net: Net) -> None:
     far = connect(net, Lab.PEER)
     near = connect(net, Lab.B_ADDR)
