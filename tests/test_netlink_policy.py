@@ -303,3 +303,24 @@ def test_probes_are_bounded_per_pass(watcher: RouteWatcher) -> None:
     assert len(watcher._probes) == 6 and watcher._probe_sul.scheduled
     service_until(watcher.ctx, lambda: not watcher._probes)
     assert watcher.stats["probed"] - before == netlink_mod.PROBES_PER_PASS + 5
+
+
+def test_probe_keeps_one_socket_per_local_address_for_unbound_connections(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kept: dict[tuple[object, ...], socket.socket] = {}
+    for port in (9, 10):
+        assert probe(_FakeWsi(_FakeSock(2, ("127.0.0.1", 5), ("127.0.0.1", port), 0)), kept) is None  # type: ignore[arg-type]
+    assert list(kept) == [(socket.AF_INET, "127.0.0.1")]
+    udp = kept[(socket.AF_INET, "127.0.0.1")]
+    # bound connections get a fresh socket, never a kept one
+    bound = _FakeWsi(_FakeSock(2, ("127.0.0.1", 5), ("127.0.0.1", 9), 999_999))
+    assert probe(bound, kept) == "route lost"  # type: ignore[arg-type]
+    gone = _FakeWsi(_FakeSock(2, ("203.0.113.254", 5), ("127.0.0.1", 9), 0))
+    assert probe(gone, kept) == "source address gone"  # type: ignore[arg-type]
+    assert list(kept) == [(socket.AF_INET, "127.0.0.1")]
+    monkeypatch.setattr(netlink_mod, "PROBE_SOCKETS", 1)
+    assert probe(_FakeWsi(_FakeSock(10, ("::1", 5, 0, 0), ("::1", 9, 0, 0), 0)), kept) is None  # type: ignore[arg-type]
+    assert list(kept) == [(socket.AF_INET6, "::1", 0)] and udp.fileno() == -1
+    netlink_mod.forget_probe_sockets(kept)
+    assert kept == {}
