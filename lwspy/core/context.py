@@ -15,6 +15,7 @@ from threading import get_ident
 from typing import TYPE_CHECKING, Any
 
 from lwspy.core import client
+from lwspy.core.hooks import Hooks, RouteService
 from lwspy.core.log import log
 from lwspy.core.protocol import INTERNAL, Protocol, Reason
 from lwspy.core.pt import Pt
@@ -33,7 +34,6 @@ from lwspy.system.state import LwsSystem, SystemState
 if TYPE_CHECKING:
     from lwspy.core.resolver import Resolver
     from lwspy.net.route import RouteTable
-    from lwspy.roles.netlink import RouteWatcher
 
 __all__ = ["CallbackErrorHandler", "Context"]
 
@@ -187,7 +187,9 @@ class Context:
         self._thread = get_ident()  # the loop's thread: this one, or the last to run service()
         self._calls: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
         self._escalated: BaseException | None = None  # what on_callback_error raised
-        self._netlink: RouteWatcher | None = None
+        self._netlink: RouteService | None = None
+        # The hook point: roles and subsystems follow connections through it, never by name.
+        self.hooks = Hooks()
         self._resolver: Resolver | None = None
         self._resolver_args = (nameservers, os.fspath(resolv_conf))
         if nameservers is not None:  # bad addresses raise here, not at the first connect
@@ -216,9 +218,10 @@ class Context:
             self._destroyed = True
             raise
 
-    def _open_netlink(self, required: bool) -> RouteWatcher | None:
-        # Imported here: `import lwspy` stays cheap, and a context without netlink never
-        # loads the decoder.
+    def _open_netlink(self, required: bool) -> RouteService | None:
+        # Imported here, not at module level: `import lwspy` stays cheap, a context without
+        # netlink never loads the decoder, and the core does not depend on a role. The
+        # watcher follows connections through self.hooks.
         from lwspy.roles.netlink import RouteWatcher, open_netlink
 
         try:
@@ -781,14 +784,12 @@ class Context:
         return wsi
 
     def _established(self, wsi: Wsi) -> None:
-        """A connection with a peer is up: let the route watcher index it."""
-        if self._netlink is not None:
-            self._netlink.track(wsi)
+        """A connection with a peer is up: announce it on the hook point."""
+        self.hooks.established(wsi)
 
     def _wsi_closed(self, wsi: Wsi) -> None:
         self._wsis.pop(wsi, None)
-        if self._netlink is not None:
-            self._netlink.untrack(wsi)
+        self.hooks.closed(wsi)
         if self._paused_vhosts and not self._destroying:
             for vh in list(self._paused_vhosts):  # an fd was freed: try accept() again
                 vh._resume_accept()

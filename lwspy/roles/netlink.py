@@ -24,15 +24,25 @@ DELNEXTHOP that does arrive (see :mod:`lwspy.net.route`). An IPv6 route with a l
 stops being used at its expiry, which a timer here follows (the kernel says nothing until
 its garbage collector deletes the route). When the kernel drops events (ENOBUFS),
 everything is dumped again and diffed against the table.
+
+The table decides only where it is the kernel's whole decision: the family has just the
+default rules, no source-specific route, and the connection is not bound to a device.
+For the others the kernel is asked (:func:`probe`) about the connections a change could
+affect. Rules are followed on a second socket (the policy socket: a rule dump, then the
+rule groups; while the kernel decides for some connection, also every table's routes,
+links and addresses). Connections are also indexed by peer address, sorted, so the ones
+a new blocking prefix covers are found in O(log n + matches).
 """
 
 from __future__ import annotations
 
+import bisect
 import errno
 import gc
 import ipaddress
 import itertools
 import socket
+import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -44,9 +54,12 @@ from lwspy.core.wsi import EV_READ, Wsi, WsiState
 from lwspy.net.nlmsg import (
     AF_BRIDGE,
     AF_INET,
+    AF_INET6,
     AF_UNSPEC,
     IFF_LOWER_UP,
     IFF_RUNNING,
+    RT_TABLE_LOCAL,
+    RT_TABLE_MAIN,
     RTM_DELADDR,
     RTM_DELLINK,
     RTM_GETADDR,
@@ -56,6 +69,12 @@ from lwspy.net.nlmsg import (
     RTM_NEWADDR,
     RTM_NEWLINK,
     RTMGRP_SUBSCRIBE,
+    RTN_THROW,
+    RTNLGRP_IPV4_IFADDR,
+    RTNLGRP_IPV4_ROUTE,
+    RTNLGRP_IPV6_IFADDR,
+    RTNLGRP_IPV6_ROUTE,
+    RTNLGRP_LINK,
     RTNLGRP_NEXTHOP,
     AddrMsg,
     DoneMsg,
@@ -70,13 +89,23 @@ from lwspy.net.nlmsg import (
     fibmatch_request,
 )
 from lwspy.net.route import NOT_ROUTABLE, NexthopChange, RouteTable
+from lwspy.net.rule import RTMGRP_RULES, RuleMsg, RuleSet, decode_rules, rule_dump_request
 from lwspy.system.smd import SmdClass
 from lwspy.system.state import SystemState
 
 if TYPE_CHECKING:
     from lwspy.core.context import Context
 
-__all__ = ["COLDPLUG_TIMEOUT", "NETLINK", "NetlinkRole", "RouteWatcher", "open_netlink"]
+__all__ = [
+    "COLDPLUG_TIMEOUT",
+    "NETLINK",
+    "POLICY",
+    "NetlinkRole",
+    "PolicyRole",
+    "RouteWatcher",
+    "open_netlink",
+    "probe",
+]
 
 COLDPLUG_TIMEOUT = 5.0
 """Seconds the system state waits at IFACE_COLDPLUG for the dumps before going on."""
@@ -196,6 +225,190 @@ class NetlinkRole(InternalRole):
 NETLINK = NetlinkRole()
 
 
+class PolicyRole(InternalRole):
+    """Reads the policy socket (rules, and every table's changes while they matter)."""
+
+    name = "netlink-policy"
+
+    def on_readable(self, wsi: Wsi) -> None:
+        watcher = wsi.user
+        assert isinstance(watcher, RouteWatcher)
+        watcher.policy_readable()
+
+
+POLICY = PolicyRole()
+
+PROBES_PER_PASS = 1024
+"""The most connections asked about per loop pass (about 10 ms); the rest go next pass."""
+
+SO_BINDTOIFINDEX = 62  # linux/socket.h; getsockopt gives sk_bound_dev_if (0: not bound)
+SOL_NETLINK = 270
+NETLINK_ADD_MEMBERSHIP = 1
+NETLINK_DROP_MEMBERSHIP = 2
+# Groups the policy socket joins while the kernel's decision needs every table and link.
+_WATCH_GROUPS = (
+    RTNLGRP_LINK,
+    RTNLGRP_IPV4_IFADDR,
+    RTNLGRP_IPV6_IFADDR,
+    RTNLGRP_IPV4_ROUTE,
+    RTNLGRP_IPV6_ROUTE,
+)
+_RULE_RECORDS = frozenset((32, 33, 2, 3))  # RTM_NEWRULE, RTM_DELRULE, NLMSG_ERROR, NLMSG_DONE
+_MSG_TYPE = struct.Struct("=4xH")
+_BITS = {AF_INET: 32, AF_INET6: 128}
+# What a datagram connect(2) says when the kernel has no usable route (blackhole gives
+# EINVAL, prohibit EACCES, unreachable EHOSTUNREACH, no route ENETUNREACH).
+_NO_ROUTE = frozenset(
+    (
+        errno.ENETUNREACH,
+        errno.EHOSTUNREACH,
+        errno.EINVAL,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENODEV,
+        errno.ENETDOWN,
+    )
+)
+
+
+@dataclass(slots=True)
+class _Conn:
+    """What the watcher knows of a tracked connection."""
+
+    peer: _Ip
+    family: int  # of the peer (an IPv4-mapped peer is IPv4)
+    num: int  # the peer as an integer, for the peer index
+    local: str
+    bound: int  # the ifindex of SO_BINDTODEVICE, 0 if not bound
+    probe: bool  # decided by asking the kernel, not by the table
+
+
+class _PeerIndex:
+    """Tracked connections by peer address, sorted per family: the connections a prefix
+    covers are found by bisecting its range, in O(log n + matches)."""
+
+    __slots__ = ("at", "nums")
+
+    def __init__(self) -> None:
+        self.nums: dict[int, list[int]] = {AF_INET: [], AF_INET6: []}  # distinct, sorted
+        self.at: dict[tuple[int, int], set[Wsi]] = {}
+
+    def add(self, conn: _Conn, wsi: Wsi) -> None:
+        """Index ``wsi`` under its peer."""
+        key = (conn.family, conn.num)
+        users = self.at.get(key)
+        if users is None:
+            users = self.at[key] = set()
+            bisect.insort(self.nums[conn.family], conn.num)
+        users.add(wsi)
+
+    def discard(self, conn: _Conn, wsi: Wsi) -> None:
+        """Forget ``wsi`` (and its peer, when it was the last connection to it)."""
+        key = (conn.family, conn.num)
+        users = self.at.get(key)
+        if users is None:
+            return
+        users.discard(wsi)
+        if not users:
+            del self.at[key]
+            nums = self.nums[conn.family]
+            del nums[bisect.bisect_left(nums, conn.num)]
+
+    def covered(self, family: int, dst: int, dst_len: int) -> list[Wsi]:
+        """The connections whose peer lies in ``dst/dst_len`` (a list: safe to cull from)."""
+        nums = self.nums.get(family)
+        if not nums:
+            return []
+        last = dst | ((1 << (_BITS[family] - dst_len)) - 1)
+        i = bisect.bisect_left(nums, dst)
+        out: list[Wsi] = []
+        at = self.at
+        while i < len(nums) and nums[i] <= last:
+            out.extend(at[(family, nums[i])])
+            i += 1
+        return out
+
+
+def _bound_ifindex(wsi: Wsi) -> int:
+    """The interface a connection's socket is bound to (SO_BINDTODEVICE), 0 if none."""
+    sock = wsi.sock
+    if sock is None:
+        return 0
+    try:
+        return sock.getsockopt(socket.SOL_SOCKET, SO_BINDTOIFINDEX)
+    except OSError:  # closed under us, or a kernel before 5.0: treat as not bound
+        return 0
+
+
+_ProbeCache = dict[tuple[object, ...], socket.socket]
+PROBE_SOCKETS = 16
+"""Bound datagram sockets kept for asking about unbound connections, one per local
+address (a connect on a kept socket costs about 1 us, a fresh socket about 9 us)."""
+
+
+def probe(wsi: Wsi, kept: _ProbeCache | None = None) -> str | None:
+    """Ask the kernel whether it still routes ``wsi``'s connection: the close reason
+    ("route lost", "source address gone"), or None to keep it.
+
+    The question is a datagram ``connect(2)`` made like the connection: same family, same
+    SO_BINDTODEVICE, bound to its local address, to its peer address and port. That runs
+    the kernel's own output route lookup for the connection's flow, with every rule,
+    table, source-specific route and device binding applied, and sends nothing.
+    (``RTM_GETROUTE`` cannot say it: with a source and a device, IPv6 answers with a route
+    over another device where the bound socket itself gets ENETUNREACH.) Anything that
+    is not the kernel's no (no fds left, a socket already reset) keeps the connection.
+
+    With ``kept``, the socket for an unbound connection is taken from it (and put in it):
+    the caller empties it when a local address goes.
+    """
+    sock = wsi.sock
+    if sock is None:
+        return None
+    try:
+        local = sock.getsockname()
+        peer = sock.getpeername()
+        bound = sock.getsockopt(socket.SOL_SOCKET, SO_BINDTOIFINDEX)
+    except OSError as e:
+        log.debug("lwspy netlink: cannot ask about %r: %s", wsi, e)
+        return None
+    key = None if bound or kept is None else (sock.family, local[0], *local[3:])
+    udp = kept.get(key) if kept is not None and key is not None else None
+    if udp is None:
+        try:
+            udp = socket.socket(sock.family, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        except OSError as e:
+            log.debug("lwspy netlink: cannot ask about %r: %s", wsi, e)
+            return None
+        try:
+            if bound:
+                udp.setsockopt(socket.SOL_SOCKET, SO_BINDTOIFINDEX, bound)
+            udp.bind((local[0], 0, *local[2:]))
+        except OSError as e:
+            udp.close()
+            if e.errno == errno.EADDRNOTAVAIL:
+                return "source address gone"
+            return "route lost" if e.errno == errno.ENODEV else None
+        if kept is not None and key is not None:
+            if len(kept) >= PROBE_SOCKETS:
+                forget_probe_sockets(kept)
+            kept[key] = udp
+    try:
+        udp.connect(peer)
+    except OSError as e:
+        return "route lost" if e.errno in _NO_ROUTE else None
+    finally:
+        if key is None:
+            udp.close()
+    return None
+
+
+def forget_probe_sockets(kept: _ProbeCache) -> None:
+    """Close and forget the kept probe sockets."""
+    for udp in kept.values():
+        udp.close()
+    kept.clear()
+
+
 class RouteWatcher:
     """Follows the kernel's links, addresses and routes; culls connections they strand.
 
@@ -203,17 +416,32 @@ class RouteWatcher:
     """
 
     __slots__ = (
+        "_bound",
         "_coldplug_timer",
         "_deadlines",
         "_dump",
         "_early",
         "_expiry_timer",
+        "_fast",
         "_keys",
+        "_orphans",
+        "_peers",
         "_pid",
+        "_policy_pid",
+        "_probe_socks",
+        "_probe_sul",
+        "_probes",
+        "_probing",
         "_query",
         "_retry",
+        "_rule_dump",
+        "_rule_retry",
+        "_rule_seq",
         "_seq",
+        "_sourced",
+        "_unhook",
         "_unnotify",
+        "_watching",
         "addrs",
         "by_local",
         "by_route",
@@ -221,6 +449,9 @@ class RouteWatcher:
         "ctx",
         "links",
         "local_count",
+        "policy_sock",
+        "policy_wsi",
+        "rules",
         "sock",
         "stats",
         "table",
@@ -238,9 +469,26 @@ class RouteWatcher:
         self.by_route: dict[int, set[Wsi]] = {}
         self.by_local: dict[str, set[Wsi]] = {}
         self.coldplug_done = False
-        self.stats = {"batches": 0, "rechecked": 0, "culled": 0, "resyncs": 0, "enobufs": 0}
+        self.stats = {
+            "batches": 0,
+            "rechecked": 0,
+            "probed": 0,
+            "culled": 0,
+            "resyncs": 0,
+            "enobufs": 0,
+        }
         self._early: set[Wsi] = set()  # connections made before the table was known
-        self._keys: dict[Wsi, tuple[_Ip, str]] = {}  # tracked wsi -> (peer, local address)
+        self._keys: dict[Wsi, _Conn] = {}  # every tracked connection
+        self._peers = _PeerIndex()
+        self._fast: dict[int, bool] = {}  # family -> the table decides (absent: not known yet)
+        self._sourced: dict[int, int] | None = None  # source-specific routes per family
+        self._bound = 0  # tracked connections bound to a device
+        self._probing = 0  # tracked connections the kernel decides for
+        self._probes: dict[Wsi, None] = {}  # connections to ask the kernel about, in order
+        # Table-decided connections with no route in tables local and main that the kernel
+        # still routes (by table default): followed like the kernel-decided ones.
+        self._orphans: set[Wsi] = set()
+        self._probe_socks: _ProbeCache = {}
         self._seq = itertools.count(1)
         self._dump: _Dump | None = None
         wsi = Wsi(ctx, NETLINK, None, INTERNAL, sock)
@@ -248,7 +496,14 @@ class RouteWatcher:
         wsi.state = WsiState.ESTABLISHED
         ctx.pt.add(wsi, EV_READ)
         self.wsi = wsi
+        self.rules = RuleSet()
+        self._rule_dump: list[RuleMsg] | None = None
+        self._rule_seq = 0
+        self._watching = False
+        self.policy_sock, self.policy_wsi = self._open_policy()
+        self._policy_pid = self.policy_sock.getsockname()[0] if self.policy_sock else 0
         self._unnotify = ctx.system.register_notifier(self._hold_coldplug)
+        self._unhook = ctx.hooks.subscribe(established=self.track, closed=self.untrack)
         self._coldplug_timer = Sul(ctx.pt.suls, self._coldplug_timeout)
         self._coldplug_timer.schedule(COLDPLUG_TIMEOUT)
         self._retry = Sul(ctx.pt.suls, self._send_dump_step)
@@ -263,7 +518,10 @@ class RouteWatcher:
             )
         except OSError as e:
             log.debug("lwspy netlink: no query socket (%s)", e)
+        self._rule_retry = Sul(ctx.pt.suls, self._send_rule_dump)
+        self._probe_sul = Sul(ctx.pt.suls, self._run_probes)
         self._start_dump(initial=True)
+        self._send_rule_dump()
 
     def close(self) -> None:
         """Release the sockets and the timers (the context is going away)."""
@@ -274,12 +532,19 @@ class RouteWatcher:
         if self._query is not None:
             self._query.close()
             self._query = None
+        self._rule_retry.cancel()
+        self._probe_sul.cancel()
+        self._unhook()
+        forget_probe_sockets(self._probe_socks)
+        if self.policy_wsi is not None:
+            self.policy_wsi._close_now("context destroyed")
         self.wsi._close_now("context destroyed")
 
-    # -- what the core calls -------------------------------------------------------------
+    # -- what the hook point announces ---------------------------------------------------
 
     def track(self, wsi: Wsi) -> None:
-        """Index an established connection by its route and its local address."""
+        """Index an established connection by its peer, its local address and (when the
+        table decides for it) its route."""
         if wsi.peer is None or wsi.local is None:
             return
         peer = _host(wsi.peer[0])
@@ -289,15 +554,50 @@ class RouteWatcher:
             self._early.add(wsi)
             return
         local = str(_host(wsi.local[0]))
-        self._keys[wsi] = (peer, local)
+        family = AF_INET if peer.version == 4 else AF_INET6
+        bound = _bound_ifindex(wsi)
+        decided_here = not bound and self._is_fast(family)
+        conn = _Conn(peer, family, int(peer), local, bound, not decided_here)
+        self._keys[wsi] = conn
+        self._peers.add(conn, wsi)
+        self.by_local.setdefault(local, set()).add(wsi)
+        if bound:
+            self._bound += 1
+            self._update_watch()
+        if conn.probe:
+            self._probing += 1
+            return
         route = self.table.lookup(peer)
         if route is not None:
             self.by_route.setdefault(route.id, set()).add(wsi)
             wsi._route_id = route.id
-        self.by_local.setdefault(local, set()).add(wsi)
+        else:
+            self._orphans.add(wsi)
+            self._update_watch()
 
     def untrack(self, wsi: Wsi) -> None:
         """Forget a connection (it closed)."""
+        self._unroute(wsi)
+        conn = self._keys.pop(wsi, None)
+        if conn is not None:
+            users = self.by_local.get(conn.local)
+            if users is not None:
+                users.discard(wsi)
+                if not users:
+                    del self.by_local[conn.local]
+            self._peers.discard(conn, wsi)
+            self._probes.pop(wsi, None)
+            self._probing -= conn.probe
+            if conn.bound:
+                self._bound -= 1
+                self._update_watch()
+            if wsi in self._orphans:
+                self._orphans.discard(wsi)
+                self._update_watch()
+        self._early.discard(wsi)
+
+    def _unroute(self, wsi: Wsi) -> None:
+        """Take a connection out of the route index."""
         rid = wsi._route_id
         if rid is not None:
             wsi._route_id = None
@@ -306,14 +606,92 @@ class RouteWatcher:
                 users.discard(wsi)
                 if not users:
                     del self.by_route[rid]
-        keys = self._keys.pop(wsi, None)
-        if keys is not None:
-            users = self.by_local.get(keys[1])
-            if users is not None:
-                users.discard(wsi)
-                if not users:
-                    del self.by_local[keys[1]]
-        self._early.discard(wsi)
+
+    # -- who decides: the table, or the kernel -------------------------------------------
+
+    def _is_fast(self, family: int) -> bool:
+        """True when a lookup in tables local and main is the kernel's whole decision for
+        an unbound connection of ``family``: only the default rules, and no
+        source-specific route in the table."""
+        fast = self._fast.get(family)
+        if fast is None:
+            fast = self._fast[family] = self._decides(family)
+        return fast
+
+    def _decides(self, family: int) -> bool:
+        """Work out :meth:`_is_fast` from the rules and the table."""
+        if not self.rules.default(family):
+            return False
+        if self._sourced is None:  # counted once, the first time it matters
+            sourced = {AF_INET: 0, AF_INET6: 0}
+            for route in self.table:
+                if route.src_len:
+                    sourced[route.family] = sourced.get(route.family, 0) + 1
+            self._sourced = sourced
+        return not self._sourced.get(family, 0)
+
+    def _update_modes(self) -> None:
+        """Rules or source-specific routes changed: connections of a family whose decider
+        changed are indexed again, and every one of them is asked about."""
+        self._update_watch()
+        if not self.coldplug_done:
+            self._fast.clear()
+            return
+        flipped = set()
+        for family in (AF_INET, AF_INET6):
+            before = self._fast.get(family)
+            now = self._fast[family] = self._decides(family)
+            if before is not None and before != now:
+                flipped.add(family)
+        if flipped:
+            for wsi, conn in list(self._keys.items()):
+                if conn.family in flipped:
+                    self.untrack(wsi)
+                    self.track(wsi)
+                    self._probes[wsi] = None
+
+    def _update_watch(self) -> None:
+        """Follow every table's routes, links and addresses on the policy socket while
+        the kernel decides for some connection: non-default rules, or a bound device."""
+        want = bool(self._bound or self._orphans) or not (
+            self.rules.default(AF_INET) and self.rules.default(AF_INET6)
+        )
+        if want == self._watching or self.policy_sock is None:
+            return
+        self._watching = want
+        opt = NETLINK_ADD_MEMBERSHIP if want else NETLINK_DROP_MEMBERSHIP
+        for group in _WATCH_GROUPS:
+            self.policy_sock.setsockopt(SOL_NETLINK, opt, group)
+
+    def _probe_covered(self, family: int, dst: int, dst_len: int) -> None:
+        """Queue the kernel-decided connections whose peer ``dst/dst_len`` covers."""
+        keys = self._keys
+        orphans = self._orphans
+        for wsi in self._peers.covered(family, dst, dst_len):
+            conn = keys.get(wsi)
+            if conn is not None and (conn.probe or wsi in orphans):
+                self._probes[wsi] = None
+
+    def _probe_all(self, family: int | None = None) -> None:
+        """Queue every kernel-decided connection (of ``family``)."""
+        for wsi, conn in self._keys.items():
+            if conn.probe and (family is None or conn.family == family):
+                self._probes[wsi] = None
+
+    def _run_probes(self) -> None:
+        """Ask the kernel about queued connections, :data:`PROBES_PER_PASS` per pass."""
+        probes = self._probes
+        for _ in range(min(len(probes), PROBES_PER_PASS)):
+            wsi = next(iter(probes))
+            del probes[wsi]
+            if wsi.state >= WsiState.CLOSING:
+                continue
+            self.stats["probed"] += 1
+            reason = probe(wsi, self._probe_socks)
+            if reason is not None:
+                self._cull(wsi, reason)
+        if probes:
+            self._probe_sul.schedule(0)
 
     # -- cold plug -----------------------------------------------------------------------
 
@@ -339,6 +717,8 @@ class RouteWatcher:
 
     def _retrack(self) -> None:
         """Index every tracked connection again (the table was filled after they came)."""
+        self._fast.clear()
+        self._sourced = None
         for wsi in list(self._keys):
             self.untrack(wsi)
             self.track(wsi)
@@ -606,6 +986,8 @@ class RouteWatcher:
         if not (batch.added or batch.removed or batch.gone_locals):
             return
         self.stats["batches"] += 1
+        if batch.gone_locals:  # a kept probe socket must not outlive its address
+            forget_probe_sockets(self._probe_socks)
         for local in batch.gone_locals:
             if local not in self.local_count:
                 for wsi in list(self.by_local.pop(local, ())):
@@ -616,6 +998,13 @@ class RouteWatcher:
         blocking = [r for r in batch.added if r.type in NOT_ROUTABLE]
         if blocking:
             self._recheck_covered(blocking)
+        if self._probing or self._orphans:  # ask the kernel about those the change covers
+            for route in (*batch.removed, *blocking):
+                self._probe_covered(route.family, route.dst_num, route.dst_len)
+        if self._orphans and batch.added:
+            self._adopt_orphans()
+        self._count_sourced(batch)
+        self._run_probes()
         smd = self.ctx.smd
         if batch.added:
             smd.post(SmdClass.NETWORK, {"rt": "add"})
@@ -624,38 +1013,71 @@ class RouteWatcher:
         if any(r.gateway is not None for r in (*batch.added, *batch.removed)):
             smd.post(SmdClass.NETWORK, {"trigger": "cpdcheck", "src": "gw-change"})
 
+    def _adopt_orphans(self) -> None:
+        """Routes came: index the connections the table now has a route for."""
+        keys = self._keys
+        for wsi in list(self._orphans):
+            route = self.table.lookup(keys[wsi].peer)
+            if route is not None and route.type not in NOT_ROUTABLE:
+                self._orphans.discard(wsi)
+                self.by_route.setdefault(route.id, set()).add(wsi)
+                wsi._route_id = route.id
+        self._update_watch()
+
+    def _count_sourced(self, batch: _Batch) -> None:
+        """Keep the count of source-specific routes; a family that gains its first or
+        loses its last one changes who decides for it."""
+        sourced = self._sourced
+        if sourced is None:
+            return
+        before = dict(sourced)
+        for route in batch.added:
+            if route.src_len:
+                sourced[route.family] = sourced.get(route.family, 0) + 1
+        for route in batch.removed:
+            if route.src_len:
+                sourced[route.family] = sourced.get(route.family, 0) - 1
+        if any(bool(sourced.get(f)) != bool(n) for f, n in before.items()):
+            self._update_modes()
+
     def _recheck(self, wsi: Wsi) -> None:
         """Look a connection's peer up again: move it to its new route, or cull it."""
         self.stats["rechecked"] += 1
         wsi._route_id = None
-        keys = self._keys.get(wsi)
-        if keys is None or wsi.state >= WsiState.CLOSING:
+        conn = self._keys.get(wsi)
+        if conn is None or wsi.state >= WsiState.CLOSING:
             return
-        route = self.table.lookup(keys[0])
-        if route is None or not self.table.forwards(route):
+        if conn.probe:  # the kernel decides for it (its mode changed meanwhile)
+            self._probes[wsi] = None
+            return
+        route = self.table.lookup(conn.peer)
+        if route is None or route.type == RTN_THROW:
+            # Tables local and main have nothing for the peer (or throw it on): the default
+            # rules still look in table default, which is not kept here. The kernel says.
+            self.stats["probed"] += 1
+            reason = probe(wsi, self._probe_socks)
+            if reason is not None:
+                self._cull(wsi, reason)
+            else:
+                self._orphans.add(wsi)
+                self._update_watch()
+            return
+        if not self.table.forwards(route):
             self._cull(wsi, "route lost")
             return
         self.by_route.setdefault(route.id, set()).add(wsi)
         wsi._route_id = route.id
 
     def _recheck_covered(self, routes: list[Route]) -> None:
-        """New blocking routes: re-check the connections whose peer they cover. Only the
-        connections on routes that contain a new route's prefix can be covered by it."""
-        nets = [ipaddress.ip_network(f"{r.dst}/{r.dst_len}") for r in routes]
+        """New blocking routes: re-check the table-decided connections whose peer they
+        cover, found in the sorted peer index (O(log n + matches) per route)."""
         keys = self._keys
-        for rid in list(self.by_route):
-            route = self.table.get(rid)
-            if route is not None:
-                outer = ipaddress.ip_network(f"{route.dst}/{route.dst_len}")
-                if not any(n.version == outer.version and n.subnet_of(outer) for n in nets):  # type: ignore[arg-type]
-                    continue
-            for wsi in list(self.by_route.get(rid, ())):
-                key = keys.get(wsi)
-                if key is not None and any(key[0] in n for n in nets):
-                    self.by_route[rid].discard(wsi)
+        for route in routes:
+            for wsi in self._peers.covered(route.family, route.dst_num, route.dst_len):
+                conn = keys.get(wsi)
+                if conn is not None and not conn.probe and wsi.state < WsiState.CLOSING:
+                    self._unroute(wsi)
                     self._recheck(wsi)
-            if not self.by_route.get(rid, True):
-                del self.by_route[rid]
 
     def _cull(self, wsi: Wsi, reason: str) -> None:
         if wsi.state is WsiState.CLOSED:
@@ -664,3 +1086,106 @@ class RouteWatcher:
         if log.isEnabledFor(INFO):
             log.info("lwspy netlink: closing %r: %s", wsi, reason)
         wsi._close_now(reason)
+
+    # -- the policy socket: rules, and every table while the kernel decides --------------
+
+    def _open_policy(self) -> tuple[socket.socket | None, Wsi | None]:
+        """A second netlink socket, bound to the IPv4 and IPv6 rule groups."""
+        try:
+            sock = socket.socket(
+                socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, socket.NETLINK_ROUTE
+            )
+        except OSError as e:
+            log.warning("lwspy netlink: no policy socket (%s): the kernel decides every cull", e)
+            return None, None
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            sock.bind((0, RTMGRP_RULES))
+            wsi = Wsi(self.ctx, POLICY, None, INTERNAL, sock)
+            wsi.user = self
+            wsi.state = WsiState.ESTABLISHED
+            self.ctx.pt.add(wsi, EV_READ)
+        except BaseException:
+            sock.close()
+            raise
+        return sock, wsi
+
+    def _send_rule_dump(self) -> None:
+        if self.policy_sock is None:
+            return
+        self._rule_seq = next(self._seq)
+        self._rule_dump = []
+        try:
+            self.policy_sock.send(rule_dump_request(self._rule_seq))
+        except OSError as e:
+            log.debug("lwspy netlink: rule dump request failed (%s); retrying", e)
+            self._rule_retry.schedule(0.05)
+
+    def policy_readable(self) -> None:
+        """Read the policy socket: rule dumps and events, and (while watching) every
+        table's routes, links and addresses; then ask the kernel about what they touch."""
+        sock = self.policy_sock
+        assert sock is not None
+        for _ in range(READS_PER_EVENT):
+            try:
+                data = sock.recv(1 << 16)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:  # rule or table events lost: ask again
+                    self.stats["enobufs"] += 1
+                    forget_probe_sockets(self._probe_socks)
+                    self._send_rule_dump()
+                    self._probe_all()
+                    continue
+                log.error("lwspy netlink: policy recv failed: %s", e)
+                break
+            if len(data) >= 6 and _MSG_TYPE.unpack_from(data)[0] in _RULE_RECORDS:
+                for rec in decode_rules(data):
+                    self._rule_record(rec)
+            else:
+                for other in decode(data):
+                    self._watched(other)
+        self._run_probes()
+
+    def _rule_record(self, rec: RuleMsg | DoneMsg | ErrorMsg) -> None:
+        if type(rec) is RuleMsg:
+            if self._rule_dump is not None:  # the dump's rules and events alike, in order
+                self._rule_dump.append(rec)
+            elif self.rules.apply(rec):
+                self._rules_changed(rec.rule.family)
+        elif type(rec) is DoneMsg and rec.seq == self._rule_seq and self._rule_dump is not None:
+            if rec.interrupted:
+                self._send_rule_dump()
+                return
+            msgs, self._rule_dump = self._rule_dump, None
+            mine = [m for m in msgs if m.seq == self._rule_seq and m.pid == self._policy_pid]
+            self.rules.load([m.rule for m in mine])
+            # Events during the dump, replayed in order: a rule's last event decides
+            # whether it is there, whether or not the dump already had it.
+            for m in msgs:
+                if m.seq != self._rule_seq or m.pid != self._policy_pid:
+                    self.rules.apply(m)
+            self._update_modes()
+            self._probe_all()
+        elif type(rec) is ErrorMsg and rec.seq == self._rule_seq and rec.errno:
+            self._rule_retry.schedule(0.05)
+
+    def _rules_changed(self, family: int) -> None:
+        """A rule came or went: who decides may change; the kernel's answer may too."""
+        self._update_modes()
+        self._probe_all(family)
+
+    def _watched(self, rec: NlRecord) -> None:
+        """A change seen on the policy socket: queue the kernel-decided connections it
+        could strand. Tables main and local come through the batch instead."""
+        if type(rec) is RouteMsg:
+            for route in rec.routes:
+                if route.table not in (RT_TABLE_MAIN, RT_TABLE_LOCAL):
+                    self._probe_covered(route.family, route.dst_num, route.dst_len)
+        elif type(rec) is LinkMsg:
+            if rec.family != AF_BRIDGE and (rec.type == RTM_DELLINK or not rec.up):
+                self._probe_all()
+        elif type(rec) is AddrMsg and rec.type == RTM_DELADDR:
+            forget_probe_sockets(self._probe_socks)
+            self._probe_all(rec.family)
