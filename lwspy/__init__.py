@@ -1,6 +1,7 @@
 """lwspy: a pure-Python, selectors-based event loop in the style of libwebsockets.
 
-Everything public is re-exported here; nothing else is public.
+Everything public is re-exported here (``from lwspy import ...``); nothing else is
+public. ``python -m lwspy`` runs the ``lwspy`` console script.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -12,10 +13,12 @@ from lwspy.core.sul import Sul
 from lwspy.core.vhost import Vhost
 from lwspy.core.wsi import Wsi, WsiState
 from lwspy.net.cao import Cao, CaoDb, CaoResult, CaoStats, Conmon
-from lwspy.system.smd import Smd, SmdClass, SmdPeer, SmdStats
+from lwspy.system.smd import MAX_PAYLOAD, USER_BASE, Smd, SmdCallback, SmdClass, SmdPeer, SmdStats
 from lwspy.system.state import LwsSystem, SystemState
 
 __all__ = [
+    "MAX_PAYLOAD",
+    "USER_BASE",
     "Callback",
     "CallbackErrorHandler",
     "Cao",
@@ -31,6 +34,7 @@ __all__ = [
     "Route",
     "RouteTable",
     "Smd",
+    "SmdCallback",
     "SmdClass",
     "SmdPeer",
     "SmdStats",

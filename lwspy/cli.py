@@ -69,10 +69,9 @@ def _demo(clients: int, size: int, out: TextIO) -> int:
             SmdClass.SYSTEM_STATE | SmdClass.NETWORK,
         )
         vh = ctx.create_vhost("default", port=0, iface="127.0.0.1")
-        assert vh.port is not None
-        say(f"lwspy {__version__}: echo server listening on 127.0.0.1:{vh.port}")
+        say(f"lwspy {__version__}: echo server listening on 127.0.0.1:{vh.listen_port}")
         for _ in range(clients):
-            ctx.connect("127.0.0.1", vh.port, protocol="echo-client")
+            ctx.connect("127.0.0.1", vh.listen_port, protocol="echo-client")
         ctx.call_later(10.0, ctx.stop)
         ctx.run()
         routes = ctx.routes
@@ -88,10 +87,20 @@ def _demo(clients: int, size: int, out: TextIO) -> int:
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Entry point of the ``lwspy`` console script; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="lwspy", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="lwspy",
+        description="lwspy, a selectors-based event loop in the style of libwebsockets.",
+        epilog="Also runs as: python -m lwspy. Documentation: the docs/ folder of the source.",
+    )
     parser.add_argument("--version", action="version", version=f"lwspy {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run a loopback echo server and clients, print events")
+    demo = sub.add_parser(
+        "demo",
+        help="run a loopback echo server and clients, print events",
+        description="Echo --size bytes from each of --clients clients through a loopback "
+        "server in one loop, and print the callbacks, each connection attempt and the "
+        "SMD messages. Exit status 0 when every byte came back.",
+    )
     demo.add_argument("--clients", type=int, default=3, help="number of clients (default 3)")
     demo.add_argument("--size", type=int, default=65536, help="bytes each client echoes")
     args = parser.parse_args(argv)

@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pyroute2.netlink import nla
+from pyroute2.netlink import nlmsg as pr_nlmsg
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-from pyroute2.netlink.rtnl.rtmsg import rtmsg
+from pyroute2.netlink.rtnl.rtmsg import rtmsg as rtmsg_base
 
 from lwspy.net import nlmsg
 from lwspy.net.nlmsg import (
@@ -33,28 +35,113 @@ from lwspy.net.nlmsg import (
     NLMSG_NOOP,
     RTM_DELADDR,
     RTM_DELLINK,
+    RTM_DELNEXTHOP,
     RTM_DELROUTE,
+    RTM_F_FIB_MATCH,
     RTM_GETADDR,
     RTM_GETLINK,
+    RTM_GETNEXTHOP,
     RTM_GETROUTE,
     RTM_NEWADDR,
     RTM_NEWLINK,
+    RTM_NEWNEXTHOP,
     RTM_NEWROUTE,
     RTMGRP_SUBSCRIBE,
+    RTNH_F_DEAD,
+    RTNH_F_IDENTITY,
     AddrMsg,
     DoneMsg,
     ErrorMsg,
     LinkMsg,
+    NexthopMsg,
     NlRecord,
     Route,
     RouteMsg,
     decode,
     dump_request,
+    fibmatch_request,
 )
 
 V4_NETS = [ipaddress.ip_network(n) for n in ("198.51.100.0/24", "203.0.113.0/24", "198.18.0.0/15")]
 V6_NETS = [ipaddress.ip_network("2001:db8::/32")]
 MAX_PREFIX = {AF_INET: 32, AF_INET6: 128}
+
+
+class rtmsg(rtmsg_base):  # type: ignore[misc]
+    """pyroute2's rtmsg, taught the attributes after RTA_EXPIRES up to RTA_NH_ID (30),
+    which pyroute2 0.9 does not name (include/uapi/linux/rtnetlink.h)."""
+
+    nla_map = (
+        *rtmsg_base.nla_map,
+        ("RTA_PAD", "hex"),
+        ("RTA_UID", "uint32"),
+        ("RTA_TTL_PROPAGATE", "uint8"),
+        ("RTA_IP_PROTO", "uint8"),
+        ("RTA_SPORT", "be16"),
+        ("RTA_DPORT", "be16"),
+        ("RTA_NH_ID", "uint32"),
+    )
+
+
+class nhmsg(pr_nlmsg):  # type: ignore[misc]
+    """RTM_*NEXTHOP (include/uapi/linux/nexthop.h) for pyroute2's marshalling, which has
+    no class of its own for it in 0.9."""
+
+    fields = (
+        ("family", "B"),
+        ("scope", "B"),
+        ("protocol", "B"),
+        ("resvd", "B"),
+        ("flags", "I"),
+    )
+    nla_map = (
+        ("NHA_UNSPEC", "none"),
+        ("NHA_ID", "uint32"),
+        ("NHA_GROUP", "nh_group"),
+        ("NHA_GROUP_TYPE", "uint16"),
+        ("NHA_BLACKHOLE", "flag"),
+        ("NHA_OIF", "uint32"),
+        ("NHA_GATEWAY", "nh_gateway"),
+        ("NHA_ENCAP_TYPE", "uint16"),
+        ("NHA_ENCAP", "hex"),
+        ("NHA_GROUPS", "flag"),
+        ("NHA_MASTER", "uint32"),
+        ("NHA_FDB", "flag"),
+    )
+
+    class nh_group(nla.cdata):  # type: ignore[misc,name-defined]
+        """An array of struct nexthop_grp {u32 id; u8 weight; u8 weight_high; u16 resvd}."""
+
+        def encode(self) -> None:
+            self["value"] = b"".join(
+                struct.pack("=IBBH", i, (w - 1) & 0xFF, (w - 1) >> 8, 0) for i, w in self.value
+            )
+            nla.cdata.encode(self)
+
+        def decode(self) -> None:
+            nla.cdata.decode(self)
+            self.value = [
+                (i, (high << 8 | low) + 1)
+                for i, low, high, _ in struct.iter_unpack("=IBBH", self["value"])
+            ]
+
+    class nh_gateway(nla.cdata):  # type: ignore[misc,name-defined]
+        """An IPv4 (4 bytes) or IPv6 (16 bytes) address, whatever the nexthop's family."""
+
+        def encode(self) -> None:
+            fam = socket.AF_INET6 if ":" in self.value else socket.AF_INET
+            self["value"] = socket.inet_pton(fam, self.value)
+            nla.cdata.encode(self)
+
+        def decode(self) -> None:
+            nla.cdata.decode(self)
+            raw = self["value"]
+            self.value = socket.inet_ntop(
+                socket.AF_INET6 if len(raw) == 16 else socket.AF_INET, raw
+            )
+
+
+RTAX_NUMBERS = {name: i for i, (name, _) in enumerate(rtmsg_base.metrics.nla_map)}
 
 
 @pytest.fixture(autouse=True)
@@ -154,6 +241,55 @@ def enc_addr(
     return bytes(msg.data)
 
 
+def enc_nexthop(
+    attrs: list[tuple[str, Any]],
+    *,
+    mtype: int = RTM_NEWNEXTHOP,
+    nl_flags: int = 0,
+    seq: int = 0,
+    pid: int = 0,
+    family: int = AF_INET,
+    scope: int = 0,
+    protocol: int = 0,
+    flags: int = 0,
+) -> bytes:
+    """One RTM_*NEXTHOP message, encoded by pyroute2's marshalling."""
+    msg = nhmsg()
+    _header(msg, mtype, nl_flags, seq, pid)
+    fields = {"family": family, "scope": scope, "protocol": protocol, "resvd": 0}
+    fields |= {"flags": flags}
+    for key, value in fields.items():
+        msg[key] = value
+    msg["attrs"] = attrs
+    msg.encode()
+    return bytes(msg.data)
+
+
+def ref_nexthop(data: bytes) -> dict[str, Any]:
+    """What our NexthopMsg should say, from pyroute2's decode of ``data``."""
+    msg = nhmsg(data)
+    msg.decode()
+    attrs = dict(msg["attrs"])
+    header = msg["header"]
+    return {
+        "type": header["type"],
+        "nl_flags": header["flags"],
+        "seq": header["sequence_number"],
+        "pid": header["pid"],
+        "family": msg["family"],
+        "scope": msg["scope"],
+        "protocol": msg["protocol"],
+        "flags": msg["flags"],
+        "id": attrs["NHA_ID"],
+        "oif": attrs.get("NHA_OIF"),
+        "gateway": attrs.get("NHA_GATEWAY"),
+        "blackhole": "NHA_BLACKHOLE" in attrs,
+        "group": tuple(attrs.get("NHA_GROUP", ())),
+        "group_type": attrs.get("NHA_GROUP_TYPE", 0),
+        "fdb": "NHA_FDB" in attrs,
+    }
+
+
 def enc_done(seq: int = 1, pid: int = 0, nl_flags: int = NLM_F_MULTI, error: int = 0) -> bytes:
     """NLMSG_DONE with its int payload."""
     return struct.pack("=IHHIIi", 20, NLMSG_DONE, nl_flags, seq, pid, error)
@@ -180,8 +316,11 @@ def ref_route(data: bytes) -> dict[str, Any]:
     table = msg["table"]
     dst = "0.0.0.0" if family == AF_INET else "::"
     src = gateway = prefsrc = oif = None
-    priority = 0
-    nexthops: tuple[tuple[str | None, int], ...] = ()
+    priority = nhid = 0
+    expires = 0.0
+    metrics: tuple[tuple[int, int | str], ...] = ()
+    nexthops: tuple[tuple[str | None, int, int, int], ...] = ()
+    nh_dead = msg["flags"] & RTNH_F_DEAD
     for name, value in msg["attrs"]:
         if name == "RTA_DST":
             dst = value
@@ -199,19 +338,28 @@ def ref_route(data: bytes) -> dict[str, Any]:
             priority = value
         elif name == "RTA_TABLE":
             table = value
+        elif name == "RTA_NH_ID":
+            nhid = value
+        elif name == "RTA_METRICS":
+            metrics = tuple((RTAX_NUMBERS[n], v) for n, v in value["attrs"])
+        elif name == "RTA_CACHEINFO":
+            expires = value["rta_expires"] / 100
         elif name == "RTA_MULTIPATH":
             hops = []
-            for nh in value:
+            nh_dead = 0
+            for i, nh in enumerate(value):
                 nh_gw = None
                 for nh_name, nh_value in nh["attrs"]:
                     if nh_name == "RTA_GATEWAY":
                         nh_gw = nh_value
                     elif nh_name == "RTA_VIA":
                         nh_gw = nh_value["addr"]
-                hops.append((nh_gw, nh["oif"]))
+                hops.append((nh_gw, nh["oif"], nh["hops"] + 1, nh["flags"] & RTNH_F_IDENTITY))
+                if nh["flags"] & RTNH_F_DEAD:
+                    nh_dead |= 1 << i
             nexthops = tuple(hops)
     if nexthops and oif is None:
-        gateway, oif = nexthops[0]
+        gateway, oif = nexthops[0][:2]
     header = msg["header"]
     return {
         "hdr": (header["type"], header["flags"], header["sequence_number"], header["pid"]),
@@ -230,7 +378,12 @@ def ref_route(data: bytes) -> dict[str, Any]:
         "protocol": msg["proto"],
         "scope": msg["scope"],
         "nexthops": nexthops,
+        "nh_flags": msg["flags"] & RTNH_F_IDENTITY,
+        "metrics": metrics,
+        "nhid": nhid,
         "rtm_flags": msg["flags"],
+        "nh_dead": nh_dead,
+        "expires": expires,
     }
 
 
@@ -310,8 +463,21 @@ def route_attrs(draw: st.DrawFn, family: int) -> tuple[list[tuple[str, Any]], di
             nh_attrs: list[tuple[str, Any]] = []
             if draw(st.booleans()):
                 nh_attrs.append(("RTA_GATEWAY", draw(doc_address(family))))
-            hops.append({"oif": draw(ifindex), "hops": 0, "attrs": nh_attrs})
+            hops.append(
+                {
+                    "oif": draw(ifindex),
+                    "hops": draw(st.sampled_from([0, 0, 1, 255])),
+                    "flags": draw(st.sampled_from([0, 0, 1, 4, 0x11, 0x15])),
+                    "attrs": nh_attrs,
+                }
+            )
         attrs.append(("RTA_MULTIPATH", hops))
+    if draw(st.integers(0, 3)) == 0:
+        attrs.append(("RTA_METRICS", {"attrs": draw(metrics_attrs())}))
+    if draw(st.integers(0, 3)) == 0:
+        attrs.append(("RTA_NH_ID", draw(u32)))
+    if draw(st.integers(0, 3)) == 0:
+        attrs.append(("RTA_CACHEINFO", cacheinfo(draw(st.integers(-(2**31), 2**31 - 1)))))
     if family == AF_INET and draw(st.integers(0, 8)) == 0:
         attrs.append(("RTA_VIA", {"family": AF_INET6, "addr": draw(doc_address(AF_INET6))}))
     attrs = draw(st.permutations(attrs))
@@ -319,9 +485,30 @@ def route_attrs(draw: st.DrawFn, family: int) -> tuple[list[tuple[str, Any]], di
     fields["proto"] = draw(u8)
     fields["scope"] = draw(u8)
     fields["rtype"] = draw(st.integers(0, 11))
-    fields["flags"] = draw(st.sampled_from([0, 0, 0x200, 0x10]))
+    fields["flags"] = draw(st.sampled_from([0, 0, 0x200, 0x10, 0x1, 0x4, 0x15]))
     fields["src_len"] = fields.get("src_len", 0)
     return attrs, fields
+
+
+@st.composite
+def metrics_attrs(draw: st.DrawFn) -> list[tuple[str, Any]]:
+    """RTAX_* attributes as ip route puts them (mtu, advmss, ..., congctl)."""
+    names = draw(
+        st.lists(
+            st.sampled_from(["RTAX_MTU", "RTAX_ADVMSS", "RTAX_HOPLIMIT", "RTAX_INITCWND"]),
+            max_size=3,
+        )
+    )
+    metrics: list[tuple[str, Any]] = [(name, draw(u32)) for name in names]
+    if draw(st.integers(0, 4)) == 0:
+        metrics.append(("RTAX_CC_ALGO", draw(st.sampled_from(["cubic", "bbr", "reno"]))))
+    return metrics
+
+
+def cacheinfo(expires: int) -> dict[str, int]:
+    """An RTA_CACHEINFO payload with only rta_expires set (in 1/100 s)."""
+    names = ("clntref", "lastuse", "expires", "error", "used", "id", "ts", "tsage")
+    return {f"rta_{name}": expires if name == "expires" else 0 for name in names}
 
 
 @st.composite
@@ -386,10 +573,52 @@ def addr_message(draw: st.DrawFn) -> bytes:
     )
 
 
+@st.composite
+def nexthop_message(draw: st.DrawFn) -> bytes:
+    family = draw(st.sampled_from([AF_INET, AF_INET6, 0]))
+    attrs: list[tuple[str, Any]] = [("NHA_ID", draw(st.integers(1, 0xFFFFFFFF)))]
+    kind = draw(st.sampled_from(["gateway", "dev", "blackhole", "group"]))
+    if kind in ("gateway", "dev"):
+        attrs.append(("NHA_OIF", draw(ifindex)))
+    if kind == "gateway":
+        gw_family = draw(st.sampled_from([AF_INET6, family])) if family else AF_INET6
+        attrs.append(("NHA_GATEWAY", draw(doc_address(gw_family or AF_INET6))))
+    elif kind == "blackhole":
+        attrs.append(("NHA_BLACKHOLE", True))
+    elif kind == "group":
+        members = draw(
+            st.lists(
+                st.tuples(st.integers(1, 0xFFFFFFFF), st.integers(1, 65536)),
+                min_size=1,
+                max_size=4,
+            )
+        )
+        attrs.append(("NHA_GROUP", members))
+        if draw(st.booleans()):
+            attrs.append(("NHA_GROUP_TYPE", draw(st.sampled_from([0, 1]))))
+    if draw(st.integers(0, 5)) == 0:
+        attrs.append(("NHA_FDB", True))
+    if draw(st.integers(0, 5)) == 0:
+        attrs.append(("NHA_MASTER", draw(ifindex)))  # not decoded
+    attrs = [attrs[0], *draw(st.permutations(attrs[1:]))]
+    return enc_nexthop(
+        attrs,
+        mtype=draw(st.sampled_from([RTM_NEWNEXTHOP, RTM_DELNEXTHOP])),
+        nl_flags=draw(u16),
+        seq=draw(u32),
+        pid=draw(u32),
+        family=family,
+        scope=draw(u8),
+        protocol=draw(u8),
+        flags=draw(st.sampled_from([0, RTNH_F_DEAD, 0x10, 0x11])),
+    )
+
+
 any_message = st.one_of(
     route_message(),
     link_message(),
     addr_message(),
+    nexthop_message(),
     st.builds(enc_done, seq=u32, pid=u32, nl_flags=u16, error=st.integers(-200, 0)),
     st.builds(enc_error, seq=u32, pid=u32, error=st.integers(-200, 0)),
 )
@@ -463,6 +692,96 @@ def test_addr_fields_agree_with_pyroute2(data: bytes) -> None:
     assert rec.label == attrs.get("IFA_LABEL")
 
 
+@given(nexthop_message())
+def test_nexthop_fields_agree_with_pyroute2(data: bytes) -> None:
+    [rec] = decode(data)
+    assert isinstance(rec, NexthopMsg)
+    want = ref_nexthop(data)
+    assert {name: getattr(rec, name) for name in want} == want
+    assert rec.dead == bool(want["flags"] & RTNH_F_DEAD)
+
+
+def test_a_kernel_nexthop_group_as_ip_nexthop_sends_it() -> None:
+    # ip nexthop add id 12 group 10/11,5 (laid out as Linux 6.18 sends it): family 0,
+    # the group type, nexthop_grp entries whose weight byte is weight - 1.
+    raw = (
+        struct.pack("=IHHIIBBBBI", 0, RTM_NEWNEXTHOP, 0x505, 0, 0, 0, 0, 0, 0, 0)
+        + struct.pack("=HHI", 8, 1, 12)
+        + struct.pack("=HHHxx", 6, 3, 0)
+        + struct.pack("=HH", 20, 2)
+        + struct.pack("=IBBH", 10, 0, 0, 0)
+        + struct.pack("=IBBH", 11, 4, 0, 0)
+        + struct.pack("=HHI", 8, 14, 0x80000000)  # NHA_OP_FLAGS: not decoded
+    )
+    raw = _corrupt(raw, 0, "=I", len(raw))
+    [rec] = decode(raw)
+    assert isinstance(rec, NexthopMsg)
+    assert (rec.id, rec.group, rec.group_type, rec.oif, rec.blackhole) == (
+        12,
+        ((10, 1), (11, 5)),
+        0,
+        None,
+        False,
+    )
+    assert ref_nexthop(raw)["group"] == rec.group
+
+
+def test_malformed_nexthop_messages_are_skipped() -> None:
+    good = enc_nexthop([("NHA_ID", 5), ("NHA_OIF", 2), ("NHA_GATEWAY", "198.51.100.2")])
+    [rec] = decode(good)
+    assert isinstance(rec, NexthopMsg) and rec.gateway == "198.51.100.2"
+
+    def with_attr(attr: bytes) -> bytes:
+        body = good[:24] + struct.pack("=HHI", 8, 1, 5) + attr
+        return _corrupt(body, 0, "=I", len(body))
+
+    bad = [
+        good[:20] + b"",  # shorter than nhmsg
+        with_attr(struct.pack("=HH", 3, 5)),  # attribute header below its own size
+        with_attr(struct.pack("=HH", 40, 5)),  # attribute overruns the message
+        with_attr(struct.pack("=HHH", 6, 5, 0) + bytes(2)),  # NHA_OIF size
+        with_attr(struct.pack("=HH", 9, 6) + bytes(8)),  # NHA_GATEWAY of 5 bytes
+        with_attr(struct.pack("=HH", 12, 2) + bytes(8)[:8]),  # NHA_GROUP not a multiple of 8
+        with_attr(struct.pack("=HHI", 8, 3, 0)),  # NHA_GROUP_TYPE of 4 bytes
+        _corrupt(good[:24] + struct.pack("=HHI", 8, 5, 2), 0, "=I", 32),  # no NHA_ID
+    ]
+    bad[0] = _corrupt(bad[0], 0, "=I", 20)
+    bad[5] = with_attr(struct.pack("=HH", 16, 2) + bytes(12))
+    for data in bad:
+        assert decode(data) == [], data.hex()
+    truncated = with_attr(b"\x08\x00")  # two bytes where an attribute header should be
+    assert decode(truncated) == []
+
+
+def test_fibmatch_request_matches_pyroute2() -> None:
+    [rec] = decode(
+        enc_route(
+            [("RTA_DST", "2001:db8:9::"), ("RTA_OIF", 3), ("RTA_CACHEINFO", cacheinfo(2500))],
+            family=AF_INET6,
+            dst_len=64,
+        )
+    )
+    assert isinstance(rec, RouteMsg)
+    route = rec.routes[0]
+    assert route.expires == 25.0
+    msg = rtmsg()
+    _header(msg, RTM_GETROUTE, NLM_F_REQUEST, 9, 0)
+    for key, value in {"family": AF_INET6, "dst_len": 128, "src_len": 0, "tos": 0}.items():
+        msg[key] = value
+    for key in ("table", "proto", "scope", "type"):
+        msg[key] = 0
+    msg["flags"] = RTM_F_FIB_MATCH
+    msg["attrs"] = [("RTA_DST", "2001:db8:9::"), ("RTA_OIF", 3)]
+    msg.encode()
+    assert fibmatch_request(route, 9) == bytes(msg.data)
+    no_oif = route._replace(oif=None)
+    assert len(fibmatch_request(no_oif, 9)) == len(bytes(msg.data)) - 8
+    with pytest.raises(ValueError, match="family 7"):
+        fibmatch_request(route._replace(family=7), 1)
+    with pytest.raises(ValueError, match="seq"):
+        fibmatch_request(route, 1 << 32)
+
+
 def test_done_and_error() -> None:
     records = decode(enc_done(seq=7, pid=9) + enc_error(seq=8, error=0) + enc_error(error=-17))
     assert records == [DoneMsg(7, 9, NLM_F_MULTI, 0), ErrorMsg(8, 0, 0), ErrorMsg(1, 0, 17)]
@@ -524,7 +843,7 @@ def test_route_record_helpers() -> None:
     assert isinstance(rec, RouteMsg)
     route = rec.routes[0]
     assert (route.gateway, route.oif, route.oifs) == ("2001:db8::1", 3, (3, 4))
-    assert route.nexthops == (("2001:db8::1", 3), (None, 4))
+    assert route.nexthops == (("2001:db8::1", 3, 1, 0), (None, 4, 1, 0))
     text = repr(route)
     assert "2001:db8:1::/48" in text and "nexthops" in text and "tos 16" in text and "from" in text
     plain = route._replace(nexthops=(), oif=None, gateway=None, prefsrc="2001:db8::2")
@@ -548,7 +867,18 @@ def route_run(draw: st.DrawFn) -> list[bytes]:
     family = draw(st.sampled_from([AF_INET, AF_INET6]))
     names = draw(
         st.lists(
-            st.sampled_from(["RTA_GATEWAY", "RTA_OIF", "RTA_PRIORITY", "RTA_PREFSRC", "RTA_TABLE"]),
+            st.sampled_from(
+                [
+                    "RTA_GATEWAY",
+                    "RTA_OIF",
+                    "RTA_PRIORITY",
+                    "RTA_PREFSRC",
+                    "RTA_TABLE",
+                    "RTA_NH_ID",
+                    "RTA_CACHEINFO",
+                    "RTA_METRICS",
+                ]
+            ),
             unique=True,
         )
     )
@@ -560,6 +890,9 @@ def route_run(draw: st.DrawFn) -> list[bytes]:
     base |= {"scope": 0, "rtype": 1, "flags": 0, "dst_len": draw(st.integers(24, 32))}
     if family == AF_INET6:
         base["dst_len"] = draw(st.integers(32, 128))
+    # Metrics of one layout (same attributes, so same length); values vary.
+    metric_names = draw(st.sampled_from([["RTAX_MTU"], ["RTAX_MTU", "RTAX_ADVMSS"], []]))
+    cc_algo = draw(st.sampled_from([None, "cubic"]))
     out = []
     for _ in range(draw(st.integers(1, 40))):
         values: dict[str, Any] = {}
@@ -573,6 +906,17 @@ def route_run(draw: st.DrawFn) -> list[bytes]:
                 values[name] = draw(doc_address(family))
             elif name == "RTA_TABLE":
                 values[name] = draw(st.sampled_from([254, 255, 1000]))
+            elif name == "RTA_CACHEINFO":
+                values[name] = cacheinfo(draw(st.sampled_from([0, 0, 30000, -5, 2**31 - 1])))
+            elif name == "RTA_METRICS":
+                metrics: list[tuple[str, Any]] = [
+                    (m, draw(st.sampled_from([1280, 1400, 1500]))) for m in metric_names
+                ]
+                if cc_algo is not None:
+                    metrics.append(("RTAX_CC_ALGO", cc_algo))
+                values[name] = {"attrs": metrics}
+            elif name == "RTA_NH_ID":
+                values[name] = draw(st.sampled_from([1, 7, 0xFFFFFFFF]))
             else:
                 values[name] = draw(u32 if name == "RTA_PRIORITY" else ifindex)
         if "RTA_DST" not in names:
@@ -585,7 +929,7 @@ def route_run(draw: st.DrawFn) -> list[bytes]:
             ("proto", "proto", u8),
             ("scope", "scope", u8),
             ("type", "rtype", u8),
-            ("flags", "flags", u32),
+            ("flags", "flags", st.sampled_from([0, 1, 4, 0x15, 0x200, 0xFFFFFFFF])),
         ):
             if knob in vary:
                 fields[key] = draw(strat)
@@ -858,7 +1202,7 @@ def test_bad_attributes_inside_nested_ones() -> None:
     gw = struct.pack("=HH4s", 8, 5, socket.inet_aton("203.0.113.1"))
     good_nh = struct.pack("=HBBi", 8 + len(gw), 0, 0, 2) + gw
     [rec] = decode(fixed(mp(good_nh)))
-    assert isinstance(rec, RouteMsg) and rec.routes[0].nexthops == (("203.0.113.1", 2),)
+    assert isinstance(rec, RouteMsg) and rec.routes[0].nexthops == (("203.0.113.1", 2, 1, 0),)
     bad_nhs = [
         struct.pack("=HBB", 8, 0, 0),  # rtnexthop truncated
         struct.pack("=HBBi", 4, 0, 0, 2),  # rtnh_len below its own size
@@ -871,7 +1215,7 @@ def test_bad_attributes_inside_nested_ones() -> None:
         assert decode(fixed(mp(nh))) == []
     flow = struct.pack("=HH4s", 8, 11, bytes(4))  # RTA_FLOW: not ours, skipped
     [rec] = decode(fixed(mp(struct.pack("=HBBi", 16, 0, 0, 2) + flow)))
-    assert isinstance(rec, RouteMsg) and rec.routes[0].nexthops == ((None, 2),)
+    assert isinstance(rec, RouteMsg) and rec.routes[0].nexthops == ((None, 2, 1, 0),)
     via = enc_route([("RTA_VIA", {"family": AF_INET6, "addr": "2001:db8::9"})])
     assert decode(_corrupt(via, 32, "=H", 99)) == []  # RTA_VIA of an unknown family
     short_via = via[:28] + struct.pack("=HHB", 5, 18, 0) + b"\0\0\0"
@@ -902,7 +1246,13 @@ def test_link_and_addr_details() -> None:
 
 
 @pytest.mark.parametrize(
-    ("msg_type", "cls"), [(RTM_GETLINK, ifinfmsg), (RTM_GETADDR, ifaddrmsg), (RTM_GETROUTE, rtmsg)]
+    ("msg_type", "cls"),
+    [
+        (RTM_GETLINK, ifinfmsg),
+        (RTM_GETADDR, ifaddrmsg),
+        (RTM_GETROUTE, rtmsg),
+        (RTM_GETNEXTHOP, nhmsg),
+    ],
 )
 @pytest.mark.parametrize("family", [0, AF_INET, AF_INET6])
 def test_dump_request_matches_pyroute2(msg_type: int, cls: Any, family: int) -> None:
@@ -958,3 +1308,75 @@ def test_modules_import_no_pyroute2_and_no_io_layers() -> None:
         names |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
         for name in names:
             assert not name.startswith(("pyroute2", "asyncio", "lwspy.core", "lwspy.roles")), name
+
+
+# -- metrics, lifetimes, nexthop ids -----------------------------------------------------
+
+
+def _metrics_route(payload: bytes, dst: str = "198.51.100.0") -> bytes:
+    """A host route message whose RTA_METRICS payload is ``payload`` as given (padded)."""
+    base = enc_route([("RTA_DST", dst)], dst_len=32)
+    pad = bytes(-len(payload) % 4)
+    body = base + struct.pack("=HH", 4 + len(payload), 8) + payload + pad
+    return _corrupt(body, 0, "=I", len(body))
+
+
+@pytest.mark.parametrize("level", [logging.DEBUG, logging.INFO])
+def test_malformed_metrics_and_cacheinfo_are_skipped(
+    caplog: pytest.LogCaptureFixture, level: int
+) -> None:
+    good = _metrics_route(struct.pack("=HHI", 8, 2, 1400))
+    [rec] = decode(good)
+    assert isinstance(rec, RouteMsg) and rec.routes[0].metrics == ((2, 1400),)
+    bad = [
+        _metrics_route(b"\x08\x00"),  # nested header truncated
+        _metrics_route(struct.pack("=HH", 2, 2)),  # nested length below its header
+        _metrics_route(struct.pack("=HHI", 12, 2, 1400)),  # nested attribute overruns
+        _metrics_route(struct.pack("=HHH", 6, 2, 1400)),  # a u32 metric of 2 bytes
+    ]
+    short_ci = enc_route([("RTA_DST", "198.51.100.0")], dst_len=24)
+    short_ci += struct.pack("=HHII", 12, 12, 0, 0)  # rta_cacheinfo cut before rta_expires
+    bad.append(_corrupt(short_ci, 0, "=I", len(short_ci)))
+    with caplog.at_level(level, logger="lwspy"):
+        for data in bad:
+            assert decode(data) == []
+    assert ("RTA_METRICS malformed" in caplog.text) is (level == logging.DEBUG)
+    assert ("attribute 12 size 12" in caplog.text) is (level == logging.DEBUG)
+
+
+def test_a_bad_metric_inside_a_run_is_left_to_the_walker() -> None:
+    good = [
+        _metrics_route(struct.pack("=HHI", 8, 2, 1280 + i), dst=f"203.0.113.{i}") for i in range(30)
+    ]
+    good[20] = _metrics_route(struct.pack("=HHHxx", 6, 2, 1400), dst="203.0.113.20")
+    got = [(r.dst, r.metrics) for _, r in flat_routes(decode(b"".join(good)))]
+    assert got == [(f"203.0.113.{i}", ((2, 1280 + i),)) for i in range(30) if i != 20]
+
+
+def test_metrics_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nlmsg, "_ADDR_CACHE_MAX", 3)
+    nlmsg._METRICS_CACHE.clear()
+    for i in range(10):
+        msg = enc_route([("RTA_METRICS", {"attrs": [("RTAX_MTU", 1280 + i)]})])
+        check_route(msg, decode(msg))
+    assert len(nlmsg._METRICS_CACHE) <= 3
+
+
+def test_route_repr_says_nexthop_object_and_lifetime() -> None:
+    [rec] = decode(
+        enc_route(
+            [("RTA_DST", "2001:db8:9::"), ("RTA_NH_ID", 7), ("RTA_CACHEINFO", cacheinfo(250))],
+            family=AF_INET6,
+            dst_len=64,
+        )
+    )
+    assert isinstance(rec, RouteMsg)
+    text = repr(rec.routes[0])
+    assert "nhid 7" in text and "expires 2.5s" in text
+
+
+def test_a_skipped_nexthop_message_is_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    data = _corrupt(enc_nexthop([("NHA_ID", 1)])[:20], 0, "=I", 20)
+    with caplog.at_level(logging.DEBUG, logger="lwspy"):
+        assert decode(data) == []
+    assert "nexthop message too short" in caplog.text

@@ -20,11 +20,14 @@ from lwspy.net.nlmsg import (
     NLM_F_CREATE,
     NLM_F_MULTI,
     NLM_F_REPLACE,
+    RT_SCOPE_HOST,
     RT_TABLE_LOCAL,
     RT_TABLE_MAIN,
+    RTM_DELNEXTHOP,
     RTM_DELROUTE,
     RTM_F_CLONED,
     RTM_GETROUTE,
+    RTM_NEWNEXTHOP,
     RTM_NEWROUTE,
     RTN_BLACKHOLE,
     RTN_LOCAL,
@@ -32,12 +35,17 @@ from lwspy.net.nlmsg import (
     RTN_THROW,
     RTN_UNICAST,
     RTN_UNREACHABLE,
+    RTNH_F_IDENTITY,
+    RTPROT_RA,
     DoneMsg,
+    Metrics,
+    NextHop,
+    NexthopMsg,
     Route,
     RouteMsg,
     next_route_id,
 )
-from lwspy.net.route import RouteChange, RouteDiff, RouteTable
+from lwspy.net.route import NexthopChange, RouteChange, RouteDiff, RouteTable
 
 V4_NETS = [ipaddress.ip_network(n) for n in ("198.51.100.0/24", "203.0.113.0/24", "198.18.0.0/15")]
 V6_NET = ipaddress.ip_network("2001:db8::/32")
@@ -55,14 +63,20 @@ def rt(
     tos: int = 0,
     src: str | None = None,
     src_len: int = 0,
-    nexthops: tuple[tuple[str | None, int], ...] = (),
+    nexthops: tuple[tuple[str | None, int], ...] | tuple[NextHop, ...] = (),
     protocol: int = 4,
     scope: int = 0,
     rtm_flags: int = 0,
+    metrics: Metrics = (),
+    nhid: int = 0,
+    nh_dead: int = 0,
+    expires: float = 0.0,
 ) -> Route:
-    """A route as the decoder would make it (a fresh id each time)."""
+    """A route as the decoder would make it (a fresh id each time); a path given as
+    ``(gateway, oif)`` has weight 1 and no flags."""
     net = ipaddress.ip_network(dst)
     family = AF_INET if net.version == 4 else AF_INET6
+    hops = tuple((*hop, 1, 0) if len(hop) == 2 else hop for hop in nexthops)
     return Route(
         family,
         int(net.network_address),
@@ -78,8 +92,13 @@ def rt(
         prefsrc,
         protocol,
         scope,
-        nexthops,
+        hops,  # type: ignore[arg-type]
+        rtm_flags & RTNH_F_IDENTITY,
+        metrics,
+        nhid,
         rtm_flags,
+        nh_dead,
+        expires,
         next_route_id(),
     )
 
@@ -315,7 +334,7 @@ def test_replace_gives_a_new_id() -> None:
     assert len(table) == 1
 
 
-def test_ipv6_same_key_replaces_even_without_the_flag() -> None:
+def test_ipv6_ecmp_joins_by_a_shared_path_and_parts_a_path_at_a_time() -> None:
     table = RouteTable()
     old = rt("2001:db8::/48", gateway="2001:db8::1", priority=1024)
     table.add(old)
@@ -544,3 +563,234 @@ def test_iteration_is_safe_while_changing() -> None:
     for route in table:
         table.delete(copy(route))
     assert len(table) == 0
+
+
+# -- the kernel's identity of a route ---------------------------------------------------
+
+
+def test_tables_are_keyed_by_family_and_table_not_packed_into_one_int() -> None:
+    table = RouteTable()
+    # (AF_INET << 8) | 766 == (AF_INET << 8) | 254, and | 2302 == (AF_INET6 << 8) | 254
+    for number in (766, 767, 2302):
+        assert table.add(rt("0.0.0.0/0", rtype=RTN_BLACKHOLE, table=number)) is None
+    assert len(table) == 0 and table.lookup("203.0.113.1") is None
+    assert table.add(rt("::/0", rtype=RTN_BLACKHOLE, table=2814)) is None
+    assert not table.delete(rt("0.0.0.0/0", table=766))
+
+
+def test_ipv6_routes_of_one_metric_on_different_links_coexist() -> None:
+    table = RouteTable()
+    va = rt("fe80::/64", oif=2, priority=256, protocol=2)
+    vc = rt("fe80::/64", oif=5, priority=256, protocol=2)
+    table.load(dump(va, vc))
+    assert len(table) == 2 and table.lookup("fe80::1") is va
+    # A gatewayed route joins one of them as ECMP: the kernel announces the whole set.
+    gw = rt("2001:db8:8::/64", gateway="2001:db8:1::2", oif=2, priority=1024)
+    table.add(gw)
+    both = rt(
+        "2001:db8:8::/64",
+        gateway="2001:db8:3::2",
+        oif=5,
+        priority=1024,
+        nexthops=(("2001:db8:3::2", 5), ("2001:db8:1::2", 2)),
+    )
+    [change] = table.apply_route(new(both, nl_flags=NLM_F_CREATE | NLM_F_APPEND))
+    assert change == RouteChange(added=both, removed=gw)
+    # Deleting one link's route leaves the other's.
+    [change] = table.apply_route(gone(copy(vc)))
+    assert change.removed is vc and list(table.routes_via_link(2)) == [va, both]
+    # An echo that is not exact takes the route with a path in common, not the first.
+    again = rt("fe80::/64", oif=5, priority=256, protocol=2)
+    table.add(again)
+    [change] = table.apply_route(gone(copy(again, protocol=3)))
+    assert change.removed is again and table.lookup("fe80::1") is va
+    # One on a link the table has no route of that key for names no route here.
+    assert table.apply_route(gone(rt("fe80::/64", oif=9, priority=256, protocol=2))) == []
+    assert table.lookup("fe80::1") is va
+
+
+def test_ipv6_replace_takes_the_first_route_that_can_form_ecmp_like_it() -> None:
+    table = RouteTable()
+    dev = rt("2001:db8:8::/64", oif=2, priority=1024)
+    ra = rt("2001:db8:8::/64", gateway="fe80::1", oif=3, priority=1024, protocol=RTPROT_RA)
+    gw = rt("2001:db8:8::/64", gateway="2001:db8:1::2", oif=2, priority=1024)
+    table.load(dump(dev, ra, gw))
+    assert len(table) == 3
+    newer = rt("2001:db8:8::/64", gateway="2001:db8:1::3", oif=2, priority=1024)
+    [change] = table.apply_route(new(newer, nl_flags=NLM_F_REPLACE))
+    assert change.removed is gw
+    nothing_alike = rt("2001:db8:8::/64", gateway="2001:db8:1::4", oif=2, priority=1024, nhid=7)
+    [change] = table.apply_route(new(nothing_alike, nl_flags=NLM_F_REPLACE))
+    assert change.removed is dev  # no other route that cannot form ECMP: the first
+
+
+def test_ipv4_aliases_differ_by_metrics_onlink_weight_and_nexthop_object() -> None:
+    table = RouteTable()
+    base = rt("203.0.113.0/24", gateway="198.51.100.2")
+    variants = [
+        base,
+        copy(base, metrics=((2, 1400),)),
+        copy(base, metrics=((2, 1300),)),
+        rt("203.0.113.0/24", gateway="198.51.100.2", rtm_flags=4),  # onlink
+        copy(base, nhid=10),
+    ]
+    for route in variants:
+        assert table.add(route, NLM_F_APPEND) is not None
+    assert table.add(copy(variants[1]), NLM_F_APPEND) is None  # the same route again
+    assert len(table) == 5
+    [change] = table.apply_route(gone(copy(variants[2])))
+    assert change.removed is variants[2] and len(table) == 4
+    assert table.lookup("203.0.113.1") is base
+    table.add(rt("198.18.0.0/24", nexthops=(("198.51.100.2", 2, 1, 0), ("203.0.113.2", 3, 1, 0))))
+    table.add(
+        rt("198.18.0.0/24", nexthops=(("198.51.100.2", 2, 3, 0), ("203.0.113.2", 3, 1, 0))),
+        NLM_F_APPEND,
+    )
+    assert len(table) == 6  # the weights tell the two multipath routes apart
+
+
+# -- what the kernel drops without a word ------------------------------------------------
+
+
+def test_multipath_goes_when_its_last_path_dies_and_paths_come_back() -> None:
+    table = RouteTable()
+    mp = rt("203.0.113.0/24", nexthops=(("198.51.100.2", 2), ("203.0.113.194", 3)))
+    single = rt("198.18.1.0/24", gateway="198.51.100.2", oif=2)
+    host = rt("198.18.2.1/32", oif=2, scope=RT_SCOPE_HOST)
+    v6 = rt("2001:db8:5::/64", oif=2)
+    table.load(dump(mp, single, host, v6))
+    assert table.link_down(3) == []
+    assert table.dead_paths(mp) == 0b10 and table.lookup("203.0.113.1") is mp
+    table.link_up(3)
+    assert table.dead_paths(mp) == 0
+    assert table.link_down(2) == [single]  # the scope host route and IPv6 stay
+    assert table.dead_paths(mp) == 0b01
+    assert table.link_down(3) == [mp]
+    assert table.link_down(2, force=True) == [host]
+    assert list(table) == [v6]
+    table.link_up(2)  # nothing dead left: nothing to do
+    empty = RouteTable()
+    assert empty.link_down(2) == [] and empty.drop_prefsrc("198.51.100.1") == []
+
+
+def test_dead_paths_come_from_the_message_and_follow_a_resync() -> None:
+    table = RouteTable()
+    mp = rt("203.0.113.0/24", nexthops=(("198.51.100.2", 2), ("203.0.113.194", 3)), nh_dead=0b10)
+    table.load(dump(mp))  # a dead path is noted, so the bulk path is not taken
+    assert table.dead_paths(mp) == 0b10
+    table.link_up(3)
+    assert table.dead_paths(mp) == 0
+    table.link_down(3)
+    snap = table.snapshot()
+    assert snap.dead_paths(mp) == 0b10
+    fresh = RouteTable()
+    fresh.load(dump(copy(mp, nh_dead=0b10)))
+    assert table.resync(fresh) == RouteDiff() and table.dead_paths(mp) == 0b10
+    assert table.link_down(2) == [mp]
+
+
+def test_only_table_main_loses_routes_with_a_deleted_source() -> None:
+    table = RouteTable()
+    main = rt("198.18.8.0/24", gateway="198.51.100.2", prefsrc="198.51.100.9")
+    local = rt("203.0.113.0/25", gateway="198.51.100.2", prefsrc="198.51.100.9", table=255)
+    table.load(dump(main, local))
+    assert table.drop_prefsrc("198.51.100.9") == [main]
+    assert list(table) == [local]
+
+
+def nh(
+    nh_id: int,
+    *,
+    oif: int | None = 2,
+    gateway: str | None = "198.51.100.2",
+    blackhole: bool = False,
+    group: tuple[tuple[int, int], ...] = (),
+    mtype: int = RTM_NEWNEXTHOP,
+) -> NexthopMsg:
+    if blackhole or group:
+        oif = gateway = None
+    return NexthopMsg(
+        mtype, 0, 0, 0, AF_INET, 0, 0, 0, nh_id, oif, gateway, blackhole, group, 0, False
+    )
+
+
+def test_nexthop_objects_take_their_routes_and_groups_along() -> None:
+    table = RouteTable()
+    for msg in (nh(10), nh(11, oif=3, gateway="203.0.113.194"), nh(12, group=((10, 1), (11, 1)))):
+        assert table.apply_nexthop(msg) == NexthopChange()
+    r10 = rt("198.18.10.0/24", gateway="198.51.100.2", nhid=10)
+    r12 = rt("203.0.113.0/24", nhid=12, oif=None)
+    r6 = rt("2001:db8:2::/64", nhid=10, oif=None)
+    table.load(dump(r10, r12))
+    table.add(r6)
+    assert table.routes_with_nexthop(10) == [r10, r6]
+    change = table.apply_nexthop(nh(10, mtype=RTM_DELNEXTHOP))
+    assert change.removed == [r10, r6] and change.changed == [r12]
+    assert table.nexthops[12].group == ((11, 1),) and table.routable("203.0.113.1")
+    # The kernel's own group update after that changes nothing more.
+    assert table.apply_nexthop(nh(12, group=((11, 1),))) == NexthopChange()
+    # The last member goes with its link's carrier: the group and its route go too.
+    change = table.flush_nexthops(3)
+    assert change.removed == [r12] and not table.nexthops and len(table) == 0
+    assert table.flush_nexthops(3) == NexthopChange()
+    assert table.apply_nexthop(nh(99, mtype=RTM_DELROUTE)) == NexthopChange()
+
+
+def test_a_nexthop_that_turns_blackhole_retypes_and_blocks_its_routes() -> None:
+    table = RouteTable()
+    table.apply_nexthop(nh(31))
+    table.apply_nexthop(nh(32, group=((31, 1),)))
+    direct = rt("203.0.113.0/24", nhid=31, oif=None)
+    grouped = rt("198.18.3.0/24", nhid=32, oif=None)
+    other = rt("198.18.4.0/24", nhid=77, oif=None, rtype=RTN_LOCAL)  # unknown nexthop: trusted
+    table.load(dump(direct, grouped, other))
+    table.link_down(9)  # builds nothing odd: no route there
+    assert table.routable("203.0.113.1") and table.routable("198.18.4.1")
+    change = table.apply_nexthop(nh(31, blackhole=True))
+    assert sorted(r.id for r in change.changed) == sorted((direct.id, grouped.id))
+    assert all(r.type == RTN_BLACKHOLE for r in change.changed)
+    assert table.lookup("203.0.113.1") == direct._replace(type=RTN_BLACKHOLE)
+    assert not table.routable("203.0.113.1") and not table.routable("198.18.3.1")
+    back = table.apply_nexthop(nh(31))
+    assert all(r.type == RTN_UNICAST for r in back.changed)
+    assert table.routable("198.18.3.1")
+    table.apply_nexthop(nh(33, blackhole=True))
+    table.apply_nexthop(nh(34, group=((31, 1), (33, 1))))
+    assert table.forwards(rt("198.18.5.0/24", nhid=34))  # a group of two never drops
+
+
+def test_retype_keeps_path_and_expiry_state() -> None:
+    table = RouteTable()
+    table.apply_nexthop(nh(40, oif=2))
+    route = rt("2001:db8:9::/64", nhid=40, oif=None, expires=30.0)
+    table.add(route)
+    assert table.take_expiring() == [route]
+    assert table.expire(route) and not table.expire(route)
+    change = table.apply_nexthop(nh(40, blackhole=True))
+    [now] = change.changed
+    assert now.id == route.id and table.expired(now) and table.take_expiring() == []
+
+
+def test_an_expired_ipv6_route_is_passed_over_until_it_comes_again() -> None:
+    table = RouteTable()
+    short = rt("2001:db8:2::/64", gateway="2001:db8:1::2", priority=1024, expires=2.0)
+    longer = rt("2001:db8:2::/64", gateway="2001:db8:3::2", oif=3, priority=2048)
+    wide = rt("2001:db8::/32", gateway="2001:db8:1::2", priority=1024, expires=-1.0)
+    table.load(dump(short, longer, wide))
+    assert table.take_expiring() == [short, wide] and table.take_expiring() == []
+    assert table.lookup("2001:db8:2::1") is short
+    assert table.expire(short) and table.lookup("2001:db8:2::1") is longer
+    assert table.expire(wide)
+    table.delete(copy(longer))
+    assert table.lookup("2001:db8:2::1") is None  # every route there expired
+    # The same route again (a replace with a new lifetime): usable, same id.
+    table.apply_route(new(copy(short, expires=60.0), nl_flags=NLM_F_REPLACE))
+    again = table.lookup("2001:db8:2::1")
+    assert again is not None and again.id == short.id and again.expires == 60.0
+    assert table.take_expiring() == [again]
+    assert table.apply_route(new(copy(again))) == [] and table.take_expiring() == []
+    assert not table.expire(short)  # the old object is no longer in the table
+    gone_route = rt("2001:db8:7::/64", expires=5.0)
+    table.add(gone_route)
+    table.delete(copy(gone_route))
+    assert table.take_expiring() == []

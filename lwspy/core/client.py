@@ -23,7 +23,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from lwspy.core.protocol import INTERNAL, Reason
 from lwspy.core.role import InternalRole
@@ -58,20 +58,50 @@ _IFA_F_DADFAILED = 0x08
 _IFA_F_HOMEADDRESS = 0x10
 _IFA_F_DEPRECATED = 0x20
 _IFA_F_TENTATIVE = 0x40
+_RTN_THROW = 9  # rtm_type of a throw route (linux/rtnetlink.h)
 _RECENT = 8  # how many of an address's (or host's) newest records a connect looks at
 _DNS_WORST = ("NXDOMAIN", "SERVER_UNREACHABLE", "NO_RESULT")  # which failure a DNS error names
 
 
+_IFNAMSIZ = 16
+
+
 def literal_address(host: str) -> str | None:
-    """The canonical text of ``host`` if it is an IP literal (``[v6]`` allowed), else None."""
+    """The canonical text of ``host`` if it is an IP literal (``[v6]`` allowed), else None.
+
+    An IPv6 scope id must be an interface index or a name the kernel could have (at most
+    15 printable ASCII characters): anything else is no address.
+    """
     if ":" not in host and not host.replace(".", "").isdigit():
         return None  # a name: not worth two failed parses (every connect asks)
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     try:
-        return str(ipaddress.ip_address(host))
+        addr = ipaddress.ip_address(host)
     except ValueError:
         return None
+    scope = getattr(addr, "scope_id", None)
+    if scope is not None and not _good_scope(scope):
+        return None
+    return str(addr)
+
+
+def _good_scope(scope: str) -> bool:
+    if scope.isascii() and scope.isdigit():
+        return int(scope) < 2**32
+    return (
+        0 < len(scope) < _IFNAMSIZ
+        and scope.isascii()
+        and scope.isprintable()
+        and not any(c.isspace() or c == "/" for c in scope)
+    )
+
+
+def os_error_reason(e: OSError) -> str:
+    """The close or error reason for an OSError; resolver errors (gaierror) by their text."""
+    if isinstance(e, socket.gaierror):
+        return (e.strerror or str(e)).lower()
+    return errno_reason(e.errno) if e.errno else str(e)
 
 
 def _family(address: str) -> int:
@@ -331,24 +361,30 @@ def _path(ctx: Context, cc: ClientConnect, address: str) -> _Path:
     path = cc.paths.get(address)
     if path is not None:
         return path
-    watcher = ctx._netlink
-    if watcher is not None and watcher.coldplug_done:
-        route = watcher.table.lookup(address)
-        from lwspy.net.route import NOT_ROUTABLE
-
-        blocked = route is None or route.type in NOT_ROUTABLE  # known: no way there
-        path = _Path(None, None) if blocked else _Path(route)
-    else:
+    watcher = _watcher(ctx)
+    route = watcher.table.lookup(address) if watcher is not None and watcher.coldplug_done else None
+    if route is None or route.type == _RTN_THROW:
+        # No table, or tables local and main pass it on (policy rules, table default):
+        # the kernel decides, asked when a source is needed.
         path = _Path(None)
+    elif watcher is not None and watcher.table.forwards(route):
+        path = _Path(route)
+    else:  # blackhole, unreachable, prohibit, a blackhole nexthop: no way there
+        path = _Path(None, None)
     cc.paths[address] = path
     return path
+
+
+def _watcher(ctx: Context) -> RouteWatcher | None:
+    """The netlink role (its address list and cold-plug state, besides the table)."""
+    return cast("RouteWatcher | None", ctx._netlink)
 
 
 def _source(ctx: Context, cc: ClientConnect, address: str) -> sort.Source | None:
     """The source address RFC 6724 §5 (or the kernel) picks for ``address``; None: none."""
     path = _path(ctx, cc, address)
     if path.source is _UNSET:
-        watcher = ctx._netlink
+        watcher = _watcher(ctx)
         if path.route is not None and watcher is not None:
             path.source = _netlink_source(watcher, path.route, address)
         else:
@@ -490,9 +526,13 @@ def _start_attempt(wsi: Wsi, cc: ClientConnect, n: int, address: str) -> list[An
         if cc.iface is not None:
             _bind_iface(sock, family, cc.iface)
     except OSError as e:
-        err = e.errno or errno.EINVAL
-        return _attempt_failed(att, err, f"bind to {cc.iface}: {errno_reason(err)}", record=False)
-    err = sock.connect_ex((address, cc.port))  # numeric: no lookup ("%scope" taken too)
+        err = errno.EINVAL if isinstance(e, socket.gaierror) else e.errno or errno.EINVAL
+        return _attempt_failed(att, err, f"bind to {cc.iface}: {os_error_reason(e)}", record=False)
+    try:
+        err = sock.connect_ex((address, cc.port))  # numeric: no lookup ("%scope" taken too)
+    except socket.gaierror as e:  # a scope id that names no interface here
+        reason = f"bad address {address}: {os_error_reason(e)}"
+        return _attempt_failed(att, errno.EINVAL, reason, record=False)
     if err not in (0, errno.EINPROGRESS):
         return _attempt_failed(att, err, errno_reason(err))
     ctx.pt.add(aw, EV_WRITE)

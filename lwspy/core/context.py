@@ -9,10 +9,13 @@ import re
 import socket
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
+from threading import get_ident
 from typing import TYPE_CHECKING, Any
 
 from lwspy.core import client
+from lwspy.core.hooks import Hooks, RouteService
 from lwspy.core.log import log
 from lwspy.core.protocol import INTERNAL, Protocol, Reason
 from lwspy.core.pt import Pt
@@ -26,14 +29,13 @@ from lwspy.net.hosts import parse_hosts
 from lwspy.roles.listen import LISTEN
 from lwspy.roles.pipe import PIPE
 from lwspy.roles.raw_file import RAW_FILE
-from lwspy.roles.raw_skt import RAW_SKT
+from lwspy.roles.raw_skt import RAW_SKT, RAW_SKT_SHUTDOWN
 from lwspy.system.smd import Smd
 from lwspy.system.state import LwsSystem, SystemState
 
 if TYPE_CHECKING:
     from lwspy.core.resolver import Resolver
     from lwspy.net.route import RouteTable
-    from lwspy.roles.netlink import RouteWatcher
 
 __all__ = ["CallbackErrorHandler", "Context"]
 
@@ -41,7 +43,12 @@ __all__ = ["CallbackErrorHandler", "Context"]
 _NETLINK_SAID = False  # "running without netlink" is said once per process
 
 CallbackErrorHandler = Callable[["Wsi | None", "Reason | None", BaseException], None]
-"""``on_callback_error(wsi, reason, exc)``: told of every exception a callback raised."""
+"""The ``on_callback_error(wsi, reason, exc)`` option, told of every exception a callback raised.
+
+``wsi`` and ``reason`` are None for a timer or a ``call_from_thread`` function."""
+
+_MAX_WAIT = 86400.0
+"""The longest one select() waits, in seconds: epoll and poll take at most 2**31-1 ms."""
 
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_-]{1,63})*\.?$"
@@ -71,22 +78,72 @@ class Context:
     A context manager; leaving the ``with`` block (or ``destroy()``) closes every wsi, each
     with its close callback, and releases every fd the context opened::
 
-        with Context(protocols=[Protocol("echo", echo)]) as ctx:
+        from typing import Any
+
+        from lwspy import Context, Protocol, Reason, Wsi
+
+
+        def hello(wsi: Wsi | None, reason: Reason, user: Any, data: Any) -> int:
+            if wsi is None:
+                return 0  # context-level reasons (PROTOCOL_INIT, ...) have no wsi
+            if reason is Reason.RAW_CONNECTED:
+                print("connected to", wsi.peer)
+                return 1  # non-zero closes the wsi
+            if reason in (Reason.CLIENT_CONNECTION_ERROR, Reason.RAW_CLOSE):
+                wsi.ctx.stop()  # each way a connection ends stops the loop
+            return 0
+
+
+        with Context(protocols=[Protocol("hello", hello)]) as ctx:
             vh = ctx.create_vhost("default", port=0, iface="127.0.0.1")
-            ctx.connect("127.0.0.1", vh.port, protocol="echo")
+            ctx.connect("127.0.0.1", vh.listen_port, protocol="hello")
             ctx.run()  # until ctx.stop()
 
-    Options: ``protocols`` (the protocols of the "default" vhost, and of every vhost made
-    without its own), ``hosts_file`` (names for ``connect``, asked before DNS),
-    ``nameservers`` (DNS servers, e.g. ``["198.51.100.53", "[2001:db8::53]:5353"]``; None:
-    those of ``resolv_conf``, default ``/etc/resolv.conf``), ``timeout_secs`` (15; bounds
-    the flush of a closing wsi), ``connect_timeout_secs`` (20; bounds each try of a
-    connect), ``happy_eyeballs_delay`` (0.25: the RFC 8305 Connection Attempt Delay
-    while the CAO database knows nothing of a path), ``cao_history`` (1024 records kept
-    in ``ctx.cao_db``) and ``cao_history_ttl`` (600 s each), ``on_callback_error``
-    (told of each exception a callback raised, after it was logged and its wsi closed; it
-    may re-raise, which ends ``service()`` with that exception: for tests), ``clock`` (a
-    monotonic clock in seconds; inject a fake one to test timing logic).
+    Options (all keyword-only):
+
+    * ``protocols``: the protocols of the "default" vhost, and of every vhost made
+      without its own (default: none).
+    * ``hosts_file``: names for ``connect``, asked before DNS (default ``/etc/hosts``;
+      re-read when it changes).
+    * ``nameservers``: DNS servers, e.g. ``["198.51.100.53", "[2001:db8::53]:5353"]``;
+      None (the default): those of ``resolv_conf``.
+    * ``resolv_conf``: the resolver configuration read when ``nameservers`` is None
+      (default ``/etc/resolv.conf``: ``nameserver``, ``search``, ``ndots``,
+      ``options timeout:/attempts:``).
+    * ``netlink``: follow the kernel's routing table (``ctx.routes``). None (the
+      default): where a netlink socket can be opened, else without it, said once in the
+      log; True: required (RuntimeError if it cannot be opened); False: off.
+    * ``smd_queue_depth`` (40): the most SMD messages waiting for the loop; a ``post``
+      beyond it returns False.
+    * ``smd_ttl`` (2.0 s): an SMD message older than this when the loop gets to it is
+      dropped.
+    * ``timeout_secs`` (15): bounds the flush of a closing wsi, and then the reading to the
+      peer's end of stream after the shutdown (see the guide's "Closing").
+    * ``connect_timeout_secs`` (20): bounds each try of a client connect ("timed out").
+    * ``happy_eyeballs_delay`` (0.25 s): the RFC 8305 Connection Attempt Delay while
+      ``cao_db`` has no connect times for a path (then it is derived from them).
+    * ``cao_history`` (1024) and ``cao_history_ttl`` (600 s): how many connect attempts
+      ``cao_db`` keeps, and for how long.
+    * ``on_callback_error``: told ``fn(wsi, reason, exc)`` of each exception a callback
+      raised, after it was logged and its wsi closed; it may re-raise, which ends
+      ``service()`` with that exception (for tests).
+    * ``clock``: a monotonic clock in seconds (default ``time.monotonic``); inject a
+      fake one to test timing logic.
+
+    Attributes: ``vhosts`` (dict of name to :class:`Vhost`; "default" always exists),
+    ``wsis`` (the open connections and adopted fds), ``smd`` (the context's
+    :class:`~lwspy.Smd` queue), ``system`` (the :class:`~lwspy.LwsSystem` state
+    machine), ``routes`` (the live :class:`~lwspy.RouteTable`, None without netlink),
+    ``resolver`` (the in-loop DNS resolver, made on first use), ``cao_db`` (the
+    :class:`~lwspy.CaoDb` of recent connect attempts),
+    ``protocols``, ``hosts_file``, ``timeout_secs``, ``connect_timeout_secs`` (as
+    given), ``destroyed``.
+
+    Threads: the context belongs to one thread, the one that made it or, from then on,
+    the one that last ran ``service()``/``run()``. Only ``cancel_service()``,
+    ``call_from_thread()`` and ``smd.post()`` may be called from another thread; the
+    loop-only calls (``connect``, ``create_vhost``, ``adopt_socket``, ``adopt_file``,
+    ``sul``, ``call_later``) raise RuntimeError there.
     """
 
     def __init__(
@@ -144,7 +201,12 @@ class Context:
         self._in_service = False
         self._destroying = False
         self._destroyed = False
-        self._netlink: RouteWatcher | None = None
+        self._thread = get_ident()  # the loop's thread: this one, or the last to run service()
+        self._calls: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._escalated: BaseException | None = None  # what on_callback_error raised
+        self._netlink: RouteService | None = None
+        # The hook point: roles and subsystems follow connections through it, never by name.
+        self.hooks = Hooks()
         self._resolver: Resolver | None = None
         self._resolver_args = (nameservers, os.fspath(resolv_conf))
         if nameservers is not None:  # bad addresses raise here, not at the first connect
@@ -173,9 +235,10 @@ class Context:
             self._destroyed = True
             raise
 
-    def _open_netlink(self, required: bool) -> RouteWatcher | None:
-        # Imported here: `import lwspy` stays cheap, and a context without netlink never
-        # loads the decoder.
+    def _open_netlink(self, required: bool) -> RouteService | None:
+        # Imported here, not at module level: `import lwspy` stays cheap, a context without
+        # netlink never loads the decoder, and the core does not depend on a role. The
+        # watcher follows connections through self.hooks.
         from lwspy.roles.netlink import RouteWatcher, open_netlink
 
         try:
@@ -232,10 +295,24 @@ class Context:
         """True once ``destroy()`` has run."""
         return self._destroyed
 
+    @property
+    def destroying(self) -> bool:
+        """True from the moment ``destroy()`` starts, before any close callback (and after).
+
+        The close callbacks that ``destroy()`` delivers see it True: the place to decide
+        not to reconnect. Timers made or scheduled then (``sul``, ``call_later``,
+        ``set_timer``) are accepted quietly and never fire.
+        """
+        return self._destroying
+
     def destroy(self) -> None:
         """Close every wsi (each gets its close callback), every listener and fd. Idempotent.
 
         A connect still in progress ends with CLIENT_CONNECTION_ERROR "context destroyed".
+        ``destroying`` is True from the start; it may be called from a callback (a close
+        callback included). What is still buffered is dropped; a socket already shut down
+        by ``close()`` is closed after reading what has arrived, so the kernel still
+        delivers what it holds.
         """
         if self._destroyed or self._destroying:
             return
@@ -246,7 +323,7 @@ class Context:
             # Every step runs even if on_callback_error re-raises; the first error is
             # raised once every fd is closed.
             errors: list[BaseException] = []
-            while self._wsis:
+            while self._wsis:  # a closing wsi leaves _wsis before its callbacks run
                 self._keep_going(errors, next(iter(self._wsis))._close_now, "context destroyed")
             for vh in self.vhosts.values():
                 if vh._backoff_sul is not None:
@@ -256,6 +333,8 @@ class Context:
                 for p in vh.protocols:
                     self._keep_going(errors, self._call_protocol, p, Reason.PROTOCOL_DESTROY)
         finally:
+            for w in [w for w in self.pt.fds.values() if w.role is RAW_SKT_SHUTDOWN]:
+                w._close_now("context destroyed", graceful=True)
             if self._netlink is not None:
                 self._netlink.close()
             if self._resolver is not None:
@@ -263,6 +342,7 @@ class Context:
             self.pt.suls.clear()  # user timers too: none fires on a destroyed context
             self._wake_wsi._close_now("context destroyed")
             self.pt.close()
+            self.smd.close()
             self._destroyed = True
         if errors:
             raise errors[0]
@@ -278,7 +358,17 @@ class Context:
         if not self._destroyed:
             self.pt.wake()
 
+    def _check_thread(self) -> None:
+        """Guard of the loop-only calls: this is the loop's thread."""
+        if get_ident() != self._thread:
+            raise RuntimeError(
+                "this call belongs to the context's loop thread; from another thread, "
+                "use ctx.call_from_thread(fn, *args) to run it in the loop"
+            )
+
     def _check_alive(self) -> None:
+        """Guard of the loop-only calls: the loop's thread, and the context is alive."""
+        self._check_thread()
         if self._destroyed or self._destroying:
             raise RuntimeError("the context is destroyed")
 
@@ -300,7 +390,7 @@ class Context:
         if timeout_ms is None:
             timeout: float | None = None
         else:
-            timeout = max(0.0, _seconds("timeout_ms", timeout_ms, allow_zero=True) / 1000)
+            timeout = min(_MAX_WAIT, _seconds("timeout_ms", timeout_ms, allow_zero=True) / 1000)
         pt = self.pt
         suls = pt.suls
         if suls.heap:
@@ -308,10 +398,11 @@ class Context:
             if due is not None:
                 wait = max(0.0, due - self._clock())
                 if timeout is None or wait < timeout:
-                    timeout = wait
+                    timeout = wait if wait < _MAX_WAIT else _MAX_WAIT  # a pass, then wait on
         smd = self.smd
         if smd.pending:
             timeout = 0.0
+        self._thread = get_ident()  # whoever services the loop is its thread
         self._in_service = True
         try:
             events = pt.sel.select(timeout)
@@ -331,30 +422,73 @@ class Context:
             if smd.pending:
                 n += smd.service()
             return n
+        except BaseException:
+            self._escalated = None  # it leaves here; keep no traceback alive
+            raise
         finally:
             self._in_service = False
 
     def run(self) -> None:
-        """Service the loop until ``stop()`` (or until the context is destroyed)."""
-        self._stopping = False
-        while not self._stopping and not self._destroyed:
-            self.service()
-        self._stopping = False
+        """Service the loop until ``stop()`` (or until the context is destroyed).
+
+        A ``stop()`` made before ``run()`` (e.g. by a callback during ``service()``) is
+        not forgotten: ``run()`` returns at once.
+        """
+        try:
+            while not self._stopping and not self._destroyed:
+                self.service()
+        finally:
+            self._stopping = False
 
     def stop(self) -> None:
-        """Make ``run()`` return after the current pass."""
+        """Make ``run()`` return after the current pass (or at once, if it is not running)."""
         self._stopping = True
         self._wake()
 
     def cancel_service(self) -> None:
         """Wake the loop from any thread; every protocol gets EVENT_WAIT_CANCELLED.
 
-        This and ``smd.post`` are the only calls safe from another thread.
+        This, ``call_from_thread`` and ``smd.post`` are the only calls safe from another
+        thread.
         """
         self._cancel_pending = True
         self._wake()
 
+    def call_from_thread(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` in the loop soon; safe from any thread, and wakes the loop.
+
+        The way for another thread to use the loop-only calls (``connect``,
+        ``create_vhost``, ``adopt_*``, ``sul``, ``call_later``, and every Wsi method),
+        as asyncio's ``call_soon_threadsafe``: calls run in the order they were made, on
+        the loop's next pass. An exception ``fn`` raises is handled as a callback's
+        (logged with its traceback, then ``on_callback_error``). RuntimeError once the
+        context is being destroyed; a call queued just before that never runs.
+        ``fn``'s return value is ignored. From a worker thread, for example:
+        ``ctx.call_from_thread(ctx.connect, "127.0.0.1", 7681)``.
+        """
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, not {fn!r}")
+        if self._destroyed or self._destroying:
+            raise RuntimeError("the context is destroyed")
+        self._calls.append((fn, args))  # deque.append is atomic: no lock needed
+        self._wake()
+
     def _woken(self) -> None:
+        calls = self._calls
+        # Only what was queued before this pass: a call that queues another one (it also
+        # woke the loop) leaves it for the next pass, so the fds are not starved.
+        try:
+            for _ in range(len(calls)):
+                fn, args = calls.popleft()
+                try:
+                    fn(*args)
+                except Exception as exc:
+                    log.error("lwspy: call_from_thread function %r raised", fn, exc_info=exc)
+                    if self._on_callback_error is not None:
+                        self._on_callback_error(None, None, exc)
+        finally:
+            if calls:  # on_callback_error re-raised: the rest run on the next pass
+                self._wake()
         if self._cancel_pending:
             self._cancel_pending = False
             for vh in list(self.vhosts.values()):
@@ -364,8 +498,14 @@ class Context:
     # -- timers --------------------------------------------------------------------------
 
     def sul(self, callback: Callable[[], Any]) -> Sul:
-        """A reusable timer that calls ``callback()`` from the loop once per ``schedule()``."""
-        self._check_alive()
+        """A reusable timer that calls ``callback()`` from the loop once per ``schedule()``.
+
+        While ``destroying`` it is accepted and never fires (a close callback scheduling a
+        reconnect stays quiet); once ``destroyed`` it raises RuntimeError.
+        """
+        self._check_thread()
+        if self._destroyed:
+            raise RuntimeError("the context is destroyed")
         return Sul(self.pt.suls, callback)
 
     def call_later(self, seconds: float, fn: Callable[..., Any], *args: Any) -> Sul:
@@ -410,6 +550,9 @@ class Context:
         if iface is not None and not isinstance(iface, str):
             raise TypeError(f"iface must be a str, not {type(iface).__name__}")
         protos = self._vhost_protocols(protocols)
+        if existing is not None:  # SPEC: the default vhost holds the context's protocols
+            given = {p.name for p in protos}
+            protos += [p for p in self.protocols if p.name not in given]
         accept: Protocol | None
         if accept_protocol is not None:
             if not isinstance(accept_protocol, str):
@@ -426,10 +569,14 @@ class Context:
         if port is not None and accept is None:
             raise ValueError(f"vhost {name!r} listens but has no protocol to bind connections to")
         sock = _listen_socket(port, iface) if port is not None else None
-        same = existing is not None and existing.protocols == protos
-        if existing is not None and not same:  # the implicit default vhost becomes the user's
-            self._remove_vhost(existing)
-        vh = existing if existing is not None and same else Vhost(self, name, protos, accept)
+        if existing is not None:  # the implicit default vhost becomes the user's, in place
+            vh, before = existing, existing.protocols
+            vh.protocols = protos
+            for p in before:
+                if p not in protos:
+                    self._call_protocol(p, Reason.PROTOCOL_DESTROY)
+        else:
+            vh, before = Vhost(self, name, protos, accept), []
         vh.accept_protocol = accept
         vh.iface = iface
         vh._explicit = True
@@ -439,8 +586,12 @@ class Context:
             listener.state = WsiState.LISTENING
             self.pt.add(listener, EV_READ)
             vh.listener = listener
-        if not same:
+        if existing is None:
             self._add_vhost(vh)
+        else:
+            for p in protos:
+                if p not in before:
+                    self._call_protocol(p, Reason.PROTOCOL_INIT)
         return vh
 
     def get_vhost(self, name: str) -> Vhost:
@@ -475,11 +626,6 @@ class Context:
         self.vhosts[vh.name] = vh
         for p in vh.protocols:
             self._call_protocol(p, Reason.PROTOCOL_INIT)
-
-    def _remove_vhost(self, vh: Vhost) -> None:
-        for p in vh.protocols:
-            self._call_protocol(p, Reason.PROTOCOL_DESTROY)
-        del self.vhosts[vh.name]
 
     def _resolve_vhost(self, vhost: str | Vhost | None) -> Vhost:
         if vhost is None:
@@ -661,14 +807,12 @@ class Context:
         return wsi
 
     def _established(self, wsi: Wsi) -> None:
-        """A connection with a peer is up: let the route watcher index it."""
-        if self._netlink is not None:
-            self._netlink.track(wsi)
+        """A connection with a peer is up: announce it on the hook point."""
+        self.hooks.established(wsi)
 
     def _wsi_closed(self, wsi: Wsi) -> None:
         self._wsis.pop(wsi, None)
-        if self._netlink is not None:
-            self._netlink.untrack(wsi)
+        self.hooks.closed(wsi)
         if self._paused_vhosts and not self._destroying:
             for vh in list(self._paused_vhosts):  # an fd was freed: try accept() again
                 vh._resume_accept()
@@ -694,13 +838,32 @@ class Context:
             self._callback_failed(None, reason, exc)
 
     def _callback_failed(self, wsi: Wsi | None, reason: Reason | None, exc: Exception) -> None:
-        """Log a callback's exception with its traceback, close its wsi, go on."""
+        """Log a callback's exception with its traceback, close its wsi, go on.
+
+        What ``on_callback_error`` raises ends ``service()``: every outer catch of a
+        callback's exception passes it on instead of reporting it again.
+        """
+        if exc is self._escalated:
+            raise exc
         where = reason.name if reason is not None else "timer"
         log.error("lwspy: %s callback of %r raised", where, wsi, exc_info=exc)
         if wsi is not None and wsi.state is not WsiState.CLOSED:
             wsi._close_now("callback error")
         if self._on_callback_error is not None:
-            self._on_callback_error(wsi, reason, exc)
+            try:
+                self._on_callback_error(wsi, reason, exc)
+            except BaseException as e:
+                self._escalated = e
+                raise
+
+
+def _somaxconn() -> int:
+    """The system's largest listen backlog (Linux: ``net.core.somaxconn``, per namespace)."""
+    try:
+        with open("/proc/sys/net/core/somaxconn", encoding="ascii") as f:
+            return max(socket.SOMAXCONN, int(f.read()))
+    except (OSError, ValueError):
+        return socket.SOMAXCONN
 
 
 def _listen_socket(port: int, iface: str | None) -> socket.socket:
@@ -728,7 +891,7 @@ def _listen_socket(port: int, iface: str | None) -> socket.socket:
         if iface is not None and literal is None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, iface.encode())
         sock.bind((addr, port))
-        sock.listen(socket.SOMAXCONN)
+        sock.listen(_somaxconn())
         sock.setblocking(False)
     except BaseException:
         sock.close()

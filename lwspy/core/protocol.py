@@ -35,7 +35,10 @@ class Reason(IntEnum):
 
 
 Callback = Callable[["Wsi | None", Reason, Any, Any], int]
-"""The lws callback shape: ``cb(wsi, reason, user, data) -> int``; non-zero closes the wsi."""
+"""The lws callback shape, ``cb(wsi, reason, user, data) -> int``; non-zero closes the wsi.
+
+``wsi`` is None (and ``user`` too) for the context-level reasons; see the reference's
+table of the callbacks each kind of wsi gets."""
 
 
 def _no_user() -> None:
@@ -45,13 +48,21 @@ def _no_user() -> None:
 class Protocol:
     """A named callback protocol, as lws ``struct lws_protocols``.
 
-    ``user_factory`` makes the per-session ``user`` object handed to every callback of a
-    wsi bound to this protocol (lws's per-session data)::
+    ``callback`` has the :data:`Callback` shape. ``user_factory`` makes the per-session
+    ``user`` object handed to every callback of a wsi bound to this protocol (lws's
+    per-session data), once per wsi, when it is made::
 
-        def echo(wsi, reason, user, data):
-            if reason is Reason.RAW_RX:
+        from typing import Any
+
+        from lwspy import Protocol, Reason, Wsi
+
+
+        def echo(wsi: Wsi | None, reason: Reason, user: dict[str, int], data: Any) -> int:
+            if wsi is not None and reason is Reason.RAW_RX:
+                user["bytes"] = user.get("bytes", 0) + len(data)
                 wsi.write(data)
             return 0
+
 
         proto = Protocol("echo", echo, user_factory=dict)
     """

@@ -21,9 +21,11 @@ class RetryPolicy:
     CLIENT_CONNECTION_ERROR (default ``len(delays)``). ``jitter_percent`` adds up to that
     percentage of each delay, at random, so that many clients do not retry in step::
 
+        from lwspy import RetryPolicy
+
         policy = RetryPolicy([1, 2, 5], conceal=10, jitter_percent=20)
-        policy.delay(1)   # 1.0 .. 1.2
-        policy.delay(7)   # 5.0 .. 6.0 (the last delay repeats)
+        print(policy.delay(1))  # 1.0 .. 1.2
+        print(policy.delay(7))  # 5.0 .. 6.0 (the last delay repeats)
 
     An application pacing its own reconnects (after RAW_CLOSE) calls ``delay(n)`` itself.
     """

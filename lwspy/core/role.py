@@ -43,20 +43,24 @@ class RoleOps:
         if wsi._tx and not wsi._flush():
             return
         if wsi.state is CLOSING:  # the flush before close is done
-            wsi._close_now(wsi.close_reason or "closed")
+            wsi._close_now(wsi.close_reason or "closed", graceful=True)
             return
         if wsi._want_writable:
             wsi._want_writable = False
             wsi._call(self.writeable_reason)
         wsi._update_events()
 
-    def send(self, wsi: Wsi, data: bytes | memoryview) -> int:
+    def send(self, wsi: Wsi, data: bytes | bytearray | memoryview) -> int:
         """Write what the fd takes now; raises BlockingIOError when it takes nothing."""
         raise NotImplementedError
 
     def close_fd(self, wsi: Wsi) -> None:
         """Release the fd."""
         raise NotImplementedError
+
+    def close_graceful(self, wsi: Wsi) -> None:
+        """Release the fd so that what was written still reaches the peer (default: close)."""
+        self.close_fd(wsi)
 
 
 class InternalRole(RoleOps):
@@ -70,7 +74,7 @@ class InternalRole(RoleOps):
     def on_writable(self, wsi: Wsi) -> None:  # pragma: no cover - never asked for
         pass
 
-    def send(self, wsi: Wsi, data: bytes | memoryview) -> int:  # pragma: no cover
+    def send(self, wsi: Wsi, data: bytes | bytearray | memoryview) -> int:  # pragma: no cover
         raise BlockingIOError
 
     def close_fd(self, wsi: Wsi) -> None:

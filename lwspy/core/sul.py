@@ -20,7 +20,8 @@ Clock = Callable[[], float]
 class Sul:
     """One timer: ``callback()`` runs once from the loop when the timer is due.
 
-    >>> # sul = ctx.sul(lambda: print("tick")); sul.schedule(0.5)
+    Made by ``ctx.sul(callback)`` (users never call the constructor), for example
+    ``tick = ctx.sul(lambda: print("tick"))``, then ``tick.schedule(0.5)``.
     """
 
     __slots__ = ("_callback", "_due", "_queue", "_seq")

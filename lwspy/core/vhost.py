@@ -22,9 +22,12 @@ _BACKOFF_MAX = 1.0
 class Vhost:
     """A named set of protocols with an optional listening socket.
 
-    Made by ``ctx.create_vhost()``; ``port`` is the bound port (None without a listener),
-    ``protocols`` the vhost's protocols, ``accept_protocol`` the one accepted connections
-    are bound to.
+    Made by ``ctx.create_vhost()`` (users never call the constructor). Attributes:
+    ``name``; ``ctx``; ``port`` (``int | None``: the bound port, None without a
+    listener); ``listen_port`` (the same as a plain ``int``, for typed code: RuntimeError
+    on a vhost that does not listen); ``iface`` (as given to ``create_vhost``);
+    ``protocols`` (list of :class:`Protocol`); ``accept_protocol`` (the one accepted
+    connections are bound to); ``listener`` (the listening wsi, or None); ``accepting``.
     """
 
     __slots__ = (
@@ -61,6 +64,17 @@ class Vhost:
 
     def __repr__(self) -> str:
         return f"<Vhost {self.name!r} port={self.port}>"
+
+    @property
+    def listen_port(self) -> int:
+        """The bound port of a listening vhost, typed ``int`` (``port`` is ``int | None``).
+
+        RuntimeError when the vhost has no listener (made without ``port``).
+        """
+        port = self.port
+        if port is None:
+            raise RuntimeError(f"vhost {self.name!r} does not listen (made without port=)")
+        return port
 
     def protocol(self, name: str | Protocol) -> Protocol:
         """The vhost's protocol called ``name`` (or that Protocol object, if it is one of them).

@@ -51,6 +51,11 @@ ESTABLISHED = WsiState.ESTABLISHED
 CLOSING = WsiState.CLOSING
 CLOSED = WsiState.CLOSED
 
+_SMALL = 1024
+"""Buffered pieces up to this size are copied into the tail chunk instead of queued apart."""
+_CHUNK = 65536
+"""The most bytes one tail chunk coalesces."""
+
 _ERRNO_REASONS = {
     _errno.ECONNREFUSED: "connect refused",
     _errno.ETIMEDOUT: "timed out",
@@ -71,9 +76,10 @@ class Wsi:
     """One connection (or listener, adopted file, internal fd) in the loop.
 
     Users get a Wsi from ``ctx.connect()``, ``ctx.adopt_socket()``, ``ctx.adopt_file()`` or
-    as the first argument of a callback. Attributes users read: ``protocol``, ``vhost``,
-    ``user``, ``state``, ``peer``, ``local``, ``tx_pending``, ``close_reason``, ``caos``,
-    ``conmon``.
+    as the first argument of a callback, and never call the constructor. Attributes users
+    read: ``ctx``, ``protocol``, ``vhost``, ``user``, ``state``, ``peer``, ``local``,
+    ``tx_pending``, ``close_reason``, ``caos``, ``conmon`` (the API reference gives their
+    types).
     """
 
     __slots__ = (
@@ -128,7 +134,7 @@ class Wsi:
         self.close_reason: str | None = None
         self.conmon: Conmon | None = None
         self.tx_pending = 0
-        self._tx: deque[memoryview] | None = None  # made on the first buffered write
+        self._tx: deque[memoryview | bytearray] | None = None  # made on the first buffered write
         self._events = 0
         self._rx_on = False
         self._want_writable = False
@@ -151,9 +157,12 @@ class Wsi:
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Send ``data``: what cannot go now is buffered, in order, and sent as the fd allows.
 
-        Returns ``len(data)`` (every byte is accepted), or 0 on a wsi that is closing or
-        closed. A ``bytearray`` or writable ``memoryview`` is copied, so the caller may
-        reuse it at once.
+        Returns the number of bytes accepted: all of them, or 0 on a wsi that is closing
+        or closed (or whose fd just failed: it is then closed from the loop, never inside
+        this call). ``data`` is any buffer (bytes, bytearray, memoryview, array, of any
+        shape, contiguous or not); the wsi owns what it accepted: only ``bytes`` are kept
+        without a copy, everything else is copied before ``write`` returns, so the caller
+        may change or reuse its buffer at once.
         """
         state = self.state
         if type(data) is bytes and state is ESTABLISHED and not self._tx:
@@ -166,7 +175,7 @@ class Wsi:
             except BlockingIOError:
                 sent = 0
             except OSError as e:
-                self._fail_io(e)
+                self._fail_later(e)
                 return 0
             if sent == n:
                 return n
@@ -175,16 +184,20 @@ class Wsi:
         if state is CLOSING or state is CLOSED:
             return 0
         view = memoryview(data)
-        if view.ndim != 1 or view.itemsize != 1:
+        if not view.c_contiguous:  # e.g. memoryview(b)[::2]: no fd takes it as it is
+            view = memoryview(view.tobytes())
+        elif view.ndim != 1 or view.itemsize != 1:
             view = view.cast("B")
         n = view.nbytes
         if not n:
             return 0
-        if not view.readonly:
-            view = memoryview(bytes(view))
         if not self._tx and state is ESTABLISHED:
-            sent = self._send_now(view)
-            if sent < 0:
+            try:  # send() copies into the kernel: no need to own these bytes
+                sent = self.role.send(self, view)
+            except BlockingIOError:
+                sent = 0
+            except OSError as e:
+                self._fail_later(e)
                 return 0
             if sent == n:
                 return n
@@ -193,23 +206,48 @@ class Wsi:
         return n
 
     def _queue(self, view: memoryview) -> None:
-        """Buffer what the fd did not take, behind what is already buffered."""
-        if self._tx is None:
-            self._tx = deque()
-        self._tx.append(view)
-        self.tx_pending += view.nbytes
+        """Buffer what the fd did not take, behind what is already buffered.
+
+        The buffer owns its bytes: a view of anything but ``bytes`` is copied (the caller
+        may change its buffer later), and small pieces are copied into the tail chunk, so
+        many small writes cost their bytes, not an object each.
+        """
+        tx = self._tx
+        if tx is None:
+            tx = self._tx = deque()
+        n = view.nbytes
+        if n <= _SMALL:
+            tail = tx[-1] if tx else None
+            if type(tail) is bytearray and len(tail) + n <= _CHUNK:
+                tail += view
+            else:
+                tx.append(bytearray(view))
+        elif type(view.obj) is bytes:
+            tx.append(view)
+        else:
+            tx.append(memoryview(view.tobytes()))
+        self.tx_pending += n
         if not self._events & EV_WRITE:
             self._update_events()
 
-    def _send_now(self, data: bytes | memoryview) -> int:
-        """Send what the fd takes now: the byte count, or -1 when the fd failed (closed)."""
-        try:
-            return self.role.send(self, data)
-        except BlockingIOError:
-            return 0
-        except OSError as e:
-            self._fail_io(e)
-            return -1
+    def _fail_later(self, exc: OSError) -> None:
+        """``write()`` met an fd error: close from the loop, not inside the caller.
+
+        As lws does, the close callbacks never run nested in ``write()``: the caller's
+        callback goes on with a wsi that is CLOSING (writes return 0), and RAW_CLOSE comes
+        on the next pass.
+        """
+        if self.close_reason is None:
+            self.close_reason = errno_reason(exc.errno) if exc.errno else str(exc)
+        self.state = CLOSING
+        self._rx_on = False
+        self._want_writable = False
+        self._tx = None
+        self.tx_pending = 0
+        self._update_events()
+        if self._timeout is None:
+            self._timeout = Sul(self.ctx.pt.suls, self._on_timeout)
+        self._timeout.schedule(0)
 
     def callback_on_writable(self) -> None:
         """Ask for one RAW_WRITEABLE callback when the fd can take more data.
@@ -239,8 +277,11 @@ class Wsi:
             self._timer.cancel()
 
     def set_timeout(self, seconds: float, reason: str = "timeout") -> None:
-        """Close the wsi with ``close_reason=reason`` after ``seconds``; 0 cancels it."""
-        if self.state is WsiState.CLOSED:
+        """Close the wsi with ``close_reason=reason`` after ``seconds``; 0 cancels it.
+
+        On a closing wsi it does nothing: the flush stays bounded by ``timeout_secs``.
+        """
+        if self.state >= WsiState.CLOSING:
             return
         if not isinstance(reason, str):
             raise TypeError(f"reason must be a str, not {type(reason).__name__}")
@@ -253,23 +294,32 @@ class Wsi:
         self._timeout.schedule(seconds)
 
     def close(self, reason: str = "closed") -> None:
-        """Close the wsi; buffered data is flushed first (bounded by ``timeout_secs``).
+        """Close the wsi, delivering first what ``write()`` accepted.
 
-        The close callback (RAW_CLOSE, or CLIENT_CONNECTION_ERROR for a connect still in
-        progress) is delivered exactly once. Closing a closed wsi does nothing.
+        Buffered data is flushed (the wsi is CLOSING meanwhile), then the close callback
+        (RAW_CLOSE, or CLIENT_CONNECTION_ERROR for a connect still in progress) is
+        delivered, exactly once, and WSI_DESTROY after it. A connected stream socket is
+        then shut down for writing and what the peer still sends is read and discarded
+        until its end of stream, so the kernel delivers everything queued instead of
+        answering unread data with a reset (lws ``LRS_SHUTDOWN``). The flush and the
+        shutdown are each bounded by ``timeout_secs``; a peer that resets, ``destroy()``
+        or that bound can still cut delivery short. Closing a closed wsi does nothing.
         """
         if not isinstance(reason, str):
             raise TypeError(f"reason must be a str, not {type(reason).__name__}")
-        if self.state >= WsiState.CLOSING:
+        state = self.state
+        if state >= WsiState.CLOSING:
             return
-        if self._tx and self.state is WsiState.ESTABLISHED:
+        if state is not ESTABLISHED:
+            self._close_now(reason)
+        elif not self._tx:
+            self._close_now(reason, graceful=True)
+        else:
             self.close_reason = reason
-            self.state = WsiState.CLOSING
             self._rx_on = False
             self._update_events()
             self.set_timeout(self.ctx.timeout_secs, reason)
-            return
-        self._close_now(reason)
+            self.state = CLOSING
 
     @property
     def caos(self) -> list[Cao]:
@@ -291,7 +341,7 @@ class Wsi:
             self.ctx._callback_failed(self, reason, exc)
             return
         if ret and self.state is not CLOSED and self.state is not CLOSING:
-            self._close_now("callback")
+            self.close("callback")
 
     def _update_events(self) -> None:
         """Make the selector's interest match what the wsi needs now."""
@@ -323,8 +373,11 @@ class Wsi:
                 self._fail_io(e)
                 return False
             self.tx_pending -= sent
-            if sent < head.nbytes:
-                tx[0] = head[sent:]
+            if sent < len(head):  # every queued piece is flat bytes: len() is its size
+                if type(head) is bytearray:
+                    del head[:sent]
+                else:
+                    tx[0] = head[sent:]
                 return False
             tx.popleft()
         self._tx = None  # an idle connection keeps no deque
@@ -339,15 +392,23 @@ class Wsi:
             self._call(Reason.TIMER)
 
     def _on_timeout(self) -> None:
-        # A flush that timed out keeps the reason close() was given (_close_now keeps it).
-        self._close_now(self._timeout_reason)
+        # A flush that timed out keeps the reason close() was given (_close_now keeps it);
+        # a user's timeout drops what is buffered but still shuts the socket down cleanly.
+        self._close_now(self._timeout_reason, graceful=self.state is ESTABLISHED)
 
-    def _close_now(self, reason: str) -> None:
-        """Release the fd and deliver the close callbacks, exactly once."""
+    def _close_now(self, reason: str, graceful: bool = False) -> None:
+        """Release the fd and deliver the close callbacks, exactly once.
+
+        ``graceful``: the role shuts the fd down cleanly (what was sent still arrives);
+        else it is closed at once (after an fd error, or a flush that cannot finish).
+        """
         if self.state is WsiState.CLOSED:
             return
         prev = self.state
         self.state = WsiState.CLOSED
+        # Not listed while its close callbacks run: ctx.wsis is "what is still open", and
+        # destroy() called from RAW_CLOSE must not pick this wsi again.
+        self.ctx._wsis.pop(self, None)
         if self.close_reason is None:
             self.close_reason = reason
         if self._timer is not None:
@@ -360,7 +421,10 @@ class Wsi:
         if self._client is not None:  # its timers, attempt sockets and DNS query go too
             self._client.abandon(self.ctx.pt.suls.clock())
         self.ctx.pt.forget(self)
-        self.role.close_fd(self)
+        if graceful:
+            self.role.close_graceful(self)
+        else:
+            self.role.close_fd(self)
         if log.isEnabledFor(DEBUG):
             log.debug("close %r: %s", self, self.close_reason)
         try:

@@ -192,10 +192,17 @@ class CaoDb:
     again in time). Every key (host, address, family, ifindex, gateway, route id) has a
     dict index, so :meth:`query`, :meth:`stats` and :meth:`forget` cost O(matches)::
 
+        import socket
+        import time
+
+        from lwspy import Cao, CaoDb, CaoResult
+
         db = CaoDb(history=1024, ttl=600, clock=time.monotonic)
-        db.add(cao)                                  # a finished attempt
-        db.stats(host="lab.test", family=AF_INET6)   # CaoStats(attempts=..., ...)
-        db.forget(ifindex=3)                         # the link went down
+        lost = Cao("lab.test", 80, "2001:db8::1", socket.AF_INET6, 0.0, ifindex=3,
+                   result=CaoResult.LOST_RACE)
+        db.add(lost)                                          # a finished attempt
+        print(db.stats(host="lab.test", family=socket.AF_INET6))  # attempts=1, lost=1
+        print(db.forget(ifindex=3))                           # the link went down: 1
 
     The clock is injected (the context's), so the database itself reads no time.
     """

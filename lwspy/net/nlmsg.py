@@ -2,12 +2,13 @@
 
 Sans-I/O: the netlink role reads a datagram (one ``recv`` may hold many messages) and
 hands it to :func:`decode`, which returns :class:`RouteMsg`, :class:`LinkMsg`,
-:class:`AddrMsg`, :class:`DoneMsg` and :class:`ErrorMsg` records in wire order. The
+:class:`AddrMsg`, :class:`NexthopMsg`, :class:`DoneMsg` and :class:`ErrorMsg` records in
+wire order. The
 decoder never raises: truncated, oversized or malformed messages are skipped with a
 debug log on the ``lwspy`` logger, and messages of types it does not know are ignored.
 
 Layouts are the kernel's (``include/uapi/linux/netlink.h``, ``rtnetlink.h``,
-``if_link.h``, ``if_addr.h``), precompiled once as :class:`struct.Struct`. Routes are
+``if_link.h``, ``if_addr.h``, ``nexthop.h``), precompiled once as :class:`struct.Struct`. Routes are
 the hot message: a cold plug may dump 100,000 of them, all laid out alike. The first
 route message of each layout is walked attribute by attribute; the layout is then
 remembered, and a run of messages that have it is decoded a field at a time across the
@@ -15,7 +16,10 @@ whole run (see ``_Shape``), which is what makes 100,000 routes a fraction of a s
 Consecutive route messages with the same header come as one :class:`RouteMsg`.
 
 Requests: :func:`dump_request` builds ``RTM_GETLINK`` / ``RTM_GETADDR`` /
-``RTM_GETROUTE`` dumps; :data:`RTMGRP_SUBSCRIBE` is the group mask to ``bind()`` with.
+``RTM_GETNEXTHOP`` / ``RTM_GETROUTE`` dumps; :data:`RTMGRP_SUBSCRIBE` is the group mask
+to ``bind()`` with (nexthop objects, group :data:`RTNLGRP_NEXTHOP`, lie beyond the
+32-bit mask: join it with ``NETLINK_ADD_MEMBERSHIP``); :func:`fibmatch_request` asks
+the kernel which route it would use for an address.
 
 >>> msgs = decode(dump_request(RTM_GETROUTE, AF_INET, 1))  # a request is no record
 >>> msgs
@@ -43,11 +47,13 @@ __all__ = [
     "ErrorMsg",
     "LinkMsg",
     "NextHop",
+    "NexthopMsg",
     "NlRecord",
     "Route",
     "RouteMsg",
     "decode",
     "dump_request",
+    "fibmatch_request",
     "next_route_id",
 ]
 
@@ -92,6 +98,9 @@ RTM_GETADDR: Final = 22
 RTM_NEWROUTE: Final = 24
 RTM_DELROUTE: Final = 25
 RTM_GETROUTE: Final = 26
+RTM_NEWNEXTHOP: Final = 104
+RTM_DELNEXTHOP: Final = 105
+RTM_GETNEXTHOP: Final = 106
 
 # Route attributes (enum rtattr_type_t).
 RTA_UNSPEC: Final = 0
@@ -113,6 +122,11 @@ RTA_PREF: Final = 20
 RTA_ENCAP_TYPE: Final = 21
 RTA_ENCAP: Final = 22
 RTA_EXPIRES: Final = 23
+RTA_NH_ID: Final = 30
+
+# Route metrics (RTA_METRICS nests RTAX_* attributes: u32 each, but RTAX_CC_ALGO a string).
+RTAX_MTU: Final = 2
+RTAX_CC_ALGO: Final = 16
 
 # Route types (rtm_type).
 RTN_UNSPEC: Final = 0
@@ -154,12 +168,25 @@ RT_TABLE_LOCAL: Final = 255
 # rtm_flags.
 RTM_F_NOTIFY: Final = 0x100
 RTM_F_CLONED: Final = 0x200
+RTM_F_FIB_MATCH: Final = 0x2000
 
 # rtnexthop.rtnh_flags.
 RTNH_F_DEAD: Final = 0x1
 RTNH_F_PERVASIVE: Final = 0x2
 RTNH_F_ONLINK: Final = 0x4
 RTNH_F_LINKDOWN: Final = 0x10
+RTNH_F_IDENTITY: Final = RTNH_F_ONLINK | RTNH_F_PERVASIVE
+"""The nexthop flags that make two routes different ones (the kernel's ``fib_nh_match``
+ignores the state flags: dead, linkdown, offload, trap)."""
+
+# Nexthop object attributes (enum NHA_*, include/uapi/linux/nexthop.h).
+NHA_ID: Final = 1
+NHA_GROUP: Final = 2
+NHA_GROUP_TYPE: Final = 3
+NHA_BLACKHOLE: Final = 4
+NHA_OIF: Final = 5
+NHA_GATEWAY: Final = 6
+NHA_FDB: Final = 11
 
 # Link attributes.
 IFLA_UNSPEC: Final = 0
@@ -212,6 +239,7 @@ RTNLGRP_IPV4_IFADDR: Final = 5
 RTNLGRP_IPV4_ROUTE: Final = 7
 RTNLGRP_IPV6_IFADDR: Final = 9
 RTNLGRP_IPV6_ROUTE: Final = 11
+RTNLGRP_NEXTHOP: Final = 32
 RTMGRP_LINK: Final = 0x1
 RTMGRP_IPV4_IFADDR: Final = 0x10
 RTMGRP_IPV4_ROUTE: Final = 0x40
@@ -232,11 +260,17 @@ _U32 = struct.Struct("=I")
 _NLA = struct.Struct("=HH")  # rtattr: len, type
 _RTNH = struct.Struct("=HBBi")  # rtnexthop: len, flags, hops, ifindex
 _VIA_FAMILY = struct.Struct("=H")
+_NHMSG = struct.Struct("=BBBxI")  # nhmsg: family, scope, protocol, pad, flags
+_NH_GRP = struct.Struct("=IBBH")  # nexthop_grp: id, weight - 1, weight_high, reserved
 
 _HDRLEN: Final = 16
 _RTMSG_END: Final = 28  # nlmsghdr + rtmsg
 _IFINFO_END: Final = 32
 _IFADDR_END: Final = 24
+_NHMSG_END: Final = 24
+_CACHEINFO_EXPIRES: Final = 8  # rta_cacheinfo.rta_expires: offset in the payload
+USER_HZ: Final = 100
+"""Clock ticks per second of ``rta_cacheinfo.rta_expires`` (the kernel's ``clock_t``)."""
 _ADDR_ATTR_LEN = {AF_INET: 8, AF_INET6: 20}  # rtattr header + address
 _MAX_PREFIX = {AF_INET: 32, AF_INET6: 128}
 _MASKS = {
@@ -244,8 +278,14 @@ _MASKS = {
     for fam, bits in _MAX_PREFIX.items()
 }
 
-NextHop = tuple[str | None, int]
-"""One path of a multipath route: ``(gateway or None, oif)``."""
+NextHop = tuple[str | None, int, int, int]
+"""One path of a multipath route: ``(gateway or None, oif, weight, flags)``; ``weight``
+is ``rtnh_hops + 1`` (as ``ip route`` shows it) and ``flags`` the path's
+:data:`RTNH_F_IDENTITY` flags (onlink, pervasive), not its state."""
+
+Metrics = tuple[tuple[int, int | str], ...]
+"""``RTA_METRICS`` as ``(RTAX_* type, value)`` pairs in wire order (a string for
+``RTAX_CC_ALGO``, an integer for the others), e.g. ``((RTAX_MTU, 1400),)``."""
 
 _NO_NEXTHOPS: tuple[NextHop, ...] = ()
 _ADDR_BYTES = {AF_INET: 4, AF_INET6: 16}
@@ -273,6 +313,14 @@ class Route(NamedTuple):
     route lists its paths in ``nexthops`` and takes ``gateway`` and ``oif`` from the first.
     ``id`` is unique per decoded route and stays with the route while it lives.
 
+    What else tells two kernel routes apart: ``nh_flags`` (:data:`RTNH_F_IDENTITY` bits of
+    ``rtm_flags``: ``onlink``), ``metrics`` (``mtu``, ``advmss``, ...; see
+    :data:`Metrics`) and ``nhid`` (the nexthop object the route uses, ``RTA_NH_ID``; 0:
+    none). The fields from ``rtm_flags`` on are state, not identity: ``nh_dead`` has bit
+    ``i`` set when path ``i`` is dead (``RTNH_F_DEAD``; bit 0 for a single-path route),
+    ``expires`` is the lifetime left when the kernel wrote the message, in seconds (IPv6
+    ``RTA_CACHEINFO``; 0.0: none, negative: already expired).
+
     An immutable, slotted tuple (``__slots__ = ()``): decode builds 100,000 of them in a
     cold plug, and a tuple is several times cheaper to make than a slotted class, and
     can be built from columns without Python code per route.
@@ -293,7 +341,12 @@ class Route(NamedTuple):
     protocol: int
     scope: int
     nexthops: tuple[NextHop, ...]
+    nh_flags: int
+    metrics: Metrics
+    nhid: int
     rtm_flags: int
+    nh_dead: int
+    expires: float
     id: int
 
     @property
@@ -312,8 +365,9 @@ class Route(NamedTuple):
         return () if self.oif is None else (self.oif,)
 
     def same_as(self, other: Route) -> bool:
-        """True if ``other`` is the same kernel route, whatever its ``id`` and ``rtm_flags``
-        (flags such as ``RTNH_F_LINKDOWN`` follow the carrier, not the route)."""
+        """True if ``other`` is the same kernel route, whatever its ``id`` and its state
+        (``rtm_flags``, ``nh_dead``, ``expires``: flags such as ``RTNH_F_LINKDOWN``
+        follow the carrier, not the route)."""
         return self[:_CONTENT_END] == other[:_CONTENT_END]
 
     def __repr__(self) -> str:
@@ -331,10 +385,14 @@ class Route(NamedTuple):
             parts.append(f"tos {self.tos}")
         if self.src_len:
             parts.append(f"from {self.src}/{self.src_len}")
+        if self.nhid:
+            parts.append(f"nhid {self.nhid}")
+        if self.expires:
+            parts.append(f"expires {self.expires:g}s")
         return " ".join(parts) + ")"
 
 
-_CONTENT_END: Final = 15  # Route fields before rtm_flags and id: what makes it the same route
+_CONTENT_END: Final = 18  # Route fields before rtm_flags: what makes it the same route
 
 
 class RouteMsg(NamedTuple):
@@ -400,6 +458,40 @@ class AddrMsg:
 
 
 @dataclass(slots=True)
+class NexthopMsg:
+    """An ``RTM_NEWNEXTHOP`` / ``RTM_DELNEXTHOP`` message: a nexthop object (``ip
+    nexthop``), which routes use by ``nhid``.
+
+    ``id`` is ``NHA_ID``; a plain nexthop has ``oif`` and maybe ``gateway`` (text; an
+    IPv4 nexthop may have an IPv6 gateway), a ``blackhole`` one neither, and a group
+    lists ``(member id, weight)`` pairs in ``group``. ``flags`` are ``RTNH_F_*``
+    (``dead`` is ``RTNH_F_DEAD``); ``fdb`` marks a nexthop for the bridge FDB, which
+    routes never use.
+    """
+
+    type: int
+    nl_flags: int
+    seq: int
+    pid: int
+    family: int
+    scope: int
+    protocol: int
+    flags: int
+    id: int
+    oif: int | None
+    gateway: str | None
+    blackhole: bool
+    group: tuple[tuple[int, int], ...]
+    group_type: int
+    fdb: bool
+
+    @property
+    def dead(self) -> bool:
+        """The kernel marked the nexthop dead (``RTNH_F_DEAD``)."""
+        return bool(self.flags & RTNH_F_DEAD)
+
+
+@dataclass(slots=True)
 class DoneMsg:
     """``NLMSG_DONE``: the end of a dump (``error`` is its payload, normally 0)."""
 
@@ -428,7 +520,7 @@ class ErrorMsg:
         return self.errno == 0
 
 
-NlRecord = RouteMsg | LinkMsg | AddrMsg | DoneMsg | ErrorMsg
+NlRecord = RouteMsg | LinkMsg | AddrMsg | NexthopMsg | DoneMsg | ErrorMsg
 """Any record :func:`decode` returns."""
 
 # Gateways and preferred sources repeat across thousands of routes: cache their text.
@@ -463,10 +555,25 @@ class _Shape:
     is what lets a 100,000-route cold plug fit its time budget.
     """
 
-    __slots__ = ("checks", "expect", "family", "length", "masks", "match", "maxlen", "offsets")
+    __slots__ = (
+        "checks",
+        "expect",
+        "family",
+        "length",
+        "masks",
+        "match",
+        "maxlen",
+        "metrics_len",
+        "offsets",
+    )
 
     def __init__(
-        self, length: int, family: int, checks: list[tuple[str, int, int]], offsets: dict[int, int]
+        self,
+        length: int,
+        family: int,
+        checks: list[tuple[str, int, int]],
+        offsets: dict[int, int],
+        metrics_len: int = 0,
     ) -> None:
         fmt = ["="]
         pos = 0
@@ -479,6 +586,7 @@ class _Shape:
         self.expect = tuple(want for _, _, want in checks)
         self.checks = [(code, at, struct.pack("=" + code, want)) for code, at, want in checks]
         self.offsets = offsets  # attribute type -> offset of its payload in the message
+        self.metrics_len = metrics_len  # RTA_METRICS payload length, if offsets has it
         self.length = length
         self.family = family
         self.masks = _MASKS[family]
@@ -517,6 +625,18 @@ class _Shape:
         priority = 0 if at is None else col("I", at)
         at = offsets.get(RTA_OIF)
         oif = None if at is None else col("I", at)
+        at = offsets.get(RTA_METRICS)
+        metrics: Iterable[Metrics] = repeat(_NO_METRICS, m)
+        if at is not None:
+            got = self._metrics(region, at, m)
+            if got is None:
+                return False
+            metrics = got
+        at = offsets.get(RTA_NH_ID)
+        nhid = 0 if at is None else col("I", at)
+        at = offsets.get(RTA_CACHEINFO)
+        expires = repeat(0.0, m) if at is None else _expires(col("I", at), m)
+        rtm_flags = col("I", 24)
         routes = list(
             map(
                 tuple.__new__,
@@ -537,7 +657,12 @@ class _Shape:
                     _each(col("B", 21), m),  # protocol
                     _each(col("B", 22), m),  # scope
                     repeat(_NO_NEXTHOPS, m),
-                    _each(col("I", 24), m),  # rtm_flags
+                    _masked_flags(rtm_flags, RTNH_F_IDENTITY, m),  # nh_flags
+                    metrics,
+                    _each(nhid, m),
+                    _each(rtm_flags, m),
+                    _masked_flags(rtm_flags, RTNH_F_DEAD, m),  # nh_dead
+                    expires,
                     islice(_serial, m),  # id
                     strict=True,
                 ),
@@ -553,6 +678,17 @@ class _Shape:
             ):
                 out.route((mtype, *hdr), (route,))
         return True
+
+    def _metrics(self, region: memoryview, at: int, m: int) -> Iterable[Metrics] | None:
+        """The ``RTA_METRICS`` of every message (each distinct payload parsed once), or
+        None if one is malformed."""
+        size = self.metrics_len
+        st = struct.Struct(f"={at}x{size}s{self.length - at - size}x")
+        raws = list(map(_FIRST, st.iter_unpack(region)))
+        parsed = {raw: _metrics(raw) for raw in set(raws)}
+        if None in parsed.values():
+            return None
+        return map(cast(dict[bytes, Metrics], parsed).__getitem__, raws)
 
     def _raw16(self, region: memoryview, at: int) -> list[bytes]:
         """The 16-byte field at ``at`` of every message, as bytes."""
@@ -638,6 +774,25 @@ def _each(col: _T | Sequence[_T], m: int) -> Iterable[_T]:
     return repeat(cast(_T, col), m)
 
 
+def _masked_flags(col: int | list[int], mask: int, m: int) -> Iterable[int]:
+    """A column of flags ANDed with ``mask``."""
+    if isinstance(col, int):
+        return repeat(col & mask, m)
+    return map(and_, col, repeat(mask, m))
+
+
+def _expires(col: int | list[int], m: int) -> Iterable[float]:
+    """A column of ``rta_expires`` words (signed clock ticks) as seconds."""
+    if isinstance(col, int):
+        return repeat(_seconds(col), m)
+    return map(_seconds, col)
+
+
+def _seconds(word: int) -> float:
+    """A signed 32-bit ``rta_expires`` word, in seconds."""
+    return (word - (1 << 32) if word & 0x80000000 else word) / USER_HZ
+
+
 def _most(col: int | list[int]) -> int:
     """The largest value of a column."""
     return col if isinstance(col, int) else max(col)
@@ -671,6 +826,7 @@ def _learn(buf: bytes, off: int, end: int, family: int) -> _Shape | None:
         return None
     checks = [("I", 0, length), ("H", 4, _LEN_TYPE.unpack_from(buf, off)[1]), ("B", 16, family)]
     offsets: dict[int, int] = {}
+    metrics_len = 0
     alen_addr = _ADDR_ATTR_LEN[family]
     a = off + _RTMSG_END
     while a < end:
@@ -678,12 +834,17 @@ def _learn(buf: bytes, off: int, end: int, family: int) -> _Shape | None:
         checks.append(("I", a - off, _U32.unpack_from(buf, a)[0]))
         if atype in (RTA_DST, RTA_GATEWAY, RTA_PREFSRC, RTA_SRC) and alen == alen_addr:
             offsets[atype] = a - off + 4  # a repeated attribute: the last wins, as in _route
-        elif atype in (RTA_OIF, RTA_PRIORITY, RTA_TABLE) and alen == 8:
+        elif atype in (RTA_OIF, RTA_PRIORITY, RTA_TABLE, RTA_NH_ID) and alen == 8:
             offsets[atype] = a - off + 4
+        elif atype == RTA_METRICS:
+            offsets[atype] = a - off + 4
+            metrics_len = alen - 4
+        elif atype == RTA_CACHEINFO:
+            offsets[atype] = a - off + 4 + _CACHEINFO_EXPIRES
         elif atype in (RTA_MULTIPATH, RTA_VIA):
             return None
         a += (alen + 3) & ~3
-    return _Shape(length, family, checks, offsets)
+    return _Shape(length, family, checks, offsets, metrics_len)
 
 
 def _remember(length: int, shape: _Shape) -> None:
@@ -739,8 +900,8 @@ def decode(buf: bytes | bytearray | memoryview) -> list[NlRecord]:
     Never raises for any input: a message that is truncated, runs past the buffer, has a
     malformed attribute or an address of the wrong size is skipped (debug log); a header
     whose length cannot be trusted ends the walk, since the next message cannot be found.
-    Message types other than routes, links, addresses, DONE and ERROR are ignored, and
-    so are attributes the records do not carry.
+    Message types other than routes, links, addresses, nexthop objects, DONE and ERROR
+    are ignored, and so are attributes the records do not carry.
 
     >>> decode(b"")
     []
@@ -788,6 +949,13 @@ def decode(buf: bytes | bytearray | memoryview) -> list[NlRecord]:
             ifaddr = _ifaddr(buf, off, end, debug)
             if ifaddr is not None:
                 out.add(ifaddr)
+        elif mtype in (RTM_NEWNEXTHOP, RTM_DELNEXTHOP):
+            nexthop = _nexthop(buf, off, end)
+            if isinstance(nexthop, str):
+                if debug:
+                    _skip(nexthop, mtype, off)
+            else:
+                out.add(nexthop)
         elif mtype == NLMSG_DONE:
             _, _, nl_flags, seq, pid = _HDR.unpack_from(buf, off)
             # The payload (an int) is missing in some old kernels' DONE: treat as 0.
@@ -865,6 +1033,10 @@ def _route(buf: bytes, off: int, end: int) -> tuple[tuple[int, int, int, int], R
     oif: int | None = None
     priority = 0
     nexthops = _NO_NEXTHOPS
+    nh_dead = rtm_flags & RTNH_F_DEAD
+    metrics = _NO_METRICS
+    nhid = 0
+    expires = 0.0
     a = off + _RTMSG_END
     while a < end:
         if a + 4 > end:
@@ -884,7 +1056,7 @@ def _route(buf: bytes, off: int, end: int) -> tuple[tuple[int, int, int, int], R
                 prefsrc = _addr(family, raw)
             else:
                 src = _addr(family, raw)
-        elif atype in (RTA_OIF, RTA_PRIORITY, RTA_TABLE):
+        elif atype in (RTA_OIF, RTA_PRIORITY, RTA_TABLE, RTA_NH_ID):
             if alen != 8:
                 return f"attribute {atype} size {alen}"
             val = _U32.unpack_from(buf, a + 4)[0]
@@ -892,13 +1064,24 @@ def _route(buf: bytes, off: int, end: int) -> tuple[tuple[int, int, int, int], R
                 oif = val
             elif atype == RTA_PRIORITY:
                 priority = val
-            else:
+            elif atype == RTA_TABLE:
                 table = val
+            else:
+                nhid = val
         elif atype == RTA_MULTIPATH:
-            nhs = _multipath(buf, a + 4, a + alen, family)
-            if nhs is None:
+            mp = _multipath(buf, a + 4, a + alen, family)
+            if mp is None:
                 return "RTA_MULTIPATH malformed"
-            nexthops = nhs
+            nexthops, nh_dead = mp
+        elif atype == RTA_METRICS:
+            parsed = _metrics(buf[a + 4 : a + alen])
+            if parsed is None:
+                return "RTA_METRICS malformed"
+            metrics = parsed
+        elif atype == RTA_CACHEINFO:
+            if alen < 4 + _CACHEINFO_EXPIRES + 4:
+                return f"attribute {atype} size {alen}"
+            expires = _I32.unpack_from(buf, a + 4 + _CACHEINFO_EXPIRES)[0] / USER_HZ
         elif atype == RTA_VIA:
             via = _via(buf, a + 4, a + alen)
             if via is None:
@@ -906,7 +1089,7 @@ def _route(buf: bytes, off: int, end: int) -> tuple[tuple[int, int, int, int], R
             gateway = via
         a += (alen + 3) & ~3
     if nexthops and oif is None:
-        gateway, oif = nexthops[0]
+        gateway, oif = nexthops[0][:2]
     route = Route(
         family,
         dst_num,
@@ -923,20 +1106,59 @@ def _route(buf: bytes, off: int, end: int) -> tuple[tuple[int, int, int, int], R
         proto,
         scope,
         nexthops,
+        rtm_flags & RTNH_F_IDENTITY,
+        metrics,
+        nhid,
         rtm_flags,
+        nh_dead,
+        expires,
         next(_serial),
     )
     return (mtype, nl_flags, seq, pid), route
 
 
-def _multipath(buf: bytes, a: int, end: int, family: int) -> tuple[NextHop, ...] | None:
-    """The ``(gateway, oif)`` paths of ``RTA_MULTIPATH``, or None if malformed."""
+_NO_METRICS: Metrics = ()
+_METRICS_CACHE: dict[bytes, Metrics] = {}
+
+
+def _metrics(raw: bytes) -> Metrics | None:
+    """The ``(RTAX_*, value)`` pairs of an ``RTA_METRICS`` payload, or None if malformed
+    (cached: a table's routes share a few metric sets)."""
+    got = _METRICS_CACHE.get(raw)
+    if got is not None:
+        return got
+    pairs: list[tuple[int, int | str]] = []
+    a, end = 0, len(raw)
+    while a < end:
+        if a + 4 > end:
+            return None
+        alen, atype = _NLA.unpack_from(raw, a)
+        if alen < 4 or a + alen > end:
+            return None
+        if atype == RTAX_CC_ALGO:
+            pairs.append((atype, _asciiz(raw, a + 4, a + alen)))
+        elif alen == 8:
+            pairs.append((atype, _U32.unpack_from(raw, a + 4)[0]))
+        else:
+            return None
+        a += (alen + 3) & ~3
+    metrics = tuple(pairs)
+    if len(_METRICS_CACHE) >= _ADDR_CACHE_MAX:
+        _METRICS_CACHE.clear()
+    _METRICS_CACHE[raw] = metrics
+    return metrics
+
+
+def _multipath(buf: bytes, a: int, end: int, family: int) -> tuple[tuple[NextHop, ...], int] | None:
+    """The paths of ``RTA_MULTIPATH`` and the bit mask of the dead ones, or None if
+    malformed."""
     hops: list[NextHop] = []
+    dead = 0
     alen_addr = _ADDR_ATTR_LEN[family]
     while a < end:
         if a + 8 > end:
             return None
-        nh_len, _flags, _hops, ifindex = _RTNH.unpack_from(buf, a)
+        nh_len, flags, weight, ifindex = _RTNH.unpack_from(buf, a)
         nh_end = a + nh_len
         if nh_len < 8 or nh_end > end:
             return None
@@ -957,9 +1179,11 @@ def _multipath(buf: bytes, a: int, end: int, family: int) -> tuple[NextHop, ...]
                 if gateway is None:
                     return None
             b += (alen + 3) & ~3
-        hops.append((gateway, ifindex))
+        if flags & RTNH_F_DEAD:
+            dead |= 1 << len(hops)
+        hops.append((gateway, ifindex, weight + 1, flags & RTNH_F_IDENTITY))
         a += (nh_len + 3) & ~3
-    return tuple(hops)
+    return tuple(hops), dead
 
 
 def _via(buf: bytes, a: int, end: int) -> str | None:
@@ -1066,6 +1290,77 @@ def _ifaddr(buf: bytes, off: int, end: int, debug: bool) -> AddrMsg | None:
     return None
 
 
+def _nexthop(buf: bytes, off: int, end: int) -> NexthopMsg | str:
+    """Decode one ``RTM_NEWNEXTHOP`` / ``RTM_DELNEXTHOP`` (``end`` already bounds-checked),
+    or say why it was skipped."""
+    if end - off < _NHMSG_END:
+        return "nexthop message too short"
+    _, mtype, nl_flags, seq, pid = _HDR.unpack_from(buf, off)
+    family, scope, protocol, flags = _NHMSG.unpack_from(buf, off + _HDRLEN)
+    nh_id: int | None = None
+    oif: int | None = None
+    gateway: str | None = None
+    blackhole = fdb = False
+    group: tuple[tuple[int, int], ...] = ()
+    group_type = 0
+    a = off + _NHMSG_END
+    while a < end:
+        if a + 4 > end:
+            return "attribute header truncated"
+        alen, atype = _NLA.unpack_from(buf, a)
+        if alen < 4 or a + alen > end:
+            return "attribute overruns message"
+        size = alen - 4
+        if atype in (NHA_ID, NHA_OIF):
+            if size != 4:
+                return f"attribute {atype} size {alen}"
+            val = _U32.unpack_from(buf, a + 4)[0]
+            if atype == NHA_ID:
+                nh_id = val
+            else:
+                oif = val
+        elif atype == NHA_GATEWAY:
+            gw_family = {4: AF_INET, 16: AF_INET6}.get(size)
+            if gw_family is None:
+                return f"NHA_GATEWAY size {alen}"
+            gateway = _addr(gw_family, buf[a + 4 : a + alen])
+        elif atype == NHA_GROUP:
+            if size % _NH_GRP.size:
+                return f"NHA_GROUP size {alen}"
+            group = tuple(
+                (member, (high << 8 | low) + 1)
+                for member, low, high, _ in _NH_GRP.iter_unpack(buf[a + 4 : a + alen])
+            )
+        elif atype == NHA_GROUP_TYPE:
+            if size != 2:
+                return f"NHA_GROUP_TYPE size {alen}"
+            group_type = _VIA_FAMILY.unpack_from(buf, a + 4)[0]
+        elif atype == NHA_BLACKHOLE:
+            blackhole = True
+        elif atype == NHA_FDB:
+            fdb = True
+        a += (alen + 3) & ~3
+    if nh_id is None:
+        return "no NHA_ID"
+    return NexthopMsg(
+        mtype,
+        nl_flags,
+        seq,
+        pid,
+        family,
+        scope,
+        protocol,
+        flags,
+        nh_id,
+        oif,
+        gateway,
+        blackhole,
+        group,
+        group_type,
+        fdb,
+    )
+
+
 def _asciiz(buf: bytes, a: int, end: int) -> str:
     """A NUL-terminated string attribute, undecodable bytes replaced (never raises)."""
     raw = buf[a:end]
@@ -1075,21 +1370,26 @@ def _asciiz(buf: bytes, a: int, end: int) -> str:
     return raw.decode("utf-8", "replace")
 
 
-_DUMP_BODY_LEN = {RTM_GETLINK: 16, RTM_GETADDR: 8, RTM_GETROUTE: 12}  # ifinfomsg, ifaddrmsg, rtmsg
+# ifinfomsg, ifaddrmsg, rtmsg, nhmsg
+_DUMP_BODY_LEN = {RTM_GETLINK: 16, RTM_GETADDR: 8, RTM_GETROUTE: 12, RTM_GETNEXTHOP: 8}
 
 
 def dump_request(msg_type: int, family: int, seq: int) -> bytes:
-    """A dump request (``NLM_F_REQUEST | NLM_F_DUMP``) for all links, addresses or routes.
+    """A dump request (``NLM_F_REQUEST | NLM_F_DUMP``) for all links, addresses, nexthop
+    objects or routes.
 
-    ``msg_type`` is ``RTM_GETLINK``, ``RTM_GETADDR`` or ``RTM_GETROUTE``; ``family`` is
-    ``AF_UNSPEC``, ``AF_INET`` or ``AF_INET6``; ``seq`` comes back in every answer.
+    ``msg_type`` is ``RTM_GETLINK``, ``RTM_GETADDR``, ``RTM_GETNEXTHOP`` or
+    ``RTM_GETROUTE``; ``family`` is ``AF_UNSPEC``, ``AF_INET`` or ``AF_INET6``; ``seq``
+    comes back in every answer.
 
     >>> len(dump_request(RTM_GETROUTE, AF_INET6, 7))
     28
     """
     body_len = _DUMP_BODY_LEN.get(msg_type)
     if body_len is None:
-        raise ValueError(f"dump_request: msg_type {msg_type} is not RTM_GETLINK/GETADDR/GETROUTE")
+        raise ValueError(
+            f"dump_request: msg_type {msg_type} is not RTM_GETLINK/GETADDR/GETNEXTHOP/GETROUTE"
+        )
     if family not in (AF_UNSPEC, AF_INET, AF_INET6):
         raise ValueError(f"dump_request: family {family} is not AF_UNSPEC/AF_INET/AF_INET6")
     if not 0 <= seq <= 0xFFFFFFFF:
@@ -1097,3 +1397,26 @@ def dump_request(msg_type: int, family: int, seq: int) -> bytes:
     # Every body starts with its family byte; the rest stays zero (no filter).
     header = _HDR.pack(_HDRLEN + body_len, msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
     return header + bytes((family,)) + bytes(body_len - 1)
+
+
+def fibmatch_request(route: Route, seq: int) -> bytes:
+    """An ``RTM_GETROUTE`` request (no dump) asking which route the kernel would use for
+    ``route``'s destination address over its ``oif`` (``RTM_F_FIB_MATCH``: the table
+    entry itself, with its current ``expires``, not a cached clone).
+
+    >>> len(fibmatch_request(Route(AF_INET6, 0, 0, 254, 0, 0, None, 0, 1, None, 2, None,
+    ...     0, 0, (), 0, (), 0, 0, 0, 0.0, 1), 7))
+    56
+    """
+    family = route.family
+    nbytes = _ADDR_BYTES.get(family)
+    if nbytes is None:
+        raise ValueError(f"fibmatch_request: route family {family}")
+    if not 0 <= seq <= 0xFFFFFFFF:
+        raise ValueError(f"fibmatch_request: seq {seq} does not fit in 32 bits")
+    body = _RTMSG.pack(family, 8 * nbytes, 0, 0, 0, 0, 0, 0, RTM_F_FIB_MATCH)
+    attrs = _NLA.pack(4 + nbytes, RTA_DST) + route.dst_num.to_bytes(nbytes, "big")
+    if route.oif is not None:
+        attrs += _NLA.pack(8, RTA_OIF) + _U32.pack(route.oif)
+    length = _RTMSG_END + len(attrs)
+    return _HDR.pack(length, RTM_GETROUTE, NLM_F_REQUEST, seq, 0) + body + attrs

@@ -1,9 +1,12 @@
 """The routing table as live state: what the kernel's tables main and local hold.
 
-Sans-I/O: the netlink role feeds decoded :class:`~lwspy.net.nlmsg.RouteMsg` records in
-(:meth:`RouteTable.apply_route`, :meth:`RouteTable.load`), and drops what the kernel
-removes without telling (:meth:`RouteTable.drop_link`, :meth:`RouteTable.drop_prefsrc`).
-Connections ask :meth:`RouteTable.lookup` / :meth:`RouteTable.routable`.
+Sans-I/O: the netlink role feeds decoded :class:`~lwspy.net.nlmsg.RouteMsg` and
+:class:`~lwspy.net.nlmsg.NexthopMsg` records in (:meth:`RouteTable.apply_route`,
+:meth:`RouteTable.load`, :meth:`RouteTable.apply_nexthop`), and tells the table what
+happened to links and addresses, so that it drops what the kernel removes without a word
+(:meth:`RouteTable.link_down`, :meth:`RouteTable.flush_nexthops`,
+:meth:`RouteTable.drop_prefsrc`, :meth:`RouteTable.expire`). Connections ask
+:meth:`RouteTable.lookup` / :meth:`RouteTable.routable`.
 
 Lookup mirrors the kernel's default rules: table local first, then main (other tables are
 not kept), each by longest-prefix match, then lowest priority (metric). Per family and
@@ -11,10 +14,21 @@ table the routes sit in ``{prefix length: {masked network: (routes, preferred fi
 so a lookup probes only the prefix lengths present, longest first (lws's
 ``_lws_route_est_outgoing`` takes the first match instead: **(lws bug)**).
 
-Route identity follows the kernel: an IPv6 route is (table, dst, dst_len, src, src_len,
-metric); IPv4 allows several routes ("aliases") with the same (table, dst, dst_len, tos,
-metric), added by ``ip route append`` / ``prepend``, and replaces the first one on
-``NLM_F_REPLACE``. A replaced route is a new :class:`Route` with a new ``id``.
+Route identity follows the kernel. IPv4 (``fib_table_insert``) allows several routes
+("aliases") with the same (table, dst, dst_len, tos, metric), added by ``ip route
+append`` / ``prepend``, as long as they differ in type or in what ``fib_info`` holds
+(protocol, scope, preferred source, metrics such as ``mtu``, the nexthops with their
+``onlink`` flag and weight, the nexthop object); ``NLM_F_REPLACE`` replaces the first.
+IPv6 (``fib6_add_rt2leaf``) keeps, per (table, dst, src, metric), one route per nexthop
+(device and gateway): ``fe80::/64`` on two links is two routes; gatewayed routes that may
+form ECMP join into one multipath route, which the kernel announces whole. A replaced
+route is a new :class:`Route` with a new ``id``.
+
+The kernel also drops routes without a message, and the table mirrors each rule (see
+the methods): an IPv4 route dies when all its paths are dead (link down, except
+``scope host`` routes; last IPv4 address of the link gone); a route of table main whose
+preferred source was deleted goes (table local keeps it); a nexthop object goes with its
+link's carrier, and its routes with it; an IPv6 route past its ``expires`` is not used.
 
 >>> table = RouteTable()
 >>> table.lookup("198.51.100.7") is None
@@ -23,6 +37,7 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import socket
 from collections.abc import Iterable, Iterator
@@ -36,16 +51,23 @@ from lwspy.net.nlmsg import (
     NLM_F_APPEND,
     NLM_F_MULTI,
     NLM_F_REPLACE,
+    RT_SCOPE_HOST,
     RT_TABLE_LOCAL,
     RT_TABLE_MAIN,
+    RTM_DELNEXTHOP,
     RTM_DELROUTE,
     RTM_F_CLONED,
+    RTM_NEWNEXTHOP,
     RTM_NEWROUTE,
     RTN_BLACKHOLE,
     RTN_PROHIBIT,
     RTN_THROW,
+    RTN_UNICAST,
     RTN_UNREACHABLE,
+    RTNH_F_IDENTITY,
+    RTPROT_RA,
     NextHop,
+    NexthopMsg,
     NlRecord,
     Route,
     RouteMsg,
@@ -61,14 +83,17 @@ _MASKS = {
     for fam, bits in ((AF_INET, 32), (AF_INET6, 128))
 }
 _V4MAPPED_PREFIX: Final = bytes(10) + b"\xff\xff"
-_CONTENT_END: Final = 15  # Route fields that make it the same kernel route (not flags, id)
+_CONTENT_END: Final = 18  # Route fields that make it the same kernel route (not state, id)
 _KEY: Final = slice(4, 8)  # priority, tos, src, src_len: identity within one prefix bucket
 _BATCH_MIN: Final = 8  # routes in a record worth the bulk insert
 _FAMILY = itemgetter(0)
 _DST_NUM = itemgetter(1)
 _DST_LEN = itemgetter(2)
 _TABLE = itemgetter(3)
-_RTM_FLAGS = itemgetter(15)
+_RTM_FLAGS = itemgetter(18)
+_NH_DEAD = itemgetter(19)
+_EXPIRES = itemgetter(20)
+_Path = tuple[str | None, int | None]  # (gateway, oif): what names one path of a route
 
 Address = str | ipaddress.IPv4Address | ipaddress.IPv6Address
 """What :meth:`RouteTable.lookup` takes: an address as text or an :mod:`ipaddress` one."""
@@ -155,14 +180,27 @@ def _rank(route: Route) -> tuple[bool, int]:
     return (bool(route.tos or route.src_len), route.priority)
 
 
-def _paths(route: Route) -> tuple[tuple[str | None, int | None], ...]:
+def _paths(route: Route) -> tuple[_Path, ...]:
     """The (gateway, oif) paths of a route, one for a single-path route."""
-    return route.nexthops or ((route.gateway, route.oif),)
+    if route.nexthops:
+        return tuple(hop[:2] for hop in route.nexthops)
+    return ((route.gateway, route.oif),)
 
 
 def _links(route: Route) -> set[int]:
     """The interfaces a route leaves by."""
     return {oif for _, oif in _paths(route) if oif is not None}
+
+
+def _ecmp6(route: Route) -> bool:
+    """Whether an IPv6 route may join others of its metric as one multipath route (the
+    kernel's ``rt6_qualify_for_ecmp``: a gateway, not from a router advertisement, no
+    nexthop object)."""
+    return (
+        not route.nhid
+        and route.protocol != RTPROT_RA
+        and (bool(route.nexthops) or route.gateway is not None)
+    )
 
 
 def _parse(addr: Address) -> tuple[int, int]:
@@ -189,33 +227,63 @@ def _parse(addr: Address) -> tuple[int, int]:
     raise TypeError(f"route lookup: expected str or ipaddress address, got {type(addr).__name__}")
 
 
+@dataclass(slots=True)
+class NexthopChange:
+    """What one nexthop message (or a link taking its nexthop objects along) did to the
+    routes: ``removed`` went with their nexthop object, ``changed`` still use one whose
+    paths changed (a replaced nexthop, a group that lost a member)."""
+
+    removed: list[Route] = field(default_factory=list)
+    changed: list[Route] = field(default_factory=list)
+
+
 class RouteTable:
     """The host's routes of tables main and local, kept in step with netlink.
 
     Iterable of :class:`Route` (in no particular order); ``len()``; :attr:`generation`
     bumps on every change; :meth:`get` finds a route by ``id`` in O(1). The indexes by
-    id, link and preferred source are built on first use and kept from then on, so a
-    cold plug pays only for the prefix index.
+    id, link, preferred source and nexthop object are built on first use and kept from
+    then on, so a cold plug pays only for the prefix index. :attr:`nexthops` holds the
+    kernel's nexthop objects by id (``ip nexthop``).
 
     >>> table = RouteTable()
     >>> len(table), table.generation, table.routable("2001:db8::1")
     (0, 0, False)
     """
 
-    __slots__ = ("_by_id", "_by_oif", "_by_prefsrc", "_count", "_fibs", "_generation", "_order")
+    __slots__ = (
+        "_by_id",
+        "_by_nhid",
+        "_by_oif",
+        "_by_prefsrc",
+        "_count",
+        "_dead",
+        "_expired",
+        "_expiring",
+        "_fibs",
+        "_generation",
+        "_order",
+        "nexthops",
+    )
 
     def __init__(self) -> None:
-        self._fibs = {(fam << 8) | t: _Fib() for fam in (AF_INET, AF_INET6) for t in _TABLES}
+        # Keyed by (family, table): tables are 32-bit, so no packing into one int.
+        self._fibs = {(fam, t): _Fib() for fam in (AF_INET, AF_INET6) for t in _TABLES}
         # Kernel rule order: local (priority 0) before main (32766).
         self._order = {
-            fam: (self._fibs[(fam << 8) | RT_TABLE_LOCAL], self._fibs[(fam << 8) | RT_TABLE_MAIN])
+            fam: (self._fibs[fam, RT_TABLE_LOCAL], self._fibs[fam, RT_TABLE_MAIN])
             for fam in (AF_INET, AF_INET6)
         }
         self._by_id: dict[int, Route] | None = None
         self._by_oif: dict[int, dict[int, Route]] | None = None
         self._by_prefsrc: dict[str, dict[int, Route]] | None = None
+        self._by_nhid: dict[int, dict[int, Route]] | None = None
         self._count = 0
         self._generation = 0
+        self.nexthops: dict[int, NexthopMsg] = {}
+        self._dead: dict[int, int] = {}  # route id -> its dead paths (bit i: path i), if any
+        self._expired: set[int] = set()  # ids of IPv6 routes past their expiry
+        self._expiring: list[Route] = []  # routes with a lifetime, since take_expiring()
 
     # -- reading ---------------------------------------------------------------------
 
@@ -233,7 +301,7 @@ class RouteTable:
     def __contains__(self, route: object) -> bool:
         if not isinstance(route, Route):
             return False
-        fib = self._fibs.get((route.family << 8) | route.table)
+        fib = self._fibs.get((route.family, route.table))
         return fib is not None and any(other is route for other in fib.bucket(route))
 
     def __repr__(self) -> str:
@@ -246,8 +314,9 @@ class RouteTable:
     def lookup(self, addr: Address) -> Route | None:
         """The route the kernel would pick for ``addr`` (no policy rules beyond the default
         ones, no TOS, no source): table local, then main; longest prefix, then lowest
-        metric. A ``throw`` route sends the lookup on to the next table; if none matches
-        after it, the throw route is returned (it is not routable).
+        metric; an IPv6 route past its expiry is passed over, as the kernel does. A
+        ``throw`` route sends the lookup on to the next table; if none matches after it,
+        the throw route is returned (it is not routable).
 
         ``addr`` is a string or an :mod:`ipaddress` address; IPv4-mapped IPv6 addresses
         are looked up as IPv4. Raises ValueError for a string that is not an address.
@@ -257,6 +326,7 @@ class RouteTable:
         """
         family, num = _parse(addr)
         masks = _MASKS[family]
+        expired = self._expired
         thrown: Route | None = None
         for fib in self._order[family]:
             nets = fib.nets
@@ -266,9 +336,12 @@ class RouteTable:
             for plen in lens:
                 slot = nets[plen].get(num & masks[plen])
                 if slot is not None:
-                    route = slot if isinstance(slot, Route) else slot[0]
-                    if route.tos or route.src_len:
-                        continue  # only TOS- or source-specific routes for this prefix
+                    route: Route | None = slot if isinstance(slot, Route) else slot[0]
+                    assert route is not None
+                    if route.tos or route.src_len or (expired and route.id in expired):
+                        route = _plain(slot, expired)
+                        if route is None:
+                            continue  # only TOS- or source-specific or expired routes here
                     if route.type == RTN_THROW:
                         thrown = route
                         break
@@ -276,10 +349,16 @@ class RouteTable:
         return thrown
 
     def routable(self, addr: Address) -> bool:
-        """True if a lookup finds a route that forwards: not blackhole, unreachable,
-        prohibit or throw, and not no route at all."""
+        """True if a lookup finds a route that forwards (see :meth:`forwards`)."""
         route = self.lookup(addr)
-        return route is not None and route.type not in NOT_ROUTABLE
+        return route is not None and self.forwards(route)
+
+    def forwards(self, route: Route) -> bool:
+        """True if ``route`` forwards: not blackhole, unreachable, prohibit or throw, and
+        not over a blackhole nexthop object (or a group with no other member)."""
+        if route.type in NOT_ROUTABLE:
+            return False
+        return not route.nhid or self._nh_forwards(route.nhid)
 
     def routes_via_link(self, ifindex: int) -> list[Route]:
         """Every route with a path over interface ``ifindex``."""
@@ -288,6 +367,18 @@ class RouteTable:
     def routes_with_prefsrc(self, address: str) -> list[Route]:
         """Every route whose preferred source (``RTA_PREFSRC``) is ``address``."""
         return list(self._prefsrcs().get(address, {}).values())
+
+    def routes_with_nexthop(self, nhid: int) -> list[Route]:
+        """Every route that uses nexthop object ``nhid`` (directly, not through a group)."""
+        return list(self._nhids().get(nhid, {}).values())
+
+    def dead_paths(self, route: Route) -> int:
+        """The paths of ``route`` that are dead, as a bit mask (bit ``i``: path ``i``)."""
+        return self._dead.get(route.id, 0)
+
+    def expired(self, route: Route) -> bool:
+        """True if ``route`` is past its expiry (see :meth:`expire`)."""
+        return route.id in self._expired
 
     # -- changes from netlink --------------------------------------------------------
 
@@ -313,9 +404,9 @@ class RouteTable:
 
         Routes of tables other than main and local, and cloned (cache) routes, are
         ignored. A route already in the table (same content) changes nothing and keeps
-        its id.
+        its id (a new lifetime, if it brings one, is taken).
         """
-        fib = self._fibs.get((route.family << 8) | route.table)
+        fib = self._fibs.get((route.family, route.table))
         if fib is None or route.rtm_flags & RTM_F_CLONED:
             return None
         change = self._add(fib, route, nl_flags)
@@ -326,7 +417,7 @@ class RouteTable:
     def delete(self, route: Route) -> RouteChange | None:
         """Remove the route an ``RTM_DELROUTE`` names (it echoes the deleted route's
         content); return the change, or None if no route of that identity is here."""
-        fib = self._fibs.get((route.family << 8) | route.table)
+        fib = self._fibs.get((route.family, route.table))
         if fib is None or route.rtm_flags & RTM_F_CLONED:
             return None
         change = self._delete(fib, route)
@@ -351,7 +442,7 @@ class RouteTable:
                 count += done
                 continue
             for route in routes:
-                fib = self._fibs.get((route.family << 8) | route.table)
+                fib = self._fibs.get((route.family, route.table))
                 if fib is None or route.rtm_flags & RTM_F_CLONED:
                     continue
                 if self._add(fib, route, msg.nl_flags) is not None:
@@ -360,15 +451,98 @@ class RouteTable:
             self._generation += 1
         return count
 
+    def apply_nexthop(self, msg: NexthopMsg) -> NexthopChange:
+        """Apply an ``RTM_NEWNEXTHOP`` / ``RTM_DELNEXTHOP`` record.
+
+        A deleted nexthop takes with it, as the kernel does (``__remove_nexthop_fib``, with
+        no ``RTM_DELROUTE`` for IPv4, nor for IPv6 under ``nexthop_compat_mode=0``), every
+        route that uses it, and leaves the groups that held it: a group left empty goes
+        too, with its routes. A replaced nexthop changes the routes that use it.
+        """
+        if msg.type == RTM_DELNEXTHOP:
+            return self._remove_nexthops({msg.id})
+        if msg.type != RTM_NEWNEXTHOP:
+            return NexthopChange()
+        old = self.nexthops.get(msg.id)
+        self.nexthops[msg.id] = msg
+        if old is None or _nh_paths(old) == _nh_paths(msg):
+            return NexthopChange()
+        self._generation += 1
+        return NexthopChange(changed=self._retype(self._users({msg.id})))
+
+    def flush_nexthops(self, ifindex: int) -> NexthopChange:
+        """The link ``ifindex`` went down or lost its carrier: the kernel removes its
+        nexthop objects (``nexthop_flush_dev``, without a message) and what uses them."""
+        gone = {nh.id for nh in self.nexthops.values() if nh.oif == ifindex and not nh.blackhole}
+        return self._remove_nexthops(gone) if gone else NexthopChange()
+
+    def link_down(self, ifindex: int, force: bool = False) -> list[Route]:
+        """Mark the IPv4 paths over link ``ifindex`` dead and remove (and return) the IPv4
+        routes left with no live path, as the kernel's ``fib_sync_down_dev`` does without
+        a message.
+
+        ``force`` is False for a link that went down: ``scope host`` routes survive it
+        (their nexthop has scope "nowhere"). It is True when the link's last IPv4 address
+        went or the link is gone: every path over it dies. Routes over nexthop objects
+        are not touched here (see :meth:`flush_nexthops`); IPv6 routes the kernel deletes
+        with messages of their own.
+        """
+        gone: list[Route] = []
+        if not self._count:  # e.g. a link found down early in a cold plug: no index yet
+            return gone
+        for route in self.routes_via_link(ifindex):
+            if route.family != AF_INET or route.nhid:
+                continue
+            if not force and route.scope == RT_SCOPE_HOST:
+                continue
+            paths = _paths(route)
+            dead = self.dead_paths(route)
+            for i, (_, oif) in enumerate(paths):
+                if oif == ifindex:
+                    dead |= 1 << i
+            if dead == (1 << len(paths)) - 1:
+                gone.append(route)
+            elif dead:
+                self._dead[route.id] = dead
+        return self._remove_all(gone)
+
+    def link_up(self, ifindex: int) -> None:
+        """Link ``ifindex`` is up (again), or got an IPv4 address: its dead paths live
+        again (the kernel's ``fib_sync_up``)."""
+        if not self._dead:  # the usual case, and a cold plug's: nothing to look up
+            return
+        for route in self.routes_via_link(ifindex):
+            dead = self.dead_paths(route)
+            if not dead:
+                continue
+            for i, (_, oif) in enumerate(_paths(route)):
+                if oif == ifindex:
+                    dead &= ~(1 << i)
+            if dead:
+                self._dead[route.id] = dead
+            else:
+                del self._dead[route.id]
+
+    def expire(self, route: Route) -> bool:
+        """``route`` (IPv6) is past its expiry: the kernel no longer uses it, though it
+        keeps it, and says nothing, until its garbage collector deletes it (with an
+        ``RTM_DELROUTE``). Lookups pass it over from now on; True if that is new."""
+        if route.id in self._expired or route not in self:
+            return False
+        self._expired.add(route.id)
+        self._generation += 1
+        return True
+
+    def take_expiring(self) -> list[Route]:
+        """The routes with a lifetime (``expires``) that came, or were given a new one,
+        since the last call and are still here: for the caller to time their expiry."""
+        taken, self._expiring = self._expiring, []
+        return [route for route in taken if route in self]
+
     def drop_link(self, ifindex: int, family: int | None = None) -> list[Route]:
         """Remove the routes that leave only by interface ``ifindex`` (of one family, if
-        given) and return them.
-
-        The kernel flushes these without any ``RTM_DELROUTE``: the IPv4 routes over a link
-        when it goes down, and when its last IPv4 address is deleted. A multipath route
-        with another path elsewhere stays (the kernel marks the dead path, keeps the
-        route).
-        """
+        given) and return them: the link is gone. A multipath route with another path
+        elsewhere stays (the kernel drops the dead path, keeps the route)."""
         gone = [
             route
             for route in self.routes_via_link(ifindex)
@@ -383,9 +557,19 @@ class RouteTable:
         self._generation = generation + 1
 
     def drop_prefsrc(self, address: str) -> list[Route]:
-        """Remove the routes whose preferred source is ``address`` and return them (the
-        kernel flushes them silently when that IPv4 address is deleted)."""
-        return self._remove_all(self.routes_with_prefsrc(address))
+        """Remove the IPv4 routes of table main whose preferred source is ``address``,
+        and return them: the kernel flushes them silently when that address leaves the
+        host (``fib_sync_down_addr`` looks at table main only: a table local route
+        with ``src`` that address stays)."""
+        if not self._count:
+            return []
+        return self._remove_all(
+            [
+                route
+                for route in self.routes_with_prefsrc(address)
+                if route.family == AF_INET and route.table == RT_TABLE_MAIN
+            ]
+        )
 
     # -- re-dump after ENOBUFS -------------------------------------------------------
 
@@ -398,6 +582,7 @@ class RouteTable:
             mine.lens = None
         copy._count = self._count
         copy._generation = self._generation
+        copy._take_state(self)
         return copy
 
     def diff(self, other: RouteTable) -> RouteDiff:
@@ -415,6 +600,7 @@ class RouteTable:
         """Make this table equal to ``fresh`` (built from a new dump, e.g. after ENOBUFS)
         and return the difference. Routes present in both keep their ids here; the
         routes and order of ``fresh`` are taken as the kernel's."""
+        self.nexthops = dict(fresh.nexthops)
         delta = self.diff(fresh)
         if not delta:
             return delta
@@ -427,9 +613,20 @@ class RouteTable:
             }
             mine.lens = None
         self._count = fresh._count
-        self._by_id = self._by_oif = self._by_prefsrc = None
+        self._by_id = self._by_oif = self._by_prefsrc = self._by_nhid = None
+        self._take_state(fresh)
         self._generation += 1
         return delta
+
+    def _take_state(self, other: RouteTable) -> None:
+        """After a copy or resync: the nexthop objects are ``other``'s, and path and expiry
+        state is kept for the routes here (this table's first, then ``other``'s)."""
+        self.nexthops = dict(other.nexthops)
+        ids = {route.id for route in self._all()}
+        dead = {**other._dead, **self._dead}
+        self._dead = {rid: mask for rid, mask in dead.items() if rid in ids}
+        self._expired = (self._expired | other._expired) & ids
+        self._expiring = [route for route in (*self._expiring, *other._expiring) if route.id in ids]
 
     # -- internals -------------------------------------------------------------------
 
@@ -469,8 +666,19 @@ class RouteTable:
             self._by_prefsrc = by_src
         return self._by_prefsrc
 
-    def _index(self, route: Route) -> None:
-        """Enter a route (already in its bucket) into the indexes that exist."""
+    def _nhids(self) -> dict[int, dict[int, Route]]:
+        """The nexthop-object index (nhid -> routes by id), built on first use."""
+        if self._by_nhid is None:
+            by_nhid: dict[int, dict[int, Route]] = {}
+            for route in self._all():
+                if route.nhid:
+                    by_nhid.setdefault(route.nhid, {})[route.id] = route
+            self._by_nhid = by_nhid
+        return self._by_nhid
+
+    def _index(self, route: Route, timed: bool = True) -> None:
+        """Enter a route (already in its bucket) into the indexes that exist; one with a
+        lifetime is handed to :meth:`take_expiring` unless ``timed`` is False."""
         rid = route.id
         if self._by_id is not None:
             self._by_id[rid] = route
@@ -479,9 +687,15 @@ class RouteTable:
                 self._by_oif.setdefault(oif, {})[rid] = route
         if self._by_prefsrc is not None and route.prefsrc is not None:
             self._by_prefsrc.setdefault(route.prefsrc, {})[rid] = route
+        if self._by_nhid is not None and route.nhid:
+            self._by_nhid.setdefault(route.nhid, {})[rid] = route
+        if route.expires and timed:
+            self._expiring.append(route)
+        if route.nh_dead:
+            self._dead[rid] = route.nh_dead
 
     def _unindex(self, route: Route) -> None:
-        """Remove a route from the indexes that exist."""
+        """Remove a route from the indexes that exist, and forget its state."""
         rid = route.id
         if self._by_id is not None:
             del self._by_id[rid]
@@ -496,6 +710,13 @@ class RouteTable:
             del with_src[rid]
             if not with_src:
                 del self._by_prefsrc[route.prefsrc]
+        if self._by_nhid is not None and route.nhid:
+            users = self._by_nhid[route.nhid]
+            del users[rid]
+            if not users:
+                del self._by_nhid[route.nhid]
+        self._dead.pop(rid, None)
+        self._expired.discard(rid)
 
     def _add(self, fib: _Fib, route: Route, nl_flags: int) -> RouteChange | None:
         """Insert or replace per the kernel's identity rules (see the module docstring);
@@ -504,17 +725,25 @@ class RouteTable:
         key = route[_KEY]
         same = [i for i, other in enumerate(bucket) if other[_KEY] == key]
         content = _content(route)
-        if any(_content(bucket[i]) == content for i in same):
-            return None
+        for i in same:
+            if _content(bucket[i]) == content:
+                self._refresh(fib, bucket, i, route)
+                return None
         removed: Route | None = None
-        if same and (route.family == AF_INET6 or nl_flags & NLM_F_REPLACE):
+        at = -1
+        if same and route.family == AF_INET6:
+            at = _same_v6(bucket, same, route, nl_flags)
+        elif same and nl_flags & NLM_F_REPLACE:
             at = same[0]
+        if at >= 0:
             removed = bucket[at]
             bucket = (*bucket[:at], route, *bucket[at + 1 :])
         else:
             if same:
-                # IPv4 alias: ip route append (or a dump) goes last, ip route prepend first.
-                at = same[-1] + 1 if nl_flags & (NLM_F_APPEND | NLM_F_MULTI) else same[0]
+                # An IPv4 alias: ip route append (or a dump) goes last, ip route prepend
+                # first; another IPv6 route of that metric goes after the ones there.
+                last = nl_flags & (NLM_F_APPEND | NLM_F_MULTI) or route.family == AF_INET6
+                at = same[-1] + 1 if last else same[0]
             else:
                 rank = _rank(route)
                 at = next((i for i, other in enumerate(bucket) if _rank(other) > rank), len(bucket))
@@ -527,6 +756,18 @@ class RouteTable:
         self._index(route)
         return RouteChange(route, removed)
 
+    def _refresh(self, fib: _Fib, bucket: _Bucket, at: int, route: Route) -> None:
+        """A route the table has came again: take its new lifetime, keeping the old id
+        (connections are indexed by it), and make it usable again if it had expired."""
+        old = bucket[at]
+        if route.expires == old.expires and old.id not in self._expired:
+            return
+        new = route._replace(id=old.id)
+        self._unindex(old)
+        fib.put(new, (*bucket[:at], new, *bucket[at + 1 :]))
+        self._index(new)
+        self._generation += 1
+
     def _delete(self, fib: _Fib, route: Route) -> RouteChange | None:
         """Remove the route a ``RTM_DELROUTE`` names; the caller bumps the generation."""
         bucket = fib.bucket(route)
@@ -538,18 +779,21 @@ class RouteTable:
         at = next((i for i in same if _content(bucket[i]) == content), -1)
         added: Route | None = None
         if at < 0:
-            # Not an exact echo: one path of a multipath route (IPv6 deletes a sibling
-            # alone), else whatever route of that key the kernel took.
-            at = same[0]
+            # Not an exact echo: the route of that key with a path in common (IPv6 deletes
+            # one path of a multipath route alone), else (IPv4) the first of that key. An
+            # IPv6 route of that key on another path is another route: left alone.
+            at = same[0] if route.family == AF_INET else -1
             gone = set(_paths(route))
             for i in same:
-                have = bucket[i].nexthops
-                if gone.intersection(have):
+                if gone.intersection(_paths(bucket[i])):
                     at = i
-                    left = tuple(path for path in have if path not in gone)
+                    hops = bucket[i].nexthops
+                    left = tuple(hop for hop in hops if hop[:2] not in gone)
                     if left:
                         added = _with_paths(bucket[i], left)
                     break
+            if at < 0:
+                return None
         removed = bucket[at]
         if added is None:
             fib.put(route, bucket[:at] + bucket[at + 1 :])
@@ -565,11 +809,16 @@ class RouteTable:
         """Insert a dump's batch in bulk when it is simple (one family, table and prefix
         length; none cloned; every prefix new; no side index built yet): the count, or
         -1 to say "take the general path"."""
-        if self._by_id is not None or self._by_oif is not None or self._by_prefsrc is not None:
+        if (
+            self._by_id is not None
+            or self._by_oif is not None
+            or self._by_prefsrc is not None
+            or self._by_nhid is not None
+        ):
             return -1
         m = len(routes)
         first = routes[0]
-        fib = self._fibs.get((first.family << 8) | first.table)
+        fib = self._fibs.get((first.family, first.table))
         if fib is None:
             return -1
         for column, want in (
@@ -580,6 +829,8 @@ class RouteTable:
             if list(map(column, routes)).count(want) != m:
                 return -1
         if any(flags & RTM_F_CLONED for flags in set(map(_RTM_FLAGS, routes))):
+            return -1
+        if any(map(_NH_DEAD, routes)):  # dead paths to note: the general path does
             return -1
         nets = fib.nets.get(first.dst_len)
         if nets is None:
@@ -598,12 +849,86 @@ class RouteTable:
                 fib.lens = None
             return -1
         self._count += m
+        if first.family == AF_INET6:  # only IPv6 routes have lifetimes
+            self._expiring.extend(filter(_EXPIRES, routes))
         return m
+
+    def _nh_forwards(self, nhid: int) -> bool:
+        """Whether nexthop object ``nhid`` forwards: not a blackhole nexthop, nor a group
+        of one (the kernel's ``nexthop_is_blackhole``); one not known here is trusted."""
+        nh = self.nexthops.get(nhid)
+        if nh is not None and len(nh.group) == 1:
+            nh = self.nexthops.get(nh.group[0][0])
+        return nh is None or not nh.blackhole
+
+    def _retype(self, routes: list[Route]) -> list[Route]:
+        """Routes over nexthop objects that changed, with the type the kernel now shows
+        for them (blackhole while their nexthop is one, ``fib_dump_info``), under their
+        ids: the same kernel routes, kept in place."""
+        out = []
+        for route in routes:
+            now = route
+            if route.type in (RTN_UNICAST, RTN_BLACKHOLE):
+                rtype = RTN_UNICAST if self._nh_forwards(route.nhid) else RTN_BLACKHOLE
+                if rtype != route.type:
+                    now = self._swap(route, route._replace(type=rtype))
+            out.append(now)
+        return out
+
+    def _swap(self, old: Route, new: Route) -> Route:
+        """Put ``new`` where ``old`` is (same id, same path and expiry state)."""
+        fib = self._fibs[old.family, old.table]
+        bucket = fib.bucket(old)
+        at = next(i for i, other in enumerate(bucket) if other is old)
+        dead = self._dead.get(old.id)
+        expired = old.id in self._expired
+        self._unindex(old)
+        fib.put(new, (*bucket[:at], new, *bucket[at + 1 :]))
+        self._index(new, timed=False)
+        if dead is not None:
+            self._dead[new.id] = dead
+        if expired:
+            self._expired.add(new.id)
+        return new
+
+    def _users(self, nhids: set[int]) -> list[Route]:
+        """The routes over these nexthop objects or over groups that hold one."""
+        wanted = set(nhids)
+        wanted.update(
+            gid
+            for gid, nh in self.nexthops.items()
+            if nh.group and any(m in nhids for m, _ in nh.group)
+        )
+        by_nhid = self._nhids()
+        return [route for nhid in wanted for route in by_nhid.get(nhid, {}).values()]
+
+    def _remove_nexthops(self, gone: set[int]) -> NexthopChange:
+        """Remove nexthop objects, the groups they leave empty, and every route over
+        either (``remove_nexthop`` and ``remove_nexthop_from_groups``)."""
+        gone = set(gone)
+        for nhid in gone:
+            self.nexthops.pop(nhid, None)
+        shrunk: set[int] = set()
+        for gid, nh in list(self.nexthops.items()):
+            if nh.group and any(m in gone for m, _ in nh.group):
+                left = tuple(entry for entry in nh.group if entry[0] not in gone)
+                if left:
+                    self.nexthops[gid] = dataclasses.replace(nh, group=left)
+                    shrunk.add(gid)
+                else:
+                    del self.nexthops[gid]
+                    gone.add(gid)
+        by_nhid = self._nhids()
+        removed = [route for nhid in gone for route in by_nhid.get(nhid, {}).values()]
+        changed = [route for nhid in shrunk for route in by_nhid.get(nhid, {}).values()]
+        if changed and not removed:
+            self._generation += 1
+        return NexthopChange(self._remove_all(removed), self._retype(changed))
 
     def _remove_all(self, routes: list[Route]) -> list[Route]:
         """Remove routes known to be in the table; one generation bump for all."""
         for route in routes:
-            fib = self._fibs[(route.family << 8) | route.table]
+            fib = self._fibs[route.family, route.table]
             fib.put(route, tuple(other for other in fib.bucket(route) if other is not route))
             self._count -= 1
             self._unindex(route)
@@ -620,12 +945,45 @@ def _kept(slot: _Slot, keep: dict[tuple[object, ...], Route]) -> _Slot:
 
 
 def _content(route: Route) -> tuple[object, ...]:
-    """What makes a route the same kernel route: all but ``rtm_flags`` and ``id``."""
+    """What makes a route the same kernel route: all but its state (``rtm_flags``,
+    ``nh_dead``, ``expires``) and ``id``."""
     return route[:_CONTENT_END]
 
 
 def _with_paths(route: Route, paths: tuple[NextHop, ...]) -> Route:
     """A copy of a multipath route with fewer paths, under a new id."""
-    gateway, oif = paths[0]
-    nexthops = paths if len(paths) > 1 else ()
-    return route._replace(gateway=gateway, oif=oif, nexthops=nexthops, id=next_route_id())
+    gateway, oif, _, flags = paths[0]
+    if len(paths) > 1:
+        return route._replace(
+            gateway=gateway, oif=oif, nexthops=paths, nh_dead=0, id=next_route_id()
+        )
+    nh_flags = flags & RTNH_F_IDENTITY
+    return route._replace(
+        gateway=gateway, oif=oif, nexthops=(), nh_flags=nh_flags, nh_dead=0, id=next_route_id()
+    )
+
+
+def _plain(slot: _Slot, expired: set[int]) -> Route | None:
+    """The first route of a prefix that a plain lookup may use: no TOS, no source
+    prefix, not expired."""
+    for route in _bucket(slot):
+        if not (route.tos or route.src_len or route.id in expired):
+            return route
+    return None
+
+
+def _same_v6(bucket: _Bucket, same: list[int], route: Route, nl_flags: int) -> int:
+    """Which IPv6 route of ``route``'s (metric, source) a NEWROUTE replaces, or -1 to
+    add it beside them (``fib6_add_rt2leaf``): with ``NLM_F_REPLACE`` the first one that
+    can form ECMP as it can (else the first); otherwise the one it shares a path with
+    (the kernel announces a joined ECMP route whole), if any."""
+    if nl_flags & NLM_F_REPLACE:
+        ecmp = _ecmp6(route)
+        return next((i for i in same if _ecmp6(bucket[i]) == ecmp), same[0])
+    paths = set(_paths(route))
+    return next((i for i in same if paths.intersection(_paths(bucket[i]))), -1)
+
+
+def _nh_paths(nh: NexthopMsg) -> tuple[object, ...]:
+    """What a nexthop object forwards by (for telling a real replacement)."""
+    return (nh.oif, nh.gateway, nh.blackhole, nh.group, nh.fdb)

@@ -1,11 +1,12 @@
 """The netlink role: the routing table as live state (lws ``roles/netlink``, done right).
 
 One ``AF_NETLINK/NETLINK_ROUTE`` socket in the same selector as every wsi, subscribed to
-links, IPv4/IPv6 addresses and IPv4/IPv6 routes. At start it dumps links, then addresses,
-then routes (lws dumps routes only), holding the system state at IFACE_COLDPLUG until the
-dumps end (or :data:`COLDPLUG_TIMEOUT` passes). From then on every change is applied to
-:class:`~lwspy.net.route.RouteTable` and, once per batch of messages, the connections the
-change could affect are re-checked:
+links, IPv4/IPv6 addresses, IPv4/IPv6 routes and nexthop objects. At start it dumps
+links, then addresses, then nexthop objects, then routes (lws dumps routes only),
+holding the system state at IFACE_COLDPLUG until the dumps end (or
+:data:`COLDPLUG_TIMEOUT` passes). From then on every change is applied to
+:class:`~lwspy.net.route.RouteTable` and, once per batch of messages, the connections
+the change could affect are re-checked:
 
 * a connection whose local address left the host closes with "source address gone";
 * one whose route went (deleted, replaced, flushed with its link) is looked up again and
@@ -15,19 +16,33 @@ change could affect are re-checked:
 
 Connections are indexed by the id of the route they use and by their local address, so
 a change costs O(connections it could affect), not O(connections). Loopback connections
-are never indexed. The kernel flushes some IPv4 routes without any RTM_DELROUTE (those
-over a link that goes down, and all of a link's IPv4 routes when its last IPv4 address
-goes); they are dropped here on the NEWLINK / DELADDR that does arrive. When the kernel
-drops events (ENOBUFS), everything is dumped again and diffed against the table.
+are never indexed. The kernel drops some routes without any RTM_DELROUTE (IPv4 routes
+whose every path died with its link or with the link's last IPv4 address, routes of
+table main whose preferred source went, nexthop objects with their link's carrier and
+every route over them); the table mirrors those rules on the NEWLINK / DELADDR /
+DELNEXTHOP that does arrive (see :mod:`lwspy.net.route`). An IPv6 route with a lifetime
+stops being used at its expiry, which a timer here follows (the kernel says nothing until
+its garbage collector deletes the route). When the kernel drops events (ENOBUFS),
+everything is dumped again and diffed against the table.
+
+The table decides only where it is the kernel's whole decision: the family has just the
+default rules, no source-specific route, and the connection is not bound to a device.
+For the others the kernel is asked (:func:`probe`) about the connections a change could
+affect. Rules are followed on a second socket (the policy socket: a rule dump, then the
+rule groups; while the kernel decides for some connection, also every table's routes,
+links and addresses). Connections are also indexed by peer address, sorted, so the ones
+a new blocking prefix covers are found in O(log n + matches).
 """
 
 from __future__ import annotations
 
+import bisect
 import errno
 import gc
 import ipaddress
 import itertools
 import socket
+import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -40,34 +55,58 @@ from lwspy.core.wsi import EV_READ, Wsi, WsiState
 from lwspy.net.nlmsg import (
     AF_BRIDGE,
     AF_INET,
+    AF_INET6,
     AF_UNSPEC,
+    IFF_LOWER_UP,
+    IFF_RUNNING,
+    RT_TABLE_LOCAL,
+    RT_TABLE_MAIN,
     RTM_DELADDR,
     RTM_DELLINK,
     RTM_GETADDR,
     RTM_GETLINK,
+    RTM_GETNEXTHOP,
     RTM_GETROUTE,
     RTM_NEWADDR,
     RTM_NEWLINK,
     RTMGRP_SUBSCRIBE,
-    RTN_LOCAL,
+    RTN_THROW,
+    RTNLGRP_IPV4_IFADDR,
+    RTNLGRP_IPV4_ROUTE,
+    RTNLGRP_IPV6_IFADDR,
+    RTNLGRP_IPV6_ROUTE,
+    RTNLGRP_LINK,
+    RTNLGRP_NEXTHOP,
     AddrMsg,
     DoneMsg,
     ErrorMsg,
     LinkMsg,
+    NexthopMsg,
     NlRecord,
     Route,
     RouteMsg,
     decode,
     dump_request,
+    fibmatch_request,
 )
-from lwspy.net.route import NOT_ROUTABLE, RouteTable
+from lwspy.net.route import NOT_ROUTABLE, NexthopChange, RouteTable
+from lwspy.net.rule import RTMGRP_RULES, RuleMsg, RuleSet, decode_rules, rule_dump_request
 from lwspy.system.smd import SmdClass
 from lwspy.system.state import SystemState
 
 if TYPE_CHECKING:
     from lwspy.core.context import Context
 
-__all__ = ["COLDPLUG_TIMEOUT", "NETLINK", "NetlinkRole", "RouteWatcher", "open_netlink"]
+__all__ = [
+    "COLDPLUG_TIMEOUT",
+    "NETLINK",
+    "POLICY",
+    "NetlinkRole",
+    "PolicyRole",
+    "RouteWatcher",
+    "open_netlink",
+    "probe",
+]
 
 COLDPLUG_TIMEOUT = 5.0
 """Seconds the system state waits at IFACE_COLDPLUG for the dumps before going on."""
@@ -78,8 +117,46 @@ RCVBUF = 8 << 20
 READS_PER_EVENT = 512
 """The most datagrams read per readable event, so a dump cannot starve the other fds."""
 
-_DUMP_STEPS = (RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE)
-_AddrKey = tuple[int, int, str]  # (family, ifindex, local address)
+_DUMP_STEPS = (RTM_GETLINK, RTM_GETADDR, RTM_GETNEXTHOP, RTM_GETROUTE)
+# An address as the kernel tells addresses apart (inet_rtm_deladdr): family, ifindex,
+# local address, prefix length, and IFA_ADDRESS (the peer of a point-to-point address).
+_AddrKey = tuple[int, int, str, int, str]
+_QUERY_READS = 8  # datagrams read from the query socket for one answer
+_SOL_NETLINK = 270
+_NETLINK_ADD_MEMBERSHIP = 1
+EXPIRY_SLACK = 0.02
+"""Seconds added to a route's expiry before it is checked: ``rta_expires`` is in
+1/100 s, rounded down, and the kernel must have passed the expiry when it is asked."""
+
+
+def _entry(route: Route) -> tuple[object, ...]:
+    """What names one IPv6 table entry (``fib6_add_rt2leaf``): prefix, source prefix,
+    metric, gateway and device. Not its metrics, which the kernel changes in place (a
+    router advertisement's hop limit)."""
+    return (
+        route.family,
+        route.dst_num,
+        route.dst_len,
+        route.table,
+        route.priority,
+        route.src,
+        route.src_len,
+        route.gateway,
+        route.oif,
+        route.nexthops,
+    )
+
+
+def _addr_key(rec: AddrMsg) -> _AddrKey:
+    return (rec.family, rec.index, rec.local, rec.prefixlen, rec.address)
+
+
+def _count_locals(addrs: dict[_AddrKey, AddrMsg]) -> dict[str, int]:
+    """How many address entries hold each local address."""
+    counts: dict[str, int] = {}
+    for key in addrs:
+        counts[key[2]] = counts.get(key[2], 0) + 1
+    return counts
 
 
 def open_netlink() -> socket.socket:
@@ -93,6 +170,10 @@ def open_netlink() -> socket.socket:
         except OSError:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
         sock.bind((0, RTMGRP_SUBSCRIBE))
+        try:  # group 32 is past bind()'s 32-bit mask; kernels before 5.3 have no nexthops
+            sock.setsockopt(_SOL_NETLINK, _NETLINK_ADD_MEMBERSHIP, RTNLGRP_NEXTHOP)
+        except OSError as e:
+            log.debug("lwspy netlink: no nexthop group (%s)", e)
     except BaseException:
         sock.close()
         raise
@@ -146,6 +227,190 @@ class NetlinkRole(InternalRole):
 NETLINK = NetlinkRole()
 
 
+class PolicyRole(InternalRole):
+    """Reads the policy socket (rules, and every table's changes while they matter)."""
+
+    name = "netlink-policy"
+
+    def on_readable(self, wsi: Wsi) -> None:
+        watcher = wsi.user
+        assert isinstance(watcher, RouteWatcher)
+        watcher.policy_readable()
+
+
+POLICY = PolicyRole()
+
+PROBES_PER_PASS = 1024
+"""The most connections asked about per loop pass (about 10 ms); the rest go next pass."""
+
+SO_BINDTOIFINDEX = 62  # linux/socket.h; getsockopt gives sk_bound_dev_if (0: not bound)
+SOL_NETLINK = 270
+NETLINK_ADD_MEMBERSHIP = 1
+NETLINK_DROP_MEMBERSHIP = 2
+# Groups the policy socket joins while the kernel's decision needs every table and link.
+_WATCH_GROUPS = (
+    RTNLGRP_LINK,
+    RTNLGRP_IPV4_IFADDR,
+    RTNLGRP_IPV6_IFADDR,
+    RTNLGRP_IPV4_ROUTE,
+    RTNLGRP_IPV6_ROUTE,
+)
+_RULE_RECORDS = frozenset((32, 33, 2, 3))  # RTM_NEWRULE, RTM_DELRULE, NLMSG_ERROR, NLMSG_DONE
+_MSG_TYPE = struct.Struct("=4xH")
+_BITS = {AF_INET: 32, AF_INET6: 128}
+# What a datagram connect(2) says when the kernel has no usable route (blackhole gives
+# EINVAL, prohibit EACCES, unreachable EHOSTUNREACH, no route ENETUNREACH).
+_NO_ROUTE = frozenset(
+    (
+        errno.ENETUNREACH,
+        errno.EHOSTUNREACH,
+        errno.EINVAL,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENODEV,
+        errno.ENETDOWN,
+    )
+)
+
+
+@dataclass(slots=True)
+class _Conn:
+    """What the watcher knows of a tracked connection."""
+
+    peer: _Ip
+    family: int  # of the peer (an IPv4-mapped peer is IPv4)
+    num: int  # the peer as an integer, for the peer index
+    local: str
+    bound: int  # the ifindex of SO_BINDTODEVICE, 0 if not bound
+    probe: bool  # decided by asking the kernel, not by the table
+
+
+class _PeerIndex:
+    """Tracked connections by peer address, sorted per family: the connections a prefix
+    covers are found by bisecting its range, in O(log n + matches)."""
+
+    __slots__ = ("at", "nums")
+
+    def __init__(self) -> None:
+        self.nums: dict[int, list[int]] = {AF_INET: [], AF_INET6: []}  # distinct, sorted
+        self.at: dict[tuple[int, int], set[Wsi]] = {}
+
+    def add(self, conn: _Conn, wsi: Wsi) -> None:
+        """Index ``wsi`` under its peer."""
+        key = (conn.family, conn.num)
+        users = self.at.get(key)
+        if users is None:
+            users = self.at[key] = set()
+            bisect.insort(self.nums[conn.family], conn.num)
+        users.add(wsi)
+
+    def discard(self, conn: _Conn, wsi: Wsi) -> None:
+        """Forget ``wsi`` (and its peer, when it was the last connection to it)."""
+        key = (conn.family, conn.num)
+        users = self.at.get(key)
+        if users is None:
+            return
+        users.discard(wsi)
+        if not users:
+            del self.at[key]
+            nums = self.nums[conn.family]
+            del nums[bisect.bisect_left(nums, conn.num)]
+
+    def covered(self, family: int, dst: int, dst_len: int) -> list[Wsi]:
+        """The connections whose peer lies in ``dst/dst_len`` (a list: safe to cull from)."""
+        nums = self.nums.get(family)
+        if not nums:
+            return []
+        last = dst | ((1 << (_BITS[family] - dst_len)) - 1)
+        i = bisect.bisect_left(nums, dst)
+        out: list[Wsi] = []
+        at = self.at
+        while i < len(nums) and nums[i] <= last:
+            out.extend(at[(family, nums[i])])
+            i += 1
+        return out
+
+
+def _bound_ifindex(wsi: Wsi) -> int:
+    """The interface a connection's socket is bound to (SO_BINDTODEVICE), 0 if none."""
+    sock = wsi.sock
+    if sock is None:
+        return 0
+    try:
+        return sock.getsockopt(socket.SOL_SOCKET, SO_BINDTOIFINDEX)
+    except OSError:  # closed under us, or a kernel before 5.0: treat as not bound
+        return 0
+
+
+_ProbeCache = dict[tuple[object, ...], socket.socket]
+PROBE_SOCKETS = 16
+"""Bound datagram sockets kept for asking about unbound connections, one per local
+address (a connect on a kept socket costs about 1 us, a fresh socket about 9 us)."""
+
+
+def probe(wsi: Wsi, kept: _ProbeCache | None = None) -> str | None:
+    """Ask the kernel whether it still routes ``wsi``'s connection: the close reason
+    ("route lost", "source address gone"), or None to keep it.
+
+    The question is a datagram ``connect(2)`` made like the connection: same family, same
+    SO_BINDTODEVICE, bound to its local address, to its peer address and port. That runs
+    the kernel's own output route lookup for the connection's flow, with every rule,
+    table, source-specific route and device binding applied, and sends nothing.
+    (``RTM_GETROUTE`` cannot say it: with a source and a device, IPv6 answers with a route
+    over another device where the bound socket itself gets ENETUNREACH.) Anything that
+    is not the kernel's no (no fds left, a socket already reset) keeps the connection.
+
+    With ``kept``, the socket for an unbound connection is taken from it (and put in it):
+    the caller empties it when a local address goes.
+    """
+    sock = wsi.sock
+    if sock is None:
+        return None
+    try:
+        local = sock.getsockname()
+        peer = sock.getpeername()
+        bound = sock.getsockopt(socket.SOL_SOCKET, SO_BINDTOIFINDEX)
+    except OSError as e:
+        log.debug("lwspy netlink: cannot ask about %r: %s", wsi, e)
+        return None
+    key = None if bound or kept is None else (sock.family, local[0], *local[3:])
+    udp = kept.get(key) if kept is not None and key is not None else None
+    if udp is None:
+        try:
+            udp = socket.socket(sock.family, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        except OSError as e:
+            log.debug("lwspy netlink: cannot ask about %r: %s", wsi, e)
+            return None
+        try:
+            if bound:
+                udp.setsockopt(socket.SOL_SOCKET, SO_BINDTOIFINDEX, bound)
+            udp.bind((local[0], 0, *local[2:]))
+        except OSError as e:
+            udp.close()
+            if e.errno == errno.EADDRNOTAVAIL:
+                return "source address gone"
+            return "route lost" if e.errno == errno.ENODEV else None
+        if kept is not None and key is not None:
+            if len(kept) >= PROBE_SOCKETS:
+                forget_probe_sockets(kept)
+            kept[key] = udp
+    try:
+        udp.connect(peer)
+    except OSError as e:
+        return "route lost" if e.errno in _NO_ROUTE else None
+    finally:
+        if key is None:
+            udp.close()
+    return None
+
+
+def forget_probe_sockets(kept: _ProbeCache) -> None:
+    """Close and forget the kept probe sockets."""
+    for udp in kept.values():
+        udp.close()
+    kept.clear()
+
+
 class RouteWatcher:
     """Follows the kernel's links, addresses and routes; culls connections they strand.
 
@@ -153,14 +418,32 @@ class RouteWatcher:
     """
 
     __slots__ = (
+        "_bound",
         "_coldplug_timer",
+        "_deadlines",
         "_dump",
         "_early",
+        "_expiry_timer",
+        "_fast",
         "_keys",
+        "_orphans",
+        "_peers",
         "_pid",
+        "_policy_pid",
+        "_probe_socks",
+        "_probe_sul",
+        "_probes",
+        "_probing",
+        "_query",
         "_retry",
+        "_rule_dump",
+        "_rule_retry",
+        "_rule_seq",
         "_seq",
+        "_sourced",
+        "_unhook",
         "_unnotify",
+        "_watching",
         "addrs",
         "by_local",
         "by_route",
@@ -168,6 +451,9 @@ class RouteWatcher:
         "ctx",
         "links",
         "local_count",
+        "policy_sock",
+        "policy_wsi",
+        "rules",
         "sock",
         "stats",
         "table",
@@ -185,9 +471,26 @@ class RouteWatcher:
         self.by_route: dict[int, set[Wsi]] = {}
         self.by_local: dict[str, set[Wsi]] = {}
         self.coldplug_done = False
-        self.stats = {"batches": 0, "rechecked": 0, "culled": 0, "resyncs": 0, "enobufs": 0}
+        self.stats = {
+            "batches": 0,
+            "rechecked": 0,
+            "probed": 0,
+            "culled": 0,
+            "resyncs": 0,
+            "enobufs": 0,
+        }
         self._early: set[Wsi] = set()  # connections made before the table was known
-        self._keys: dict[Wsi, tuple[_Ip, str]] = {}  # tracked wsi -> (peer, local address)
+        self._keys: dict[Wsi, _Conn] = {}  # every tracked connection
+        self._peers = _PeerIndex()
+        self._fast: dict[int, bool] = {}  # family -> the table decides (absent: not known yet)
+        self._sourced: dict[int, int] | None = None  # source-specific routes per family
+        self._bound = 0  # tracked connections bound to a device
+        self._probing = 0  # tracked connections the kernel decides for
+        self._probes: dict[Wsi, None] = {}  # connections to ask the kernel about, in order
+        # Table-decided connections with no route in tables local and main that the kernel
+        # still routes (by table default): followed like the kernel-decided ones.
+        self._orphans: set[Wsi] = set()
+        self._probe_socks: _ProbeCache = {}
         self._seq = itertools.count(1)
         self._dump: _Dump | None = None
         wsi = Wsi(ctx, NETLINK, None, INTERNAL, sock)
@@ -195,23 +498,55 @@ class RouteWatcher:
         wsi.state = WsiState.ESTABLISHED
         ctx.pt.add(wsi, EV_READ)
         self.wsi = wsi
+        self.rules = RuleSet()
+        self._rule_dump: list[RuleMsg] | None = None
+        self._rule_seq = 0
+        self._watching = False
+        self.policy_sock, self.policy_wsi = self._open_policy()
+        self._policy_pid = self.policy_sock.getsockname()[0] if self.policy_sock else 0
         self._unnotify = ctx.system.register_notifier(self._hold_coldplug)
+        self._unhook = ctx.hooks.subscribe(established=self.track, closed=self.untrack)
         self._coldplug_timer = Sul(ctx.pt.suls, self._coldplug_timeout)
         self._coldplug_timer.schedule(COLDPLUG_TIMEOUT)
         self._retry = Sul(ctx.pt.suls, self._send_dump_step)
+        self._deadlines: dict[int, tuple[float, Route]] = {}  # route id -> (expiry, route)
+        self._expiry_timer = Sul(ctx.pt.suls, self._expiry_due)
+        self._query: socket.socket | None = None  # asks the kernel about one route
+        try:  # made here, in the namespace of the role's socket
+            self._query = socket.socket(
+                socket.AF_NETLINK,
+                socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
+                socket.NETLINK_ROUTE,
+            )
+        except OSError as e:
+            log.debug("lwspy netlink: no query socket (%s)", e)
+        self._rule_retry = Sul(ctx.pt.suls, self._send_rule_dump)
+        self._probe_sul = Sul(ctx.pt.suls, self._run_probes)
         self._start_dump(initial=True)
+        self._send_rule_dump()
 
     def close(self) -> None:
-        """Release the socket and the timers (the context is going away)."""
+        """Release the sockets and the timers (the context is going away)."""
         self._coldplug_timer.cancel()
         self._retry.cancel()
+        self._expiry_timer.cancel()
         self._unnotify()
+        if self._query is not None:
+            self._query.close()
+            self._query = None
+        self._rule_retry.cancel()
+        self._probe_sul.cancel()
+        self._unhook()
+        forget_probe_sockets(self._probe_socks)
+        if self.policy_wsi is not None:
+            self.policy_wsi._close_now("context destroyed")
         self.wsi._close_now("context destroyed")
 
-    # -- what the core calls -------------------------------------------------------------
+    # -- what the hook point announces ---------------------------------------------------
 
     def track(self, wsi: Wsi) -> None:
-        """Index an established connection by its route and its local address."""
+        """Index an established connection by its peer, its local address and (when the
+        table decides for it) its route."""
         if wsi.peer is None or wsi.local is None:
             return
         peer = _host(wsi.peer[0])
@@ -221,15 +556,50 @@ class RouteWatcher:
             self._early.add(wsi)
             return
         local = str(_host(wsi.local[0]))
-        self._keys[wsi] = (peer, local)
+        family = AF_INET if peer.version == 4 else AF_INET6
+        bound = _bound_ifindex(wsi)
+        decided_here = not bound and self._is_fast(family)
+        conn = _Conn(peer, family, int(peer), local, bound, not decided_here)
+        self._keys[wsi] = conn
+        self._peers.add(conn, wsi)
+        self.by_local.setdefault(local, set()).add(wsi)
+        if bound:
+            self._bound += 1
+            self._update_watch()
+        if conn.probe:
+            self._probing += 1
+            return
         route = self.table.lookup(peer)
         if route is not None:
             self.by_route.setdefault(route.id, set()).add(wsi)
             wsi._route_id = route.id
-        self.by_local.setdefault(local, set()).add(wsi)
+        else:
+            self._orphans.add(wsi)
+            self._update_watch()
 
     def untrack(self, wsi: Wsi) -> None:
         """Forget a connection (it closed)."""
+        self._unroute(wsi)
+        conn = self._keys.pop(wsi, None)
+        if conn is not None:
+            users = self.by_local.get(conn.local)
+            if users is not None:
+                users.discard(wsi)
+                if not users:
+                    del self.by_local[conn.local]
+            self._peers.discard(conn, wsi)
+            self._probes.pop(wsi, None)
+            self._probing -= conn.probe
+            if conn.bound:
+                self._bound -= 1
+                self._update_watch()
+            if wsi in self._orphans:
+                self._orphans.discard(wsi)
+                self._update_watch()
+        self._early.discard(wsi)
+
+    def _unroute(self, wsi: Wsi) -> None:
+        """Take a connection out of the route index."""
         rid = wsi._route_id
         if rid is not None:
             wsi._route_id = None
@@ -238,14 +608,92 @@ class RouteWatcher:
                 users.discard(wsi)
                 if not users:
                     del self.by_route[rid]
-        keys = self._keys.pop(wsi, None)
-        if keys is not None:
-            users = self.by_local.get(keys[1])
-            if users is not None:
-                users.discard(wsi)
-                if not users:
-                    del self.by_local[keys[1]]
-        self._early.discard(wsi)
+
+    # -- who decides: the table, or the kernel -------------------------------------------
+
+    def _is_fast(self, family: int) -> bool:
+        """True when a lookup in tables local and main is the kernel's whole decision for
+        an unbound connection of ``family``: only the default rules, and no
+        source-specific route in the table."""
+        fast = self._fast.get(family)
+        if fast is None:
+            fast = self._fast[family] = self._decides(family)
+        return fast
+
+    def _decides(self, family: int) -> bool:
+        """Work out :meth:`_is_fast` from the rules and the table."""
+        if not self.rules.default(family):
+            return False
+        if self._sourced is None:  # counted once, the first time it matters
+            sourced = {AF_INET: 0, AF_INET6: 0}
+            for route in self.table:
+                if route.src_len:
+                    sourced[route.family] = sourced.get(route.family, 0) + 1
+            self._sourced = sourced
+        return not self._sourced.get(family, 0)
+
+    def _update_modes(self) -> None:
+        """Rules or source-specific routes changed: connections of a family whose decider
+        changed are indexed again, and every one of them is asked about."""
+        self._update_watch()
+        if not self.coldplug_done:
+            self._fast.clear()
+            return
+        flipped = set()
+        for family in (AF_INET, AF_INET6):
+            before = self._fast.get(family)
+            now = self._fast[family] = self._decides(family)
+            if before is not None and before != now:
+                flipped.add(family)
+        if flipped:
+            for wsi, conn in list(self._keys.items()):
+                if conn.family in flipped:
+                    self.untrack(wsi)
+                    self.track(wsi)
+                    self._probes[wsi] = None
+
+    def _update_watch(self) -> None:
+        """Follow every table's routes, links and addresses on the policy socket while
+        the kernel decides for some connection: non-default rules, or a bound device."""
+        want = bool(self._bound or self._orphans) or not (
+            self.rules.default(AF_INET) and self.rules.default(AF_INET6)
+        )
+        if want == self._watching or self.policy_sock is None:
+            return
+        self._watching = want
+        opt = NETLINK_ADD_MEMBERSHIP if want else NETLINK_DROP_MEMBERSHIP
+        for group in _WATCH_GROUPS:
+            self.policy_sock.setsockopt(SOL_NETLINK, opt, group)
+
+    def _probe_covered(self, family: int, dst: int, dst_len: int) -> None:
+        """Queue the kernel-decided connections whose peer ``dst/dst_len`` covers."""
+        keys = self._keys
+        orphans = self._orphans
+        for wsi in self._peers.covered(family, dst, dst_len):
+            conn = keys.get(wsi)
+            if conn is not None and (conn.probe or wsi in orphans):
+                self._probes[wsi] = None
+
+    def _probe_all(self, family: int | None = None) -> None:
+        """Queue every kernel-decided connection (of ``family``)."""
+        for wsi, conn in self._keys.items():
+            if conn.probe and (family is None or conn.family == family):
+                self._probes[wsi] = None
+
+    def _run_probes(self) -> None:
+        """Ask the kernel about queued connections, :data:`PROBES_PER_PASS` per pass."""
+        probes = self._probes
+        for _ in range(min(len(probes), PROBES_PER_PASS)):
+            wsi = next(iter(probes))
+            del probes[wsi]
+            if wsi.state >= WsiState.CLOSING:
+                continue
+            self.stats["probed"] += 1
+            reason = probe(wsi, self._probe_socks)
+            if reason is not None:
+                self._cull(wsi, reason)
+        if probes:
+            self._probe_sul.schedule(0)
 
     # -- cold plug -----------------------------------------------------------------------
 
@@ -271,6 +719,8 @@ class RouteWatcher:
 
     def _retrack(self) -> None:
         """Index every tracked connection again (the table was filled after they came)."""
+        self._fast.clear()
+        self._sourced = None
         for wsi in list(self._keys):
             self.untrack(wsi)
             self.track(wsi)
@@ -305,9 +755,7 @@ class RouteWatcher:
         old_locals = set(self.local_count)
         self.links = dump.links
         self.addrs = dump.addrs
-        self.local_count = {}
-        for _, _, local in dump.addrs:
-            self.local_count[local] = self.local_count.get(local, 0) + 1
+        self.local_count = _count_locals(dump.addrs)
         if dump.initial:  # no SMD, no culling: this is what the host had from the start
             if self.coldplug_done:  # it came after the timeout: connections since then
                 self._retrack()  # were looked up in an empty table
@@ -336,6 +784,7 @@ class RouteWatcher:
         finally:
             if pause_gc:
                 gc.enable()
+        self._expiries(batch)
         self._settle(batch)
 
     def _read(self, sock: socket.socket, batch: _Batch) -> None:
@@ -373,6 +822,8 @@ class RouteWatcher:
             self._link(rec, dump, batch)
         elif type(rec) is AddrMsg:
             self._addr(rec, dump, batch)
+        elif type(rec) is NexthopMsg:
+            self._nexthop(rec, dump, batch)
         elif type(rec) is DoneMsg:
             if dump is not None and rec.seq == dump.seq:
                 if rec.interrupted:  # the kernel's tables changed mid-dump: start over
@@ -380,6 +831,9 @@ class RouteWatcher:
                 else:
                     self._dump_done(dump, batch)
         elif type(rec) is ErrorMsg and dump is not None and rec.seq == dump.seq and rec.errno:
+            if _DUMP_STEPS[dump.step] == RTM_GETNEXTHOP:  # a kernel without nexthop objects
+                self._dump_done(dump, batch)
+                return
             log.debug("lwspy netlink: dump step refused (errno %d); retrying", rec.errno)
             self._retry.schedule(0.05)
 
@@ -388,33 +842,46 @@ class RouteWatcher:
             return
         links, table = (dump.links, dump.routes) if dump is not None else (self.links, self.table)
         removed = batch.removed if dump is None else []
+        index = rec.index
         if rec.type == RTM_NEWLINK:
-            prev = links.get(rec.index)
-            links[rec.index] = rec
+            prev = links.get(index)
+            links[index] = rec
             if not rec.up and (prev is None or prev.up):
                 if dump is None:
-                    batch.links_down.append(rec.index)
-                # Link down: the kernel flushed its IPv4 routes (all but the local ones)
+                    batch.links_down.append(index)
+                # Link down: the kernel killed its IPv4 paths (all but scope host ones)
                 # without a word; its IPv6 routes come as RTM_DELROUTEs.
-                for route in table.routes_via_link(rec.index):
-                    if (
-                        route.family == AF_INET
-                        and route.type != RTN_LOCAL
-                        and set(route.oifs) == {rec.index}
-                        and table.delete(route) is not None
-                    ):
-                        removed.append(route)
+                removed.extend(table.link_down(index))
+            elif rec.up and prev is not None and not prev.up:
+                table.link_up(index)
+            if not rec.up or not rec.flags & (IFF_RUNNING | IFF_LOWER_UP):
+                # Down or no carrier: its nexthop objects are gone (nh_netdev_event).
+                self._nh_change(table.flush_nexthops(index), removed)
         elif rec.type == RTM_DELLINK:
-            links.pop(rec.index, None)
+            links.pop(index, None)
             if dump is None:
-                batch.links_down.append(rec.index)
-            removed.extend(table.drop_link(rec.index))
+                batch.links_down.append(index)
+            self._nh_change(table.flush_nexthops(index), removed)
+            removed.extend(table.link_down(index, force=True))
+            removed.extend(table.drop_link(index))
+
+    @staticmethod
+    def _nh_change(change: NexthopChange, removed: list[Route]) -> None:
+        """Routes a nexthop change took away, or changed under their connections: both are
+        looked at again."""
+        removed.extend(change.removed)
+        removed.extend(change.changed)
+
+    def _nexthop(self, rec: NexthopMsg, dump: _Dump | None, batch: _Batch) -> None:
+        table = dump.routes if dump is not None else self.table
+        self._nh_change(table.apply_nexthop(rec), batch.removed if dump is None else [])
 
     def _addr(self, rec: AddrMsg, dump: _Dump | None, batch: _Batch) -> None:
-        key = (rec.family, rec.index, rec.local)
+        key = _addr_key(rec)
         if dump is not None:
             if rec.type == RTM_NEWADDR:
                 dump.addrs[key] = rec
+                self._addr_came(rec, dump.links, dump.routes)
             elif dump.addrs.pop(key, None) is not None:
                 self._addr_gone(rec, dump.addrs, dump.routes, [])
             return
@@ -422,6 +889,7 @@ class RouteWatcher:
             if key not in self.addrs:
                 self.local_count[rec.local] = self.local_count.get(rec.local, 0) + 1
             self.addrs[key] = rec
+            self._addr_came(rec, self.links, self.table)
         elif rec.type == RTM_DELADDR and self.addrs.pop(key, None) is not None:
             left = self.local_count[rec.local] - 1
             if left:
@@ -432,17 +900,92 @@ class RouteWatcher:
             self._addr_gone(rec, self.addrs, self.table, batch.removed)
 
     @staticmethod
+    def _addr_came(rec: AddrMsg, links: dict[int, LinkMsg], table: RouteTable) -> None:
+        """An IPv4 address on a link that is up brings its dead paths back (fib_sync_up)."""
+        link = links.get(rec.index)
+        if rec.family == AF_INET and link is not None and link.up:
+            table.link_up(rec.index)
+
+    @staticmethod
     def _addr_gone(
         rec: AddrMsg, addrs: dict[_AddrKey, AddrMsg], table: RouteTable, removed: list[Route]
     ) -> None:
         """Mirror what the kernel flushes, unannounced, when an IPv4 address goes."""
         if rec.family != AF_INET:
             return
-        if not any(fam == AF_INET and local == rec.local for fam, _, local in addrs):
-            removed.extend(table.drop_prefsrc(rec.local))  # routes with "src" that address
-        if not any(fam == AF_INET and idx == rec.index for fam, idx, _ in addrs):
-            # The link's last IPv4 address went: every IPv4 route over it went too.
-            removed.extend(table.drop_link(rec.index, AF_INET))
+        if not any(key[0] == AF_INET and key[2] == rec.local for key in addrs):
+            # routes of table main with "src" that address (fib_sync_down_addr)
+            removed.extend(table.drop_prefsrc(rec.local))
+        if not any(key[0] == AF_INET and key[1] == rec.index for key in addrs):
+            # The link's last IPv4 address went: every IPv4 path over it died
+            # (fib_disable_ip, forced).
+            removed.extend(table.link_down(rec.index, force=True))
+
+    # -- route lifetimes (IPv6 "expires") ------------------------------------------------
+
+    def _expiries(self, batch: _Batch) -> None:
+        """Time the routes that came with a lifetime, and expire the ones that are due.
+
+        The kernel stops using such a route at its expiry but says nothing until its
+        garbage collector deletes it; and it also extends a lifetime without a word
+        (a router advertisement refreshing its default route: ``fib6_set_expires`` in
+        ``ndisc_router_discovery``). So at the expiry the kernel is asked which entry it
+        would use now (:meth:`_lifetime_left`) before the route is taken out of lookups
+        here.
+        """
+        now = self.ctx.now()
+        deadlines = self._deadlines
+        for route in self.table.take_expiring():
+            due = now + route.expires + EXPIRY_SLACK if route.expires > 0 else now
+            deadlines[route.id] = (due, route)
+        if not deadlines:
+            return
+        table = self.table
+        for rid, (due, route) in list(deadlines.items()):
+            if due > now:
+                continue
+            del deadlines[rid]
+            if route not in table:
+                continue
+            left = self._lifetime_left(route) if route.expires > 0 else None
+            if left is None:
+                if table.expire(route):
+                    batch.removed.append(route)
+            elif left > 0:
+                deadlines[rid] = (now + left + EXPIRY_SLACK, route)
+        if deadlines:
+            first = min(due for due, _ in deadlines.values())
+            self._expiry_timer.schedule(max(0.0, first - now))
+        else:
+            self._expiry_timer.cancel()
+
+    def _expiry_due(self) -> None:
+        batch = _Batch()
+        self._expiries(batch)
+        self._settle(batch)
+
+    def _lifetime_left(self, route: Route) -> float | None:
+        """Ask the kernel (``RTM_GETROUTE`` with ``RTM_F_FIB_MATCH``, answered within the
+        send) which entry it uses for ``route``'s destination over its link: the seconds
+        ``route`` still has if that is ``route``, 0.0 if it no longer expires, None if the
+        kernel uses another entry (``route`` expired) or cannot be asked."""
+        sock = self._query
+        if sock is None:
+            return None
+        want = _entry(route)
+        seq = next(self._seq)
+        try:
+            sock.send(fibmatch_request(route, seq))
+            for _ in range(_QUERY_READS):  # an answer left from an earlier ask comes first
+                for rec in decode(sock.recv(1 << 16)):
+                    if type(rec) is RouteMsg and rec.seq == seq:
+                        got = next((r for r in rec.routes if _entry(r) == want), None)
+                        return None if got is None else max(got.expires, 0.0)
+                    if type(rec) is ErrorMsg and rec.seq == seq:
+                        return None  # no route there any more (ENETUNREACH, ...)
+        except OSError as e:
+            log.debug("lwspy netlink: cannot ask about %r (%s)", route, e)
+        return None
 
     def _settle(self, batch: _Batch) -> None:
         """Re-check what the batch could have affected; announce it on SMD."""
@@ -451,6 +994,8 @@ class RouteWatcher:
         if not (batch.added or batch.removed or batch.gone_locals):
             return
         self.stats["batches"] += 1
+        if batch.gone_locals:  # a kept probe socket must not outlive its address
+            forget_probe_sockets(self._probe_socks)
         for local in batch.gone_locals:
             if local not in self.local_count:
                 for wsi in list(self.by_local.pop(local, ())):
@@ -461,6 +1006,13 @@ class RouteWatcher:
         blocking = [r for r in batch.added if r.type in NOT_ROUTABLE]
         if blocking:
             self._recheck_covered(blocking)
+        if self._probing or self._orphans:  # ask the kernel about those the change covers
+            for route in (*batch.removed, *blocking):
+                self._probe_covered(route.family, route.dst_num, route.dst_len)
+        if self._orphans and batch.added:
+            self._adopt_orphans()
+        self._count_sourced(batch)
+        self._run_probes()
         smd = self.ctx.smd
         if batch.added:
             smd.post(SmdClass.NETWORK, {"rt": "add"})
@@ -469,38 +1021,71 @@ class RouteWatcher:
         if any(r.gateway is not None for r in (*batch.added, *batch.removed)):
             smd.post(SmdClass.NETWORK, {"trigger": "cpdcheck", "src": "gw-change"})
 
+    def _adopt_orphans(self) -> None:
+        """Routes came: index the connections the table now has a route for."""
+        keys = self._keys
+        for wsi in list(self._orphans):
+            route = self.table.lookup(keys[wsi].peer)
+            if route is not None and route.type not in NOT_ROUTABLE:
+                self._orphans.discard(wsi)
+                self.by_route.setdefault(route.id, set()).add(wsi)
+                wsi._route_id = route.id
+        self._update_watch()
+
+    def _count_sourced(self, batch: _Batch) -> None:
+        """Keep the count of source-specific routes; a family that gains its first or
+        loses its last one changes who decides for it."""
+        sourced = self._sourced
+        if sourced is None:
+            return
+        before = dict(sourced)
+        for route in batch.added:
+            if route.src_len:
+                sourced[route.family] = sourced.get(route.family, 0) + 1
+        for route in batch.removed:
+            if route.src_len:
+                sourced[route.family] = sourced.get(route.family, 0) - 1
+        if any(bool(sourced.get(f)) != bool(n) for f, n in before.items()):
+            self._update_modes()
+
     def _recheck(self, wsi: Wsi) -> None:
         """Look a connection's peer up again: move it to its new route, or cull it."""
         self.stats["rechecked"] += 1
         wsi._route_id = None
-        keys = self._keys.get(wsi)
-        if keys is None or wsi.state >= WsiState.CLOSING:
+        conn = self._keys.get(wsi)
+        if conn is None or wsi.state >= WsiState.CLOSING:
             return
-        route = self.table.lookup(keys[0])
-        if route is None or route.type in NOT_ROUTABLE:
+        if conn.probe:  # the kernel decides for it (its mode changed meanwhile)
+            self._probes[wsi] = None
+            return
+        route = self.table.lookup(conn.peer)
+        if route is None or route.type == RTN_THROW:
+            # Tables local and main have nothing for the peer (or throw it on): the default
+            # rules still look in table default, which is not kept here. The kernel says.
+            self.stats["probed"] += 1
+            reason = probe(wsi, self._probe_socks)
+            if reason is not None:
+                self._cull(wsi, reason)
+            else:
+                self._orphans.add(wsi)
+                self._update_watch()
+            return
+        if not self.table.forwards(route):
             self._cull(wsi, "route lost")
             return
         self.by_route.setdefault(route.id, set()).add(wsi)
         wsi._route_id = route.id
 
     def _recheck_covered(self, routes: list[Route]) -> None:
-        """New blocking routes: re-check the connections whose peer they cover. Only the
-        connections on routes that contain a new route's prefix can be covered by it."""
-        nets = [ipaddress.ip_network(f"{r.dst}/{r.dst_len}") for r in routes]
+        """New blocking routes: re-check the table-decided connections whose peer they
+        cover, found in the sorted peer index (O(log n + matches) per route)."""
         keys = self._keys
-        for rid in list(self.by_route):
-            route = self.table.get(rid)
-            if route is not None:
-                outer = ipaddress.ip_network(f"{route.dst}/{route.dst_len}")
-                if not any(n.version == outer.version and n.subnet_of(outer) for n in nets):  # type: ignore[arg-type]
-                    continue
-            for wsi in list(self.by_route.get(rid, ())):
-                key = keys.get(wsi)
-                if key is not None and any(key[0] in n for n in nets):
-                    self.by_route[rid].discard(wsi)
+        for route in routes:
+            for wsi in self._peers.covered(route.family, route.dst_num, route.dst_len):
+                conn = keys.get(wsi)
+                if conn is not None and not conn.probe and wsi.state < WsiState.CLOSING:
+                    self._unroute(wsi)
                     self._recheck(wsi)
-            if not self.by_route.get(rid, True):
-                del self.by_route[rid]
 
     def _cull(self, wsi: Wsi, reason: str) -> None:
         if wsi.state is WsiState.CLOSED:
@@ -509,3 +1094,106 @@ class RouteWatcher:
         if log.isEnabledFor(INFO):
             log.info("lwspy netlink: closing %r: %s", wsi, reason)
         wsi._close_now(reason)
+
+    # -- the policy socket: rules, and every table while the kernel decides --------------
+
+    def _open_policy(self) -> tuple[socket.socket | None, Wsi | None]:
+        """A second netlink socket, bound to the IPv4 and IPv6 rule groups."""
+        try:
+            sock = socket.socket(
+                socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, socket.NETLINK_ROUTE
+            )
+        except OSError as e:
+            log.warning("lwspy netlink: no policy socket (%s): the kernel decides every cull", e)
+            return None, None
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            sock.bind((0, RTMGRP_RULES))
+            wsi = Wsi(self.ctx, POLICY, None, INTERNAL, sock)
+            wsi.user = self
+            wsi.state = WsiState.ESTABLISHED
+            self.ctx.pt.add(wsi, EV_READ)
+        except BaseException:
+            sock.close()
+            raise
+        return sock, wsi
+
+    def _send_rule_dump(self) -> None:
+        if self.policy_sock is None:
+            return
+        self._rule_seq = next(self._seq)
+        self._rule_dump = []
+        try:
+            self.policy_sock.send(rule_dump_request(self._rule_seq))
+        except OSError as e:
+            log.debug("lwspy netlink: rule dump request failed (%s); retrying", e)
+            self._rule_retry.schedule(0.05)
+
+    def policy_readable(self) -> None:
+        """Read the policy socket: rule dumps and events, and (while watching) every
+        table's routes, links and addresses; then ask the kernel about what they touch."""
+        sock = self.policy_sock
+        assert sock is not None
+        for _ in range(READS_PER_EVENT):
+            try:
+                data = sock.recv(1 << 16)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:  # rule or table events lost: ask again
+                    self.stats["enobufs"] += 1
+                    forget_probe_sockets(self._probe_socks)
+                    self._send_rule_dump()
+                    self._probe_all()
+                    continue
+                log.error("lwspy netlink: policy recv failed: %s", e)
+                break
+            if len(data) >= 6 and _MSG_TYPE.unpack_from(data)[0] in _RULE_RECORDS:
+                for rec in decode_rules(data):
+                    self._rule_record(rec)
+            else:
+                for other in decode(data):
+                    self._watched(other)
+        self._run_probes()
+
+    def _rule_record(self, rec: RuleMsg | DoneMsg | ErrorMsg) -> None:
+        if type(rec) is RuleMsg:
+            if self._rule_dump is not None:  # the dump's rules and events alike, in order
+                self._rule_dump.append(rec)
+            elif self.rules.apply(rec):
+                self._rules_changed(rec.rule.family)
+        elif type(rec) is DoneMsg and rec.seq == self._rule_seq and self._rule_dump is not None:
+            if rec.interrupted:
+                self._send_rule_dump()
+                return
+            msgs, self._rule_dump = self._rule_dump, None
+            mine = [m for m in msgs if m.seq == self._rule_seq and m.pid == self._policy_pid]
+            self.rules.load([m.rule for m in mine])
+            # Events during the dump, replayed in order: a rule's last event decides
+            # whether it is there, whether or not the dump already had it.
+            for m in msgs:
+                if m.seq != self._rule_seq or m.pid != self._policy_pid:
+                    self.rules.apply(m)
+            self._update_modes()
+            self._probe_all()
+        elif type(rec) is ErrorMsg and rec.seq == self._rule_seq and rec.errno:
+            self._rule_retry.schedule(0.05)
+
+    def _rules_changed(self, family: int) -> None:
+        """A rule came or went: who decides may change; the kernel's answer may too."""
+        self._update_modes()
+        self._probe_all(family)
+
+    def _watched(self, rec: NlRecord) -> None:
+        """A change seen on the policy socket: queue the kernel-decided connections it
+        could strand. Tables main and local come through the batch instead."""
+        if type(rec) is RouteMsg:
+            for route in rec.routes:
+                if route.table not in (RT_TABLE_MAIN, RT_TABLE_LOCAL):
+                    self._probe_covered(route.family, route.dst_num, route.dst_len)
+        elif type(rec) is LinkMsg:
+            if rec.family != AF_BRIDGE and (rec.type == RTM_DELLINK or not rec.up):
+                self._probe_all()
+        elif type(rec) is AddrMsg and rec.type == RTM_DELADDR:
+            forget_probe_sockets(self._probe_socks)
+            self._probe_all(rec.family)

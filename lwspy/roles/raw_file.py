@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from typing import TYPE_CHECKING
 
@@ -32,7 +33,11 @@ class RawFileRole(RoleOps):
         except BlockingIOError:
             return
         except OSError as e:
-            wsi._fail_io(e)
+            if e.errno == errno.EBADF and _write_only(wsi.fd):
+                # The write end of a pipe polls as an error once its reader has gone.
+                wsi._close_now("peer closed")
+            else:
+                wsi._fail_io(e)
             return
         if data:
             wsi._call(Reason.RAW_RX_FILE, data)
@@ -40,12 +45,21 @@ class RawFileRole(RoleOps):
             wsi._rx_on = False
             wsi.close("end of file")
 
-    def send(self, wsi: Wsi, data: bytes | memoryview) -> int:
+    def send(self, wsi: Wsi, data: bytes | bytearray | memoryview) -> int:
         return os.write(wsi.fd, data)
 
     def close_fd(self, wsi: Wsi) -> None:
         with contextlib.suppress(OSError):  # already closed behind our back
             os.close(wsi.fd)
+
+
+def _write_only(fd: int) -> bool:
+    import fcntl  # only on this error path: `import lwspy` stays cheap
+
+    try:
+        return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY
+    except OSError:
+        return False
 
 
 RAW_FILE = RawFileRole()

@@ -1,18 +1,28 @@
-"""The raw socket role: a connected stream socket, client or accepted (lws ``roles/raw-skt``)."""
+"""The raw socket role: a connected stream socket, client or accepted (lws ``roles/raw-skt``).
+
+Its graceful close is lws's ``LRS_SHUTDOWN``: shut the write side down, then read and
+discard until the peer's end of stream (bounded by ``timeout_secs``) before closing. Linux
+answers a close with unread data by a reset that also drops what is still queued for the
+peer; reading to the end first means everything ``write()`` accepted arrives.
+"""
 
 from __future__ import annotations
 
+import socket
 from typing import TYPE_CHECKING
 
-from lwspy.core.protocol import Reason
-from lwspy.core.role import RX_CHUNK, RoleOps
+from lwspy.core.protocol import INTERNAL, Reason
+from lwspy.core.role import RX_CHUNK, InternalRole, RoleOps
+from lwspy.core.wsi import ESTABLISHED, EV_READ, Wsi
 
 if TYPE_CHECKING:
-    from lwspy.core.wsi import Wsi
+    from lwspy.core.context import Context
 
-__all__ = ["RAW_SKT", "RawSktRole"]
+__all__ = ["RAW_SKT", "RAW_SKT_SHUTDOWN", "RawSktRole", "ShutdownRole"]
 
 RAW_RX = Reason.RAW_RX
+_DRAIN_READS = 16  # reads per readable event of a socket being shut down
+_SCRATCH = bytearray(RX_CHUNK)  # where discarded bytes are read to; never looked at
 
 
 class RawSktRole(RoleOps):
@@ -39,13 +49,15 @@ class RawSktRole(RoleOps):
                 wsi.ctx._callback_failed(wsi, RAW_RX, exc)
                 return
             if ret and wsi._rx_on:
-                wsi._close_now("callback")
+                wsi.close("callback")
+        elif sock.type == socket.SOCK_DGRAM:  # an empty datagram is a datagram, not the end
+            wsi._call(RAW_RX, data)
         else:
             # Half-close: nothing more will come; what we still owe the peer is flushed.
             wsi._rx_on = False
             wsi.close("peer closed")
 
-    def send(self, wsi: Wsi, data: bytes | memoryview) -> int:
+    def send(self, wsi: Wsi, data: bytes | memoryview | bytearray) -> int:
         sock = wsi.sock
         assert sock is not None
         return sock.send(data)
@@ -54,5 +66,66 @@ class RawSktRole(RoleOps):
         if wsi.sock is not None:
             wsi.sock.close()
 
+    def close_graceful(self, wsi: Wsi) -> None:
+        sock = wsi.sock
+        if sock is None or sock.type != socket.SOCK_STREAM:
+            self.close_fd(wsi)
+            return
+        shutdown(wsi.ctx, sock)
+
+
+def shutdown(ctx: Context, sock: socket.socket) -> None:
+    """Shut ``sock``'s write side down and close it once the peer has ended its stream.
+
+    The socket is no wsi of the user's any more: an internal wsi of the shutdown role
+    holds it until the peer's end of stream, an error or ``timeout_secs``. While the
+    context is being destroyed there is no loop left to wait in: what has arrived is read
+    and the socket closed at once.
+    """
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:  # reset already, or never connected: nothing more can arrive
+        sock.close()
+        return
+    if _drain(sock) or ctx._destroying:
+        sock.close()
+        return
+    wsi = Wsi(ctx, RAW_SKT_SHUTDOWN, None, INTERNAL, sock)
+    wsi.state = ESTABLISHED
+    ctx.pt.add(wsi, EV_READ)
+    wsi.set_timeout(ctx.timeout_secs, "shutdown timed out")
+
+
+def _drain(sock: socket.socket) -> bool:
+    """Read and discard what has arrived; True at the peer's end of stream (or an error)."""
+    for _ in range(_DRAIN_READS):
+        try:
+            if not sock.recv_into(_SCRATCH):
+                return True
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+    return False
+
+
+class ShutdownRole(InternalRole):
+    """A raw_skt socket after its close: write side shut down, reads discarded until EOF."""
+
+    name = "raw_skt_shutdown"
+
+    def on_readable(self, wsi: Wsi) -> None:
+        sock = wsi.sock
+        assert sock is not None
+        if _drain(sock):
+            wsi._close_now("peer closed")
+
+    def close_fd(self, wsi: Wsi) -> None:
+        sock = wsi.sock
+        assert sock is not None
+        _drain(sock)  # what came since: read, so that the close is a FIN, not a reset
+        sock.close()
+
 
 RAW_SKT = RawSktRole()
+RAW_SKT_SHUTDOWN = ShutdownRole()

@@ -61,11 +61,11 @@ class SmdClass(enum.IntFlag):
     """
 
     INTERACTION = 1 << 0
-    """User interaction: buttons, touch."""
+    """User interaction, such as buttons or touch."""
     SYSTEM_STATE = 1 << 1
-    """lws_system state changes: ``{"state":"NAME"}``."""
+    """lws_system state changes, as ``{"state":"NAME"}``."""
     NETWORK = 1 << 2
-    """Network events: route and link changes, CPD results, ``cpdcheck`` requests."""
+    """Network events, such as route and link changes, CPD results, ``cpdcheck`` requests."""
     METRICS = 1 << 3
     """Metrics reports."""
 
@@ -95,7 +95,7 @@ class SmdStats(Record):
 
 
 SmdCallback = Callable[[SmdClass, float, bytes], object]
-"""A peer's callback: ``callback(cls, timestamp, payload)``; its return value is ignored."""
+"""A peer's callback, ``callback(cls, timestamp, payload)``; its return value is ignored."""
 
 # The peers a class reaches, fixed when a message is posted: ((callback, peer), ...).
 _Targets = tuple[tuple[SmdCallback, "SmdPeer"], ...]
@@ -174,6 +174,7 @@ class Smd:
 
     __slots__ = (
         "_clock",
+        "_closed",
         "_delivered",
         "_depth",
         "_dropped_full",
@@ -218,6 +219,7 @@ class Smd:
         self._delivered = 0
         self._dropped_full = 0
         self._expired = 0
+        self._closed = False
 
     @property
     def queue_depth(self) -> int:
@@ -256,11 +258,20 @@ class Smd:
         """
         if not callable(callback):
             raise TypeError(f"SMD callback must be callable, not {callback!r}")
+        if self._closed:
+            raise RuntimeError("this SMD queue is closed (its context is destroyed)")
         peer = SmdPeer(self, callback, _check_class(classes))
         with self._lock:
             self._peers = (*self._peers, peer)
             self._routes = {}
         return peer
+
+    def close(self) -> None:
+        """Drop every peer for good (the context is destroyed): ``post`` returns False."""
+        with self._lock:
+            self._closed = True
+            self._peers = ()
+            self._routes = {}
 
     def _drop(self, peer: SmdPeer) -> None:
         """Take an unregistered peer out (called by :meth:`SmdPeer.unregister`)."""
@@ -290,7 +301,7 @@ class Smd:
         encoded. Bad arguments raise (TypeError, ValueError) before anything else is looked
         at. Returns False when no registered peer listens to ``cls`` (nothing is queued) or
         when ``queue_depth`` messages are already waiting (counted in
-        ``stats.dropped_full``).
+        ``stats.dropped_full``), and always once the context is destroyed.
 
         Thread-safe; the messages of one thread are delivered in the order it posted them.
 

@@ -1,0 +1,7 @@
+"""``python -m lwspy``: the ``lwspy`` console script (``python -m lwspy demo``)."""
+
+import sys
+
+from lwspy.cli import main
+
+sys.exit(main())
