@@ -290,7 +290,8 @@ def _begin_try(wsi: Wsi, cc: ClientConnect) -> None:
             cc.answers.append(("NO_RESULT", f"DNS NO_RESULT: {cc.host}"))
         together.append((fam, these))
     _conmon_dns(wsi, cc, [], elapsed)
-    _act(wsi, cc, cc.racer.answers(together, ctx.pt.suls.clock()))
+    now = ctx.pt.suls.clock()
+    _act(wsi, cc, cc.racer.answers(together, now), now)
 
 
 def _resolve(wsi: Wsi, cc: ClientConnect) -> None:
@@ -330,7 +331,8 @@ def _answered(
     if not addrs:
         cc.answers.append((disposition if disposition != "OK" else "NO_RESULT", detail))
     _conmon_dns(wsi, cc, addrs, elapsed)
-    _act(wsi, cc, racer.answer(family, addrs, wsi.ctx.pt.suls.clock()))
+    now = wsi.ctx.pt.suls.clock()
+    _act(wsi, cc, racer.answer(family, addrs, now), now)
 
 
 def _conmon_dns(wsi: Wsi, cc: ClientConnect, addrs: list[str], elapsed: float) -> None:
@@ -465,15 +467,15 @@ def _delay(ctx: Context, cc: ClientConnect, address: str) -> float:
 # -- the racer's actions ----------------------------------------------------------------
 
 
-def _act(wsi: Wsi, cc: ClientConnect, actions: list[Any]) -> None:
-    """Carry out what the racer said, then set its timer."""
+def _act(wsi: Wsi, cc: ClientConnect, actions: list[Any], now: float) -> None:
+    """Carry out what the racer said at ``now``, then set its timer."""
     for act in actions:
         if wsi.state >= WsiState.CLOSING:  # a callback closed it
             return
         if type(act) is Start:
-            more = _start_attempt(wsi, cc, act.n, act.address)
+            more = _start_attempt(wsi, cc, act.n, act.address, now)
             if more:
-                _act(wsi, cc, more)
+                _act(wsi, cc, more, now)
                 return  # the nested call set the timer
         elif type(act) is Won:
             _won(wsi, cc, act)
@@ -493,16 +495,16 @@ def _race_timer(wsi: Wsi) -> None:
     cc = wsi._client
     assert cc is not None
     if cc.racer is not None and wsi.state < WsiState.CLOSING:
-        _act(wsi, cc, cc.racer.timer(wsi.ctx.pt.suls.clock()))
+        now = wsi.ctx.pt.suls.clock()
+        _act(wsi, cc, cc.racer.timer(now), now)
 
 
-def _start_attempt(wsi: Wsi, cc: ClientConnect, n: int, address: str) -> list[Any]:
+def _start_attempt(wsi: Wsi, cc: ClientConnect, n: int, address: str, now: float) -> list[Any]:
     """One non-blocking connect to one address, recorded as a CAO. Returns the racer's
     next actions when the attempt failed at once (no route, bind refused, ...)."""
     ctx = wsi.ctx
     family = _family(address)
-    now = ctx.pt.suls.clock()
-    cao = Cao(cc.host, cc.port, address, family, started=now)
+    cao = Cao(cc.host, cc.port, address, family, started=now)  # when the racer said so
     path = _path(ctx, cc, address)
     cao.ifindex, cao.gateway, cao.route_id = path.ifindex, path.gateway, path.route_id
     cc.caos.append(cao)
@@ -516,7 +518,7 @@ def _start_attempt(wsi: Wsi, cc: ClientConnect, n: int, address: str) -> list[An
     try:
         sock = socket.socket(family, socket.SOCK_STREAM)
     except OSError as e:  # pragma: no cover - out of fds (EMFILE), or no such family here
-        return _attempt_failed(att, e.errno or errno.EINVAL, str(e), record=False)
+        return _attempt_failed(att, e.errno or errno.EINVAL, str(e), now, record=False)
     sock.setblocking(False)
     aw = Wsi(ctx, ATTEMPT, None, INTERNAL, sock)
     aw.user = att
@@ -527,14 +529,16 @@ def _start_attempt(wsi: Wsi, cc: ClientConnect, n: int, address: str) -> list[An
             _bind_iface(sock, family, cc.iface)
     except OSError as e:
         err = errno.EINVAL if isinstance(e, socket.gaierror) else e.errno or errno.EINVAL
-        return _attempt_failed(att, err, f"bind to {cc.iface}: {os_error_reason(e)}", record=False)
+        return _attempt_failed(
+            att, err, f"bind to {cc.iface}: {os_error_reason(e)}", now, record=False
+        )
     try:
         err = sock.connect_ex((address, cc.port))  # numeric: no lookup ("%scope" taken too)
     except socket.gaierror as e:  # a scope id that names no interface here
         reason = f"bad address {address}: {os_error_reason(e)}"
-        return _attempt_failed(att, errno.EINVAL, reason, record=False)
+        return _attempt_failed(att, errno.EINVAL, reason, now, record=False)
     if err not in (0, errno.EINPROGRESS):
-        return _attempt_failed(att, err, errno_reason(err))
+        return _attempt_failed(att, err, errno_reason(err), now)
     ctx.pt.add(aw, EV_WRITE)
     return []
 
@@ -564,18 +568,19 @@ def _attempt_writable(aw: Wsi) -> None:
             err = e.errno or errno.ECONNRESET
     now = wsi.ctx.pt.suls.clock()
     if err:
-        _act(wsi, cc, _attempt_failed(att, err, errno_reason(err)))
+        _act(wsi, cc, _attempt_failed(att, err, errno_reason(err), now), now)
         return
     att.cao.connect_us = _us(now - att.cao.started)
-    _act(wsi, cc, cc.racer.connected(att.n, now))
+    _act(wsi, cc, cc.racer.connected(att.n, now), now)
 
 
-def _attempt_failed(att: _Attempt, err: int, reason: str, record: bool = True) -> list[Any]:
-    """Close the attempt, record how it ended; the racer's next actions."""
+def _attempt_failed(
+    att: _Attempt, err: int, reason: str, now: float, record: bool = True
+) -> list[Any]:
+    """Close the attempt, record how it ended at ``now``; the racer's next actions."""
     wsi = att.owner
     cc = wsi._client
     assert cc is not None and cc.racer is not None
-    now = wsi.ctx.pt.suls.clock()
     _end(att, _ERRNO_RESULT.get(err, CaoResult.ERROR), now, err)
     if record:
         wsi.ctx.cao_db.add(att.cao)
