@@ -52,7 +52,7 @@ from lwspy.net.nlmsg import (
     next_route_id,
 )
 
-__all__ = ["NOT_ROUTABLE", "Route", "RouteChange", "RouteDiff", "RouteTable"]
+__all__ = ["NOT_ROUTABLE", "RESYNC_SLICE", "Route", "RouteChange", "RouteDiff", "RouteTable"]
 
 _TABLES: Final = (RT_TABLE_MAIN, RT_TABLE_LOCAL)
 NOT_ROUTABLE: Final = frozenset((RTN_BLACKHOLE, RTN_UNREACHABLE, RTN_PROHIBIT, RTN_THROW))
@@ -64,6 +64,8 @@ _V4MAPPED_PREFIX: Final = bytes(10) + b"\xff\xff"
 _CONTENT_END: Final = 15  # Route fields that make it the same kernel route (not flags, id)
 _KEY: Final = slice(4, 8)  # priority, tos, src, src_len: identity within one prefix bucket
 _BATCH_MIN: Final = 8  # routes in a record worth the bulk insert
+RESYNC_SLICE: Final = 8192
+"""Prefixes a :meth:`RouteTable.resync_slices` step compares (a few ms of work)."""
 _FAMILY = itemgetter(0)
 _DST_NUM = itemgetter(1)
 _DST_LEN = itemgetter(2)
@@ -342,6 +344,8 @@ class RouteTable:
         generation bumps once if any were.
         """
         count = 0
+        if not self._count:  # an empty table's side indexes are empty: drop them, so the
+            self._by_id = self._by_oif = self._by_prefsrc = None  # bulk insert applies
         for msg in records:
             if type(msg) is not RouteMsg or msg.type != RTM_NEWROUTE:
                 continue
@@ -413,23 +417,108 @@ class RouteTable:
 
     def resync(self, fresh: RouteTable) -> RouteDiff:
         """Make this table equal to ``fresh`` (built from a new dump, e.g. after ENOBUFS)
-        and return the difference. Routes present in both keep their ids here; the
-        routes and order of ``fresh`` are taken as the kernel's."""
-        delta = self.diff(fresh)
-        if not delta:
-            return delta
-        keep = {_content(route): route for route in self._all()}
-        for key, fib in fresh._fibs.items():
+        in one call and return the difference; see :meth:`resync_slices`."""
+        for delta in self.resync_slices(fresh, 0):
+            if delta is not None:
+                return delta
+        raise AssertionError("resync_slices ended without a result")  # pragma: no cover
+
+    def resync_slices(
+        self, fresh: RouteTable, size: int = RESYNC_SLICE
+    ) -> Iterator[RouteDiff | None]:
+        """Make this table equal to ``fresh``, comparing at most ``size`` prefixes per step
+        (0: all at once), so a resync of 160,000 routes never holds one loop pass.
+
+        Each ``next()`` does one slice and gives None; the last one makes the change (in
+        one step: until then this table is unchanged and consistent) and gives the
+        :class:`RouteDiff`. Routes present in both keep their ids here; the routes and
+        bucket order of ``fresh`` are taken as the kernel's. Neither table may change
+        between steps (RuntimeError); ``fresh`` keeps its content (it may be given
+        this table's equal routes in place of its own).
+
+        >>> live, fresh = RouteTable(), RouteTable()
+        >>> steps = live.resync_slices(fresh, 1000)
+        >>> next(steps)
+        RouteDiff(added=[], removed=[])
+        """
+        bound = size if size > 0 else 1 << 62
+        gens = (self._generation, fresh._generation)
+        added: list[Route] = []
+        removed: list[Route] = []
+        changed = False
+        done = 0
+        for key, theirs in fresh._fibs.items():
             mine = self._fibs[key]
-            mine.nets = {
-                plen: {net: _kept(slot, keep) for net, slot in nets.items()}
-                for plen, nets in fib.nets.items()
-            }
+            for plen, tnets in list(theirs.nets.items()):
+                mnets = mine.nets.get(plen, {})
+                items = list(tnets.items())
+                for at in range(0, len(items), bound):
+                    if done >= bound:
+                        yield None
+                        done = 0
+                        self._check_unchanged(fresh, gens)
+                    chunk = items[at : at + bound]
+                    done += len(chunk)
+                    mget = mnets.get
+                    for net, tslot in chunk:
+                        mslot = mget(net)
+                        if mslot is tslot:
+                            continue
+                        if mslot is None:
+                            if isinstance(tslot, Route):
+                                added.append(tslot)
+                            else:
+                                added.extend(tslot)
+                            continue
+                        kept = _match(mslot, tslot, added, removed)
+                        if kept is not tslot:
+                            tnets[net] = kept
+                        if kept is not mslot and kept != mslot:
+                            changed = True  # other routes, or the same in another order
+        for key, mine in self._fibs.items():
+            theirs = fresh._fibs[key]
+            for plen, own in mine.nets.items():
+                other = theirs.nets.get(plen)
+                gone = list(own) if other is None else list(own.keys() - other.keys())
+                for at in range(0, len(gone), bound):
+                    if done >= bound:
+                        yield None
+                        done = 0
+                        self._check_unchanged(fresh, gens)
+                    nets = gone[at : at + bound]
+                    done += len(nets)
+                    for net in nets:
+                        removed.extend(_bucket(own[net]))
+        if done >= bound:
+            yield None
+            self._check_unchanged(fresh, gens)
+        changed = changed or bool(added or removed)
+        if changed:
+            self._take(fresh, added, removed, bound)
+        yield RouteDiff(added=added, removed=removed)
+
+    def _check_unchanged(self, fresh: RouteTable, gens: tuple[int, int]) -> None:
+        if (self._generation, fresh._generation) != gens:
+            raise RuntimeError("a table changed while a resync between them was in progress")
+
+    def _take(
+        self, fresh: RouteTable, added: list[Route], removed: list[Route], bound: int
+    ) -> None:
+        """The last step of a resync: take ``fresh``'s prefixes (already holding this
+        table's routes where equal), and bring the side indexes along."""
+        for key, theirs in fresh._fibs.items():
+            mine = self._fibs[key]
+            mine.nets = {plen: dict(nets) for plen, nets in theirs.nets.items()}
             mine.lens = None
         self._count = fresh._count
-        self._by_id = self._by_oif = self._by_prefsrc = None
+        if len(added) + len(removed) > bound:
+            self._by_id = self._by_oif = self._by_prefsrc = None  # rebuilt on first use
+        else:
+            for route in removed:
+                self._unindex(route)
+            for route in added:
+                self._index(route)
         self._generation += 1
-        return delta
 
     # -- internals -------------------------------------------------------------------
 
@@ -612,11 +701,26 @@ class RouteTable:
         return routes
 
 
-def _kept(slot: _Slot, keep: dict[tuple[object, ...], Route]) -> _Slot:
-    """A slot of a fresh table with the routes this table already has put back."""
-    if isinstance(slot, Route):
-        return keep.get(_content(slot), slot)
-    return tuple(keep.get(_content(route), route) for route in slot)
+def _match(mine: _Slot, theirs: _Slot, added: list[Route], removed: list[Route]) -> _Slot:
+    """``theirs`` (a fresh table's slot) with the equal routes of ``mine`` put back in
+    place of its own; what only one side has goes to ``added`` / ``removed``."""
+    if isinstance(mine, Route) and isinstance(theirs, Route):
+        if mine[:_CONTENT_END] == theirs[:_CONTENT_END]:
+            return mine
+        added.append(theirs)
+        removed.append(mine)
+        return theirs
+    have = {_content(route): route for route in _bucket(mine)}
+    out: list[Route] = []
+    for route in _bucket(theirs):
+        own = have.pop(_content(route), None)
+        if own is None:
+            added.append(route)
+            out.append(route)
+        else:
+            out.append(own)
+    removed.extend(have.values())
+    return out[0] if len(out) == 1 else tuple(out)
 
 
 def _content(route: Route) -> tuple[object, ...]:
