@@ -336,12 +336,16 @@ class RouteTable:
             self._generation += 1
         return change
 
-    def load(self, records: Iterable[NlRecord]) -> int:
+    def load(self, records: Iterable[NlRecord], like: RouteTable | None = None) -> int:
         """Add the routes of every ``RTM_NEWROUTE`` record among ``records`` (a dump):
         the cold-plug path, with no change list.
 
         Other records are skipped. Returns how many routes were added or replaced; the
-        generation bumps once if any were.
+        generation bumps once if any were. With ``like`` (the live table, while a dump
+        after ENOBUFS fills this one), a loaded route equal to one of ``like``'s is
+        replaced here by that one at once: the decoded copies die young (no cyclic
+        collection walks 160,000 of them later), and :meth:`resync_slices` then finds
+        the unchanged routes by identity.
         """
         count = 0
         if not self._count:  # an empty table's side indexes are empty: drop them, so the
@@ -353,16 +357,46 @@ class RouteTable:
             done = self._load_batch(routes) if len(routes) >= _BATCH_MIN else -1
             if done >= 0:
                 count += done
-                continue
-            for route in routes:
-                fib = self._fibs.get((route.family << 8) | route.table)
-                if fib is None or route.rtm_flags & RTM_F_CLONED:
-                    continue
-                if self._add(fib, route, msg.nl_flags) is not None:
-                    count += 1
+            else:
+                for route in routes:
+                    fib = self._fibs.get((route.family << 8) | route.table)
+                    if fib is None or route.rtm_flags & RTM_F_CLONED:
+                        continue
+                    if self._add(fib, route, msg.nl_flags) is not None:
+                        count += 1
+            if like is not None:
+                self._share(routes, like)
         if count:
             self._generation += 1
         return count
+
+    def _share(self, routes: tuple[Route, ...], like: RouteTable) -> None:
+        """Put ``like``'s equal routes in place of these (just loaded) in their slots."""
+        if self._by_id is not None or self._by_oif is not None or self._by_prefsrc is not None:
+            return  # an index would still name the copies; resync_slices matches them later
+        key = plen = -1
+        nets: dict[int, _Slot] = {}
+        theirs: dict[int, _Slot] = {}
+        for route in routes:
+            if (route.family << 8) | route.table != key or route.dst_len != plen:
+                key, plen = (route.family << 8) | route.table, route.dst_len
+                fib, other = self._fibs.get(key), like._fibs.get(key)
+                nets = {} if fib is None else fib.nets.get(plen, {})
+                theirs = {} if other is None else other.nets.get(plen, {})
+            dst = route.dst_num
+            old = theirs.get(dst)
+            if old is None:
+                continue
+            mine = nets.get(dst)
+            if mine is None or mine is old:
+                continue
+            if isinstance(mine, Route) and isinstance(old, Route):
+                if mine[:_CONTENT_END] == old[:_CONTENT_END]:
+                    nets[dst] = old
+            else:
+                kept = _match(old, mine, [], [])
+                if kept is not mine:
+                    nets[dst] = kept
 
     def drop_link(self, ifindex: int, family: int | None = None) -> list[Route]:
         """Remove the routes that leave only by interface ``ifindex`` (of one family, if
@@ -451,16 +485,17 @@ class RouteTable:
             mine = self._fibs[key]
             for plen, tnets in list(theirs.nets.items()):
                 mnets = mine.nets.get(plen, {})
-                items = list(tnets.items())
-                for at in range(0, len(items), bound):
+                keys = list(tnets)  # ints: no tuple per prefix for the collector to walk
+                for at in range(0, len(keys), bound):
                     if done >= bound:
                         yield None
                         done = 0
                         self._check_unchanged(fresh, gens)
-                    chunk = items[at : at + bound]
+                    chunk = keys[at : at + bound]
                     done += len(chunk)
                     mget = mnets.get
-                    for net, tslot in chunk:
+                    for net in chunk:
+                        tslot = tnets[net]
                         mslot = mget(net)
                         if mslot is tslot:
                             continue

@@ -474,7 +474,7 @@ class RouteWatcher:
         if rec.seq != dump.seq or rec.pid != dump.pid:
             return False  # not an answer to the current step
         if isinstance(rec, RouteMsg):
-            dump.routes.load((rec,))
+            dump.routes.load((rec,), None if dump.initial else self.table)
         elif isinstance(rec, LinkMsg):
             self._link(rec, dump, _Batch())
         elif isinstance(rec, AddrMsg):
