@@ -100,7 +100,7 @@ from lwspy.net.nlmsg import (
     decode,
     dump_request,
 )
-from lwspy.net.route import NOT_ROUTABLE, RouteDiff, RouteTable
+from lwspy.net.route import NOT_ROUTABLE, RESYNC_SLICE, RouteDiff, RouteTable
 from lwspy.system.smd import SmdClass
 from lwspy.system.state import SystemState
 
@@ -250,6 +250,7 @@ class RouteWatcher:
         "_dump",
         "_dump_timer",
         "_early",
+        "_gc_held",
         "_keys",
         "_queue",
         "_resync",
@@ -297,6 +298,7 @@ class RouteWatcher:
         self._seq = itertools.count(1)
         self._dump: _Dump | None = None
         self._synced = False  # the live table has been filled by a dump
+        self._gc_held = False  # this role disabled the cyclic collector while a dump flows
         self._queue: deque[NlRecord] = deque()  # events read while they cannot be applied
         self._resync: Iterator[RouteDiff | None] | None = None
         self.wsi = self._internal_wsi(sock, NETLINK)
@@ -418,6 +420,7 @@ class RouteWatcher:
         self._send_dump_step()
 
     def _close_dump_socket(self) -> None:
+        self._release_gc()
         dump = self._dump
         if dump is not None and dump.wsi is not None:
             dump.wsi._close_now("dump over")
@@ -446,15 +449,19 @@ class RouteWatcher:
         if dump is None or dump.wsi is not wsi or sock is None:  # pragma: no cover - closed
             return
         # A dump makes one tuple per route: 100,000 of them would set off the cyclic
-        # collector dozens of times for nothing (they hold no cycles). Paused for this read.
-        pause_gc = gc.isenabled()
-        if pause_gc:
+        # collector dozens of times for nothing (they hold no cycles). Paused while the
+        # dump flows (across passes: a collection between slices would walk them all
+        # again), resumed when it ends or has nothing more to give for now.
+        if not self._gc_held and gc.isenabled():
             gc.disable()
+            self._gc_held = True
+        flowing = True
         try:
             for _ in range(DUMP_READS_PER_PASS):
                 try:
                     data = sock.recv(1 << 16)
                 except BlockingIOError:
+                    flowing = False
                     break
                 except OSError as e:  # the kernel could not go on with it: a new socket
                     log.warning("lwspy netlink: dump failed (%s); dumping again", e)
@@ -466,8 +473,13 @@ class RouteWatcher:
                         return  # the dump ended, or started over
             self._dump_timer.schedule(DUMP_TIMEOUT)  # it answers: the timeout starts again
         finally:
-            if pause_gc:
-                gc.enable()
+            if not flowing:
+                self._release_gc()
+
+    def _release_gc(self) -> None:
+        if self._gc_held:
+            self._gc_held = False
+            gc.enable()
 
     def _dump_reply(self, dump: _Dump, rec: NlRecord) -> bool:
         """Take one record of a dump; True when the dump ended or started over."""
@@ -515,7 +527,7 @@ class RouteWatcher:
                 else:
                     self._coldplug_finished()
             else:
-                self._resync = self.table.resync_slices(dump.routes)
+                self._resync = self.table.resync_slices(dump.routes, RESYNC_SLICE)
                 self.phase = Phase.SWAPPING
                 self._work.schedule(0)
         elif phase is Phase.SWAPPING and dump is not None and self._resync is not None:
