@@ -264,3 +264,27 @@ def test_events_queued_during_a_dump_are_applied_in_order_after_it_a_slice_a_pas
         assert table.lookup("198.18.8.1") is stays and table.lookup("198.18.9.1") is later
         ctx.service(0)
         assert b'{"rt":"add"}' in seen
+
+
+def test_a_live_table_changed_during_the_swap_is_compared_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(netlink_mod, "RESYNC_SLICE", 2)
+    with Context(netlink=True) as ctx:
+        watcher = _watcher(ctx)
+        _until_live(ctx)
+        before = len(watcher.table)
+        real = watcher.sock
+        watcher.sock = FailingSock(real, [errno.ENOBUFS])  # type: ignore[assignment]
+        watcher.readable()
+        watcher.sock = real
+        for _ in range(500):
+            if watcher.phase is Phase.SWAPPING:
+                break
+            ctx.service(5)
+        ctx.service(0)  # one slice done
+        assert watcher.phase is Phase.SWAPPING
+        watcher.table.add(rt("198.18.5.0/24"))  # e.g. a timer of the table's own
+        _until_live(ctx)
+        assert len(watcher.table) == before  # the swap took the dump's table, as compared again
+        assert not any(r.dst == "198.18.5.0" for r in watcher.table)

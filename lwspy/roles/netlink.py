@@ -531,7 +531,11 @@ class RouteWatcher:
                 self.phase = Phase.SWAPPING
                 self._work.schedule(0)
         elif phase is Phase.SWAPPING and dump is not None and self._resync is not None:
-            delta = next(self._resync)
+            try:
+                delta = next(self._resync)
+            except RuntimeError:  # the live table changed under the swap: compare again
+                self._resync = self.table.resync_slices(dump.routes, RESYNC_SLICE)
+                delta = None
             if delta is None:
                 self._work.schedule(0)
                 return
