@@ -30,9 +30,11 @@ The kernel queues every event on the event socket until the queue is full; then 
 events (all of them) until the queue has been read empty, and the next read reports
 ENOBUFS before the queued, older, events. So the events read after an empty read and
 before the next ENOBUFS are complete and in order. A dump started after that point, with
-every event read since, replayed in order over it, is the kernel's state: an event says
-what an object *is* now (or that it is gone), so one the dump already shows changes
-nothing. Events queued before the loss are dropped unread: replaying them is what left
+every event read since replayed in order over it, is the kernel's state: an event says
+what an object *is* (or that it is gone), so one the dump already shows changes nothing,
+and the last event about an object is its state now (what a replayed event flushes
+silently, e.g. a link's routes on link down, was re-added since by events that follow
+it). Events queued before the loss are dropped unapplied: replaying them is what left
 stale routes behind (an add whose delete was lost).
 
 ===========  ========================  ==============  ================================
