@@ -15,10 +15,10 @@ import pytest
 import lwspy.roles.netlink as netlink_mod
 from lwspy import Context, SmdClass
 from lwspy.core.wsi import WsiState
-from lwspy.net.nlmsg import NLM_F_DUMP_INTR, NLM_F_MULTI, DoneMsg, ErrorMsg, RouteMsg
+from lwspy.net.nlmsg import NLM_F_APPEND, NLM_F_DUMP_INTR, NLM_F_MULTI, DoneMsg, ErrorMsg, RouteMsg
 from lwspy.roles.netlink import DUMP_TIMEOUT, Phase, RouteWatcher
 from tests.conftest import FakeClock
-from tests.test_route import gone, new, rt
+from tests.test_route import copy, gone, new, rt
 
 
 def _fds() -> set[str]:
@@ -288,3 +288,26 @@ def test_a_live_table_changed_during_the_swap_is_compared_again(
         _until_live(ctx)
         assert len(watcher.table) == before  # the swap took the dump's table, as compared again
         assert not any(r.dst == "198.18.5.0" for r in watcher.table)
+
+
+def test_a_replayed_delete_of_what_the_dump_lacks_takes_no_other_route() -> None:
+    with Context(netlink=True) as ctx:
+        watcher = _watcher(ctx)
+        _until_live(ctx)
+        real = watcher.sock
+        watcher.sock = FailingSock(real, [errno.ENOBUFS])  # type: ignore[assignment]
+        watcher.readable()
+        watcher.sock = real
+        # Two IPv4 routes of one key (ip route append); the first deleted, and its delete
+        # replayed once more (as when the dump was taken after it): the second stays.
+        first, second = rt("198.18.6.0/24", oif=5), rt("198.18.6.0/24", oif=6)
+        watcher._queue.extend(
+            [
+                new(first, nl_flags=NLM_F_APPEND),
+                new(second, nl_flags=NLM_F_APPEND),
+                gone(copy(first)),
+                gone(copy(first), copy(second, oif=7)),
+            ]
+        )
+        _until_live(ctx)
+        assert [r for r in watcher.table if r.dst == "198.18.6.0"] == [second]

@@ -157,3 +157,19 @@ def test_any_sliced_resync_equals_the_one_shot_diff(
         if i not in moved:
             assert live.lookup(str(ipaddress.IPv4Address(BASE + i))) is old[i]
     assert live.diff(fresh) == RouteDiff()
+
+
+def test_holds_is_a_delete_that_would_find_its_route() -> None:
+    table = RouteTable()
+    a = rt("198.51.100.0/24", oif=5)
+    multi = rt(
+        "203.0.113.0/24",
+        gateway="198.51.100.2",
+        oif=5,
+        nexthops=(("198.51.100.2", 5), ("198.51.100.3", 6)),
+    )
+    table.load(dump(a, multi))
+    assert table.holds(copy(a)) and not table.holds(copy(a, oif=6))
+    assert table.holds(rt("203.0.113.0/24", gateway="198.51.100.3", oif=6))  # one path
+    assert not table.holds(rt("203.0.113.0/24", gateway="198.51.100.4", oif=6))
+    assert not table.holds(rt("203.0.113.0/24", table=7))

@@ -427,6 +427,25 @@ class RouteTable:
 
     # -- re-dump after ENOBUFS -------------------------------------------------------
 
+    def holds(self, route: Route) -> bool:
+        """True if an ``RTM_DELROUTE`` naming ``route`` finds it here: a route of the same
+        content, or a multipath route with one of its paths. An event replayed over a
+        fresh dump may delete what the dump no longer has; it must then change nothing
+        (not take another route of the same key, as a live delete may).
+
+        >>> RouteTable().holds(Route(2, 0, 0, 254, 0, 0, None, 0, 1, None, 2, None, 4, 0, (), 0, 1))
+        False
+        """
+        fib = self._fibs.get((route.family << 8) | route.table)
+        if fib is None:
+            return False
+        content = _content(route)
+        paths = set(_paths(route))
+        return any(
+            _content(other) == content or not paths.isdisjoint(other.nexthops)
+            for other in fib.bucket(route)
+        )
+
     def snapshot(self) -> RouteTable:
         """An independent copy (routes are immutable and shared; ids are kept)."""
         copy = RouteTable()

@@ -85,6 +85,7 @@ from lwspy.net.nlmsg import (
     AF_UNSPEC,
     RTM_DELADDR,
     RTM_DELLINK,
+    RTM_DELROUTE,
     RTM_GETADDR,
     RTM_GETLINK,
     RTM_GETROUTE,
@@ -642,7 +643,9 @@ class RouteWatcher:
         (REPLAYING), to the dump's."""
         dump = self._dump
         if type(rec) is RouteMsg:
-            if dump is not None:
+            if dump is not None:  # replayed: a delete the dump already shows changes nothing
+                if rec.type == RTM_DELROUTE and not all(map(dump.routes.holds, rec.routes)):
+                    rec = rec._replace(routes=tuple(filter(dump.routes.holds, rec.routes)))
                 dump.routes.apply_route(rec)
                 return
             for change in self.table.apply_route(rec):
