@@ -560,12 +560,23 @@ class RouteWatcher:
                 self.phase = Phase.LIVE
 
     def _replay(self, batch: _Batch) -> None:
-        """Apply a slice of the queued events, oldest first."""
+        """Apply a slice of the queued events, oldest first (onto the dump's state while
+        there is one, else onto the live state). A delete of a route the table does not
+        hold is one the dump already shows: it must change nothing, where a live delete
+        may take another route of its key."""
         queue = self._queue
+        table = self.table if self._dump is None else self._dump.routes
         n = min(len(queue), REPLAY_SLICE)
         self.stats["replayed"] += n
         for _ in range(n):
-            self._record(queue.popleft(), batch)
+            rec = queue.popleft()
+            if (
+                type(rec) is RouteMsg
+                and rec.type == RTM_DELROUTE
+                and not all(map(table.holds, rec.routes))
+            ):
+                rec = rec._replace(routes=tuple(filter(table.holds, rec.routes)))
+            self._record(rec, batch)
 
     def _adopt(self, dump: _Dump) -> None:
         """Make the dump's links and addresses (its routes are in the table) the live ones."""
@@ -643,9 +654,7 @@ class RouteWatcher:
         (REPLAYING), to the dump's."""
         dump = self._dump
         if type(rec) is RouteMsg:
-            if dump is not None:  # replayed: a delete the dump already shows changes nothing
-                if rec.type == RTM_DELROUTE and not all(map(dump.routes.holds, rec.routes)):
-                    rec = rec._replace(routes=tuple(filter(dump.routes.holds, rec.routes)))
+            if dump is not None:
                 dump.routes.apply_route(rec)
                 return
             for change in self.table.apply_route(rec):
