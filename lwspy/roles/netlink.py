@@ -135,7 +135,7 @@ READS_PER_EVENT = 512
 """The most event datagrams read per pass, so a storm of changes cannot starve other fds."""
 
 DUMP_READS_PER_PASS = 16
-"""The most dump datagrams read per pass (about 8,000 routes, a few ms of decoding)."""
+"""The most dump datagrams read per pass (about 8,000 routes, ~15 ms of decoding)."""
 
 DRAIN_READS_PER_PASS = 4096
 """The most datagrams dropped per pass while draining after ENOBUFS (no decoding)."""
