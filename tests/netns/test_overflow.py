@@ -34,8 +34,8 @@ pytestmark = pytest.mark.netns
 
 SMALL_RCVBUF = 1 << 17  # the kernel doubles it: room for about 300 events
 STORM = 50_000
-PRELOAD4 = 20_000  # routes 198.19.0.0/16 before the storm
-PRELOAD6 = 2_000  # routes 2001:db8:ff::/112 before the storm
+PRELOAD4 = 8_000  # routes 198.19.0.0/16 before the storm
+PRELOAD6 = 1_000  # routes 2001:db8:ff::/112 before the storm
 BOUND4 = "198.51.100.9"  # deleted mid-storm: connections bound to it must close
 KEPT4 = "198.51.100.8"  # untouched by the storm: deleted after it
 # (lines that overflow the event socket, then how many chunks of 100 that do not), cycled:
@@ -330,8 +330,8 @@ def test_a_storm_after_the_cold_plug_re_dumps_and_ends_equal_to_the_kernel(
     far = n.connect(Lab.PEER)  # untouched by the storm
     replayed = n.watcher.stats["replayed"]
     run_storm(n.lab, n.a, storm_lines(seed=11))
-    print("overflows in", Counter(p.name for p in n.overflows))
-    assert Phase.LIVE in n.overflows and Phase.DUMPING in n.overflows  # also during a re-dump
+    assert Phase.LIVE in n.overflows  # overflows that started a re-dump ...
+    assert {Phase.DUMPING, Phase.SWAPPING, Phase.CATCHING_UP} & set(n.overflows)  # ... and in one
     n.settle_on_kernel()
     assert n.watcher.stats["resyncs"] >= 1
     assert n.watcher.stats["replayed"] > replayed  # events came during dumps, applied after
