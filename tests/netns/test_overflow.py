@@ -1,14 +1,15 @@
 """Overflow (ENOBUFS) never stops or corrupts the netlink role.
 
 Storms of 50,000 mixed changes (route adds, deletes and replaces of both families, address
-adds and deletes) made with ``ip -batch`` in small and large chunks, with a loop pass
-between chunks, so that events overflow the event socket while a dump runs, and arrive
-during dumps without overflowing. One storm runs during the cold plug, one after it
-(each overflow then means a re-dump). Each must end with lwspy's tables equal to the
-kernel's (routes compared as a multiset, and addresses), the connections the storm
-stranded closed with the right reason, the others open, and later deletes still culling.
-The event socket's buffer is made small so that a chunk of a few thousand changes
-overflows it; the bulk routes are in 198.18.0.0/15 and carry no traffic.
+adds and deletes; in the re-dump storm also nexthop objects, groups and the routes over
+them) made with ``ip -batch`` in small and large chunks, with a loop pass between chunks,
+so that events overflow the event socket while a dump runs, and arrive during dumps
+without overflowing. One storm runs during the cold plug, one after it (each overflow
+then means a re-dump). Each must end with lwspy's tables equal to the kernel's (routes
+compared as a multiset, addresses, nexthop objects), the connections the storm stranded
+closed with the right reason, the others open, and later deletes still culling. The
+event socket's buffer is made small so that a chunk of a few thousand changes overflows
+it; the bulk routes are in 198.18.0.0/15 and carry no traffic.
 """
 
 from __future__ import annotations
@@ -67,8 +68,11 @@ class _Pool:
         self.items.append(item)
 
     def pop(self, rng: random.Random) -> str:
-        i = rng.randrange(len(self.items))
-        item, last = self.items[i], self.items[-1]
+        return self.pop_item(self.items[rng.randrange(len(self.items))])
+
+    def pop_item(self, item: str) -> str:
+        i = self.at[item]
+        last = self.items[-1]
         self.items[i] = last
         self.at[last] = i
         self.items.pop()
@@ -76,11 +80,70 @@ class _Pool:
         return item
 
 
-def storm_lines(seed: int) -> list[str]:
+class _Nexthops:
+    """Nexthop objects (``ip nexthop``), groups of two, and the IPv4 routes over them, as
+    the kernel will hold them after each line: deleting one takes its routes along and
+    shrinks its groups (a group left empty goes too, with its routes), without a
+    message for the routes."""
+
+    def __init__(self) -> None:
+        self.next_id = 1000  # ids and prefixes are never reused
+        self.next_dst = 0
+        self.groups: dict[int, set[int]] = {}  # group id -> member ids
+        self.singles: list[int] = []
+        self.routes: dict[int, list[str]] = {}  # nexthop id -> prefixes over it
+        self.over: _Pool = _Pool([])  # every prefix over a nexthop object
+
+    def line(self, rng: random.Random) -> str:
+        op = rng.random()
+        ids = [*self.singles, *self.groups]
+        if op < 0.25 or not ids:
+            nhid = self.next_id
+            self.next_id += 1
+            self.routes[nhid] = []
+            if len(self.singles) >= 2 and rng.random() < 0.3:
+                members = set(rng.sample(self.singles, 2))
+                self.groups[nhid] = members
+                return f"nexthop add id {nhid} group {'/'.join(map(str, sorted(members)))}"
+            self.singles.append(nhid)
+            return f"nexthop add id {nhid} via {Lab.B_ADDR} dev va"
+        if op < 0.75:
+            nhid = rng.choice(ids)
+            dst = f"198.18.{200 + self.next_dst // 256}.{self.next_dst % 256}/32"
+            self.next_dst += 1
+            self.routes[nhid].append(dst)
+            self.over.add(dst)
+            return f"route add {dst} nhid {nhid}"
+        if op < 0.85 and self.over.items:
+            dst = self.over.pop(rng)
+            for dsts in self.routes.values():
+                if dst in dsts:
+                    dsts.remove(dst)
+            return f"route del {dst}"
+        nhid = rng.choice(ids)
+        self._gone(nhid)
+        return f"nexthop del id {nhid}"
+
+    def _gone(self, nhid: int) -> None:
+        for dst in self.routes.pop(nhid):
+            self.over.pop_item(dst)
+        if nhid in self.groups:
+            del self.groups[nhid]
+            return
+        self.singles.remove(nhid)
+        for gid, members in list(self.groups.items()):
+            members.discard(nhid)
+            if not members:
+                self._gone(gid)
+
+
+def storm_lines(seed: int, nexthops: bool = False) -> list[str]:
     """50,000 valid ``ip -batch`` lines: adds, deletes and replaces of IPv4 and IPv6
-    routes, address adds and deletes; half-way, the routes and address the test's
+    routes, address adds and deletes (and, with ``nexthops``, nexthop objects, groups
+    and routes over them coming and going); half-way, the routes and address the test's
     connections use are deleted."""
     rng = random.Random(seed)
+    nh = _Nexthops()
     v4 = _Pool([f"198.19.{i // 256}.{i % 256}/32" for i in range(PRELOAD4)])
     v6 = _Pool([f"2001:db8:ff::{i:x}/128" for i in range(PRELOAD6)])
     addrs4 = _Pool([])
@@ -91,6 +154,9 @@ def storm_lines(seed: int) -> list[str]:
     while len(lines) < STORM:
         if len(lines) == STORM // 2:
             lines += ["route del 2001:db8:2::/64", f"address del {BOUND4}/24 dev va"]
+        if nexthops and rng.random() < 0.06:
+            lines.append(nh.line(rng))
+            continue
         op = rng.random()
         if op < 0.36:
             via = f"via {Lab.B_ADDR}" if rng.random() < 0.8 else "dev va"
@@ -146,7 +212,8 @@ def run_storm(lab: Lab, ctx: Context, lines: list[str]) -> None:
 
 def kernel_routes(lab: Lab) -> Counter[tuple[object, ...]]:
     """Tables main and local of ns "a", as a multiset of (family, prefix, table, type,
-    gateway, ifindex, metric, prefsrc)."""
+    gateway, ifindex, metric, prefsrc, nexthop object); a route over a nexthop object
+    names it, not its paths."""
     index = {name: idx for idx, name in socket.if_nameindex()}
     out: Counter[tuple[object, ...]] = Counter()
     for fam, width in ((socket.AF_INET, 32), (socket.AF_INET6, 128)):
@@ -160,16 +227,18 @@ def kernel_routes(lab: Lab) -> Counter[tuple[object, ...]]:
                 dst = "0.0.0.0/0" if width == 32 else "::/0"
             elif "/" not in dst:
                 dst = f"{dst}/{width}"
+            nhid = r.get("nhid", 0)
             out[
                 (
                     int(fam),
                     dst,
                     table,
                     r.get("type", "unicast"),
-                    r.get("gateway"),
-                    index.get(r.get("dev", "")),
+                    None if nhid else r.get("gateway"),
+                    None if nhid else index.get(r.get("dev", "")),
                     r.get("metric", 0),
                     r.get("prefsrc"),
+                    nhid,
                 )
             ] += 1
     return out
@@ -183,13 +252,26 @@ def table_routes(watcher: RouteWatcher) -> Counter[tuple[object, ...]]:
             f"{r.dst}/{r.dst_len}",
             r.table,
             RTN_NAMES.get(r.type, str(r.type)),
-            r.gateway,
-            r.oif,
+            None if r.nhid else r.gateway,
+            None if r.nhid else r.oif,
             r.priority,
             r.prefsrc,
+            r.nhid,
         )
         for r in watcher.table
     )
+
+
+def kernel_nexthops(lab: Lab) -> dict[int, tuple[int, ...]]:
+    """The nexthop objects of ns "a": id -> the member ids of a group (() for one)."""
+    shown = json.loads(lab.ip("a", "-j", "nexthop", "show") or "[]")
+    return {nh["id"]: tuple(sorted(m["id"] for m in nh.get("group", ()))) for nh in shown}
+
+
+def table_nexthops(watcher: RouteWatcher) -> dict[int, tuple[int, ...]]:
+    return {
+        nhid: tuple(sorted(m for m, _ in nh.group)) for nhid, nh in watcher.table.nexthops.items()
+    }
 
 
 def kernel_addrs(lab: Lab) -> set[tuple[object, ...]]:
@@ -249,10 +331,12 @@ class StormNet:
         address after DAD) may still come."""
         for _ in range(40):
             want_routes, want_addrs = kernel_routes(self.lab), kernel_addrs(self.lab)
+            want_nexthops = kernel_nexthops(self.lab)
             self.service(10)
             if (
                 table_routes(self.watcher) == want_routes
                 and table_addrs(self.watcher) == want_addrs
+                and table_nexthops(self.watcher) == want_nexthops
             ):
                 break
         got = table_routes(self.watcher)
@@ -261,6 +345,7 @@ class StormNet:
             f"{sum((want_routes - got).values())} missing"
         )
         assert table_addrs(self.watcher) == want_addrs
+        assert table_nexthops(self.watcher) == want_nexthops
         assert self.watcher.phase is Phase.LIVE and not self.watcher._queue
 
     def close(self) -> None:
@@ -329,10 +414,13 @@ def test_a_storm_after_the_cold_plug_re_dumps_and_ends_equal_to_the_kernel(
     bound = n.connect(Lab.PEER, iface=BOUND4)  # its address goes mid-storm
     far = n.connect(Lab.PEER)  # untouched by the storm
     replayed = n.watcher.stats["replayed"]
-    run_storm(n.lab, n.a, storm_lines(seed=11))
+    lines = storm_lines(seed=11, nexthops=True)
+    assert sum(line.startswith("nexthop del") for line in lines) > 100
+    run_storm(n.lab, n.a, lines)
     assert Phase.LIVE in n.overflows  # overflows that started a re-dump ...
     assert {Phase.DUMPING, Phase.SWAPPING, Phase.CATCHING_UP} & set(n.overflows)  # ... and in one
-    n.settle_on_kernel()
+    n.settle_on_kernel()  # nexthop objects and the routes over them included
+    assert any(r.nhid for r in n.watcher.table)  # some are left at the end
     assert n.watcher.stats["resyncs"] >= 1
     assert n.watcher.stats["replayed"] > replayed  # events came during dumps, applied after
     assert far6.state is WsiState.CLOSED and far6.close_reason == "route lost"
