@@ -5,7 +5,9 @@ Sans-I/O: the netlink role feeds decoded :class:`~lwspy.net.nlmsg.RouteMsg` and
 :meth:`RouteTable.load`, :meth:`RouteTable.apply_nexthop`), and tells the table what
 happened to links and addresses, so that it drops what the kernel removes without a word
 (:meth:`RouteTable.link_down`, :meth:`RouteTable.flush_nexthops`,
-:meth:`RouteTable.drop_prefsrc`, :meth:`RouteTable.expire`). Connections ask
+:meth:`RouteTable.drop_prefsrc`, :meth:`RouteTable.expire`). After an overflow a fresh
+dump's table is swapped in, a bounded slice at a time, with its nexthop objects and its
+routes' state (:meth:`RouteTable.resync_slices`). Connections ask
 :meth:`RouteTable.lookup` / :meth:`RouteTable.routable`.
 
 Lookup mirrors the kernel's default rules: table local first, then main (other tables are
@@ -433,8 +435,9 @@ class RouteTable:
 
         Other records are skipped. Returns how many routes were added or replaced; the
         generation bumps once if any were. With ``like`` (the live table, while a dump
-        after ENOBUFS fills this one), a loaded route equal to one of ``like``'s is
-        replaced here by that one at once: the decoded copies die young (no cyclic
+        after ENOBUFS fills this one), a loaded route equal to one of ``like``'s (in
+        content and in state: dead paths, expiry) is replaced here by that one at once,
+        its state with it: the decoded copies die young (no cyclic
         collection walks 160,000 of them later), and :meth:`resync_slices` then finds
         the unchanged routes by identity.
         """

@@ -1,11 +1,12 @@
 """The netlink role: the routing table as live state (lws ``roles/netlink``, done right).
 
 One ``AF_NETLINK/NETLINK_ROUTE`` socket in the same selector as every wsi, subscribed to
-links, IPv4/IPv6 addresses, IPv4/IPv6 routes and nexthop objects. At start it dumps
-links, then addresses, then nexthop objects, then routes (lws dumps routes only),
-holding the system state at IFACE_COLDPLUG until the dumps end (or
-:data:`COLDPLUG_TIMEOUT` passes). From then on every change is applied to
-:class:`~lwspy.net.route.RouteTable` and, once per batch of messages, the connections
+links, IPv4/IPv6 addresses, IPv4/IPv6 routes and nexthop objects (the event socket; each
+dump runs on a socket of its own, see below, and a small query socket asks the kernel
+about route lifetimes). At start it dumps links, then addresses, then nexthop objects,
+then routes (lws dumps routes only), holding the system state at IFACE_COLDPLUG until
+the dumps end (or :data:`COLDPLUG_TIMEOUT` passes). From then on every change is applied
+to :class:`~lwspy.net.route.RouteTable` and, once per batch of messages, the connections
 the change could affect are re-checked:
 
 * a connection whose local address left the host closes with "source address gone";
