@@ -111,6 +111,8 @@ _HEADER = struct.Struct("!HHHHHH")
 _RR = struct.Struct("!HHIH")
 _QTAIL = struct.Struct("!HH")
 _SOA_TAIL = struct.Struct("!IIIII")
+_COUNTS = struct.Struct("!HHHHH")  # flags and the four counts, after the id
+_PTR_RR = struct.Struct("!HHHIH")  # a record whose name is a 2-byte pointer
 
 Labels = tuple[bytes, ...]
 """A domain name as its labels, without the root label: ``(b"www", b"example", b"test")``."""
@@ -876,7 +878,9 @@ class QueryMachine:
     driver's clock. Each input method returns the next :data:`Action` or None;
     :attr:`deadline` is when :meth:`timer` must be called; :attr:`down` holds the indices
     of servers that timed out or were unreachable (the driver tries them last for a
-    while), :attr:`alive` those that answered.
+    while), :attr:`alive` those that answered; :attr:`query_id` is the id of the query
+    out (-1 before the first), which a driver that shares a socket between queries
+    dispatches datagrams by (each machine checks the id again).
     """
 
     __slots__ = (
@@ -884,7 +888,6 @@ class QueryMachine:
         "_chain_ttl",
         "_error",
         "_failures",
-        "_id",
         "_ignored",
         "_name",
         "_name_index",
@@ -892,6 +895,7 @@ class QueryMachine:
         "_nxdomain",
         "_payload",
         "_qtail",
+        "_qwire",
         "_rand16",
         "_try",
         "alive",
@@ -901,6 +905,7 @@ class QueryMachine:
         "family",
         "names",
         "qtype",
+        "query_id",
         "servers",
         "started",
         "state",
@@ -933,10 +938,11 @@ class QueryMachine:
         self._qtail = _QTAIL.pack(qtype, CLASS_IN)
         self._name_index = 0
         self._name = self.names[0]
-        self._chain: list[Labels] = [_key(self._name)]  # this candidate's CNAME chain
+        self._qwire = b""  # the question section asking for _name, made on the first send
+        self._chain: list[Labels] | None = None  # this candidate's CNAME chain (None: [_name])
         self._chain_ttl = MAX_TTL
         self._try = 0  # index into rounds x servers
-        self._id = -1
+        self.query_id = -1
         self._payload = b""
         self._failures: list[str] = []  # why each server of this candidate failed
         self.down: set[int] = set()  # servers that timed out or were unreachable
@@ -1000,6 +1006,7 @@ class QueryMachine:
         if step == "follow":
             assert isinstance(info, tuple)
             self._name, self._chain, self._chain_ttl = info
+            self._qwire = b""
             return self._send(now, tcp=False)
         if step == "next_server":
             assert isinstance(info, str)
@@ -1035,7 +1042,8 @@ class QueryMachine:
 
     def _next_candidate(self) -> None:
         self._name = self.names[self._name_index]
-        self._chain = [_key(self._name)]
+        self._qwire = b""
+        self._chain = None
         self._chain_ttl = MAX_TTL
         self._try = 0
         self._failures = []
@@ -1043,8 +1051,10 @@ class QueryMachine:
     def _send(self, now: float, tcp: bool) -> Send:
         index = self._try % len(self.servers)
         if not tcp:  # a TCP retry asks the same question with the same id
-            self._id = self._rand16() & 0xFFFF
-            self._payload = _query(self._id, encode_name(self._name) + self._qtail)
+            self.query_id = self._rand16() & 0xFFFF
+            if not self._qwire:
+                self._qwire = encode_name(self._name) + self._qtail
+            self._payload = _HEADER.pack(self.query_id, _RD, 1, 0, 0, 1) + self._qwire + _OPT_1232
         self.state = QState.TCP if tcp else QState.UDP
         self.deadline = now + self.timeout
         return Send(index, self.servers[index], tcp, self._payload)
@@ -1072,8 +1082,57 @@ class QueryMachine:
     # -- what a datagram means -----------------------------------------------------------
 
     def _classify(self, data: bytes) -> tuple[QEvent, object]:
-        if len(data) < 2 or (data[0] << 8 | data[1]) != self._id:
+        if len(data) < 2 or (data[0] << 8 | data[1]) != self.query_id:
             return QEvent.IGNORED, "a wrong id"
+        return self._plain_answer(data) or self._classify_message(data)
+
+    def _plain_answer(self, data: bytes) -> tuple[QEvent, object] | None:
+        """The common answer, read in place: what :meth:`_classify_message` would say, or
+        None (then it decides) for anything else.
+
+        "Common" is exactly: a response with no error, not truncated, one question that
+        is byte for byte the one sent, no authority records, an EDNS0 OPT record or none
+        as the only additional record, and answers that are all records of the asked
+        type and class whose name is a pointer to the question's name (offset 12).
+        """
+        n = len(data)
+        if n < 12:
+            return None
+        flags, qd, an, ns, ar = _COUNTS.unpack_from(data, 2)
+        if flags & 0xFA0F != _QR or qd != 1 or not an or ns or ar > 1:
+            return None  # not QR, opcode not 0, TC, an rcode; or other sections
+        qwire = self._qwire
+        off = 12 + len(qwire)
+        if data[12:off] != qwire:
+            return None
+        qtype = self.qtype
+        size = 4 if qtype == TYPE_A else 16
+        family = AF_INET if size == 4 else AF_INET6
+        addresses: list[str] = []
+        ttl = self._chain_ttl
+        unpack = _PTR_RR.unpack_from
+        for _ in range(an):
+            end = off + 12 + size
+            if end > n:
+                return None
+            ptr, rtype, rclass, rttl, rdlen = unpack(data, off)
+            if ptr != 0xC00C or rtype != qtype or rclass != CLASS_IN or rdlen != size:
+                return None
+            address = inet_ntop(family, data[off + 12 : end])
+            if address not in addresses:
+                addresses.append(address)
+                ttl = min(ttl, rttl if rttl < 0x80000000 else 0)
+            off = end
+        if ar:  # the OPT record: root name, type 41, no extended rcode, rdata in bounds
+            if off + 11 > n or data[off] or data[off + 1 : off + 3] != b"\0\x29" or data[off + 5]:
+                return None
+            off += 11 + (data[off + 9] << 8 | data[off + 10])
+        if off != n:
+            return None
+        return QEvent.ANSWER, (addresses, ttl)
+
+    def _classify_message(self, data: bytes) -> tuple[QEvent, object]:
+        """Any datagram with our id, decoded whole."""
         try:
             msg = decode_message(data)
         except DnsFormatError as e:
@@ -1099,7 +1158,7 @@ class QueryMachine:
     def _follow(self, msg: Message) -> tuple[QEvent, object]:
         """Walk the answer's CNAME chain from the asked name to the records of our type."""
         name = self._name
-        chain = list(self._chain)  # lower-cased names, the asked one last
+        chain = [_key(name)] if self._chain is None else list(self._chain)  # lower-cased
         ttl = self._chain_ttl
         followed = False
         while True:
