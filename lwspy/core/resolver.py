@@ -136,13 +136,13 @@ class _Shared:
     def datagram(self, wsi: Wsi, data: bytes) -> None:
         qid = data[0] << 8 | data[1] if len(data) >= 2 else -1
         queries = self.queries
+        now = self.ask.resolver._ctx._clock()
         for q in queries:
             if q.machine.query_id == qid:
-                q.datagram(wsi, data)
+                self.ask.act1(q, q.machine.receive(data, now))
                 return
-        now = self.ask.resolver._ctx.now()
         for q in list(queries):
-            self.ask.act([(q, q.machine.receive(data, now))])
+            self.ask.act1(q, q.machine.receive(data, now))
 
     def failed(self, wsi: Wsi, err: int) -> None:
         now = self.ask.resolver._ctx.now()
@@ -174,6 +174,16 @@ class _Ask:
         self.armed = None
         now = self.resolver._ctx.now()
         self.act([(q, q.machine.timer(now)) for q in list(self.queries)])
+
+    def act1(self, q: _Query, action: Send | Done | None) -> None:
+        """:meth:`act` for one query's action (an answer: the hot path)."""
+        if type(action) is Done:
+            if q.handles:
+                q.stop()
+                q._finish(action)
+            # no rearm: the timer may fire early for the other query, which then rearms
+        elif action is not None:
+            self.act([(q, action)])
 
     def act(self, pairs: list[tuple[_Query, Send | Done | None]]) -> None:
         """Carry out what the machines decided: open and send, or deliver; then the timer."""
@@ -322,7 +332,7 @@ class _Query:
 
     def datagram(self, wsi: Wsi, data: bytes) -> None:
         if wsi is self.wsi:
-            self.ask.act([(self, self.machine.receive(data, self.resolver._ctx.now()))])
+            self.ask.act1(self, self.machine.receive(data, self.resolver._ctx._clock()))
 
     def failed(self, wsi: Wsi, err: int) -> None:
         if wsi is self.wsi:
@@ -333,11 +343,13 @@ class _Query:
     def _finish(self, done: Done) -> None:
         resolver = self.resolver
         machine = self.machine
-        now = resolver._ctx.now()
+        now = resolver._ctx._clock()
+        down = resolver._down
         for i in machine.down:
-            resolver._down[machine.servers[i]] = now + DOWN_SECS
-        for i in machine.alive:
-            resolver._down.pop(machine.servers[i], None)
+            down[machine.servers[i]] = now + DOWN_SECS
+        if down:
+            for i in machine.alive:
+                down.pop(machine.servers[i], None)
         if done.ttl is not None:
             resolver.cache.put(self.key[0], machine.qtype, done.answer, done.ttl, now)
         handles, self.handles = self.handles, []

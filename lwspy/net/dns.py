@@ -143,6 +143,7 @@ def name_labels(name: str) -> Labels:
 
 
 _ESCAPED = frozenset(b'"().;\\@$')
+_LENGTH_BYTE = [bytes((n,)) for n in range(64)]
 
 
 def _label_text(label: bytes) -> str:
@@ -170,14 +171,10 @@ def name_text(labels: Labels) -> str:
 
 def encode_name(labels: Labels) -> bytes:
     """The uncompressed wire form of a name; ValueError for an empty or too long label/name."""
-    parts = []
     for label in labels:
         if not 1 <= len(label) <= 63:
             raise ValueError(f"a DNS label must be 1..63 bytes, not {len(label)}")
-        parts.append(bytes((len(label),)))
-        parts.append(label)
-    parts.append(b"\0")
-    wire = b"".join(parts)
+    wire = b"".join([_LENGTH_BYTE[len(label)] + label for label in labels]) + b"\0"
     if len(wire) > 255:
         raise ValueError(f"a DNS name must be at most 255 bytes on the wire, not {len(wire)}")
     return wire
@@ -815,6 +812,8 @@ Action = Send | Done
 class QState(Enum):
     """Where one query is."""
 
+    __hash__ = object.__hash__  # members are singletons: the table lookup hashes in C
+
     IDLE = "IDLE"  # made, not started
     UDP = "UDP"  # a UDP query is out to the current server
     TCP = "TCP"  # the same question over TCP, after a truncated UDP answer
@@ -823,6 +822,8 @@ class QState(Enum):
 
 class QEvent(Enum):
     """What an input meant, before the transition table says what it does."""
+
+    __hash__ = object.__hash__
 
     START = "START"
     ANSWER = "ANSWER"  # records of the asked type (after any CNAMEs)
