@@ -2,8 +2,9 @@
 
 The decisions are :mod:`lwspy.net.dns`'s (one :class:`~lwspy.net.dns.QueryMachine` per
 family); this driver owns what they ask for: the sockets (internal wsi of
-:mod:`lwspy.roles.udp`, one per query try, so a fresh random source port each time),
-one timer per query, the cache and the callback::
+:mod:`lwspy.roles.udp`: one per name and try, shared by the AAAA and A query sent
+together, so a fresh random source port per name; each query has its own random id),
+one timer per name, the cache and the callback::
 
     def on_answer(answer: DnsAnswer) -> None:   # once for AAAA, once for A
         print(answer.family, answer.addresses, answer.disposition, answer.detail)
@@ -174,6 +175,21 @@ class _Ask:
         self.armed = None
         now = self.resolver._ctx.now()
         self.act([(q, q.machine.timer(now)) for q in list(self.queries)])
+
+    def start(self, now: float) -> None:
+        """Start every query (the first sends of a name: UDP, to the same server)."""
+        sends = [(q, q.machine.start(now)) for q in list(self.queries) if q.handles]
+        if len(sends) == 2:
+            (q1, s1), (q2, s2) = sends
+            if type(s1) is Send and type(s2) is Send and s1.server == s2.server:
+                later: list[tuple[_Query, Send | Done | None]] = []
+                self._send_udp(s1.server, [(q1, s1), (q2, s2)], later)
+                if later:
+                    self.act(later)
+                else:
+                    self.rearm()
+                return
+        self.act(sends)
 
     def act1(self, q: _Query, action: Send | Done | None) -> None:
         """:meth:`act` for one query's action (an answer: the hot path)."""
@@ -492,7 +508,7 @@ class Resolver:
     def _begin(self, handle: ResolveHandle) -> None:
         handle._waiting = False
         ctx = self._ctx
-        now = ctx.now()
+        now = ctx._clock()
         name = handle.name
         literal = _literal(name)
         addresses = [literal] if literal is not None else ctx._hosts_lookup(name)
@@ -562,7 +578,7 @@ class Resolver:
         for answer in ready:
             handle._deliver(answer)
         if ask is not None:  # both families start together: one socket, one timer
-            ask.act([(q, q.machine.start(now)) for q in list(ask.queries) if q.handles])
+            ask.start(now)
 
 
 def _why(err: int) -> str:

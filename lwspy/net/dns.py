@@ -785,7 +785,8 @@ class DnsCache:
 
 class Send(Record):
     """Action: send ``payload`` to ``server`` (index ``index``) over UDP or TCP, on a
-    fresh socket (closing the previous one of this query)."""
+    fresh socket (closing the previous one of this query; the driver may send the other
+    family's query of the same moment on it too)."""
 
     __slots__ = ("index", "server", "tcp", "payload")  # noqa: RUF023
 

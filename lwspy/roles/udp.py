@@ -1,11 +1,12 @@
-"""The resolver's sockets: a connected UDP socket per query, and TCP for truncated answers.
+"""The resolver's sockets: a connected UDP socket per name, and TCP for truncated answers.
 
 Both are internal wsi (no user callbacks; ``ctx.destroy()`` closes them with the
 resolver). ``wsi.user`` is the :class:`DnsSink` that gets each whole message and each
 failure. A UDP socket is connected to its server, so the kernel hands it only datagrams
 from that address and port, and an ICMP port unreachable comes back as ECONNREFUSED on
-the next read. Each query gets a fresh socket, so a fresh random source port (Linux
-picks bound-to-zero UDP ports at random). The TCP socket frames the message with its
+the next read. Each name (each try) gets a fresh socket, so a fresh random source port
+(Linux picks bound-to-zero UDP ports at random); its AAAA and A query share it, each
+with its own random id. The TCP socket frames the message with its
 two-byte length (RFC 1035 §4.2.2) and hands over the first whole answer.
 """
 
