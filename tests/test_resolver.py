@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from collections.abc import Callable, Iterator
@@ -9,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import dns.message
+import dns.rcode
 import dns.rdata
+import dns.rdatatype
 import pytest
 
 import lwspy
@@ -571,3 +574,75 @@ def test_a_closed_resolver_refuses_new_resolves(tmp_path: Path) -> None:
         ctx.resolver.close()
         with pytest.raises(RuntimeError, match="resolver is closed"):
             ctx.resolver.resolve("a.test", print)
+
+
+# -- the socket a name's two queries share ---------------------------------------------
+
+
+def test_an_error_on_the_shared_socket_moves_both_families_on_together(
+    tmp_path: Path, srv: FakeDns
+) -> None:
+    with FakeDns() as first:
+        first.behaviour = silent
+        conf = f"nameserver [{first.host}]:{first.port}\nnameserver [{srv.host}]:{srv.port}\n"
+        with make_ctx(tmp_path, conf=conf + "options timeout:30\n") as ctx:
+            got: list[DnsAnswer] = []
+            ctx.resolver.resolve("a.test", got.append)
+            ctx.service(0)
+            first.pump()
+            (wsi,) = [w for w in ctx.pt.fds.values() if w.sock is not None]
+            # what the role reports when a read says ECONNREFUSED (an ICMP error that
+            # came in after both sends)
+            wsi.user.failed(wsi, errno.ECONNREFUSED)
+            assert wsi.sock is not None and wsi.sock.fileno() == -1
+            assert len([w for w in ctx.pt.fds.values() if w.sock is not None]) == 1  # anew
+            run(ctx, [first, srv], lambda: len(got) == 2)  # long before any 30 s timeout
+            assert addrs(got) == A_TEST
+            assert len(first.queries) == 2 and len(srv.queries) == 2
+            assert srv.queries[0][2] == srv.queries[1][2]  # on one socket again
+            assert only_wake_fd(ctx)
+
+
+def test_families_that_part_keep_their_own_deadlines(tmp_path: Path, srv: FakeDns) -> None:
+    """AAAA fails at once and moves on; A, still on the shared socket, times out on its
+    own deadline (the shared timer fires for it, not for AAAA), then moves on too."""
+
+    def servfail_aaaa(s: FakeDns, q: dns.message.Message, w: bytes, tcp: bool) -> list[Reply]:
+        if q.question[0].rdtype == dns.rdatatype.AAAA:
+            r = dns.message.make_response(q)
+            r.set_rcode(dns.rcode.SERVFAIL)
+            return [r.to_wire()]
+        return []  # A: silence
+
+    with FakeDns() as first:
+        first.behaviour = servfail_aaaa
+        conf = f"nameserver [{first.host}]:{first.port}\nnameserver [{srv.host}]:{srv.port}\n"
+        with make_ctx(tmp_path, conf=conf + "options timeout:0.1 attempts:1\n") as ctx:
+            got: list[DnsAnswer] = []
+            ctx.resolver.resolve("a.test", got.append)
+            run(ctx, [first, srv], lambda: len(got) == 2)
+            assert addrs(got) == A_TEST
+            assert got[0].family == socket.AF_INET6  # answered first: it never waited
+            assert got[1].elapsed >= 0.1  # A waited for its timeout
+            assert [q.question[0].rdtype for _, q, _ in srv.queries] == [28, 1]
+            assert srv.queries[0][2] != srv.queries[1][2]  # apart: each its own socket
+            assert only_wake_fd(ctx)
+
+
+def test_cancel_in_the_first_of_two_answers_given_together(tmp_path: Path, srv: FakeDns) -> None:
+    srv.behaviour = silent
+    conf = f"nameserver [{srv.host}]:{srv.port}\noptions timeout:0.05 attempts:1\n"
+    with make_ctx(tmp_path, conf=conf) as ctx:
+        got: list[DnsAnswer] = []
+        handles: list[Any] = []
+
+        def first(a: DnsAnswer) -> None:
+            got.append(a)
+            handles[0].cancel()
+
+        handles.append(ctx.resolver.resolve("a.test", first))
+        run(ctx, [srv], lambda: len(got) == 1)  # both give up on one timer
+        for _ in range(5):
+            ctx.service(5)
+        assert len(got) == 1 and got[0].disposition == "SERVER_UNREACHABLE"
+        assert only_wake_fd(ctx) and not ctx.resolver._asking
