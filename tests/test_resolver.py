@@ -646,3 +646,20 @@ def test_cancel_in_the_first_of_two_answers_given_together(tmp_path: Path, srv: 
             ctx.service(5)
         assert len(got) == 1 and got[0].disposition == "SERVER_UNREACHABLE"
         assert only_wake_fd(ctx) and not ctx.resolver._asking
+
+
+def test_two_queries_with_the_same_id_never_share_a_socket(
+    tmp_path: Path, srv: FakeDns, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lwspy.core.resolver as resolver_module
+
+    monkeypatch.setattr(resolver_module, "_rand16", lambda: 0x4242)
+    with make_ctx(tmp_path, nameservers=[srv.address]) as ctx:
+        got: list[DnsAnswer] = []
+        ctx.resolver.resolve("a.test", got.append)
+        ctx.service(0)
+        assert len(ctx.pt.fds) == 3  # the wake fd and a socket each: ids could not tell them apart
+        run(ctx, [srv], lambda: len(got) == 2)
+        assert addrs(got) == A_TEST
+        assert {q.id for _, q, _ in srv.queries} == {0x4242}
+        assert srv.queries[0][2] != srv.queries[1][2]

@@ -244,7 +244,7 @@ class _Ask:
     ) -> None:
         resolver = self.resolver
         ctx = resolver._ctx
-        if len(sends) > 1 and len({s.payload[:2] for _, s in sends}) == len(sends):
+        if len(sends) > 1 and len({q.machine.query_id for q, _ in sends}) == len(sends):
             shared = _Shared(self, [q for q, _ in sends])
             first = sends[0][1].payload
             try:
