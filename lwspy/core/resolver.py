@@ -85,10 +85,27 @@ _rand16 = _Ids()
 class ResolveHandle:
     """One ``resolve()`` in progress; ``cancel()`` stops it (no more callbacks)."""
 
-    __slots__ = ("_on_answer", "_queries", "_resolver", "_waiting", "done", "name", "started")
+    __slots__ = (
+        "_literal",
+        "_on_answer",
+        "_queries",
+        "_resolver",
+        "_waiting",
+        "done",
+        "name",
+        "started",
+    )
 
-    def __init__(self, resolver: Resolver, name: str, on_answer: OnAnswer, started: float):
+    def __init__(
+        self,
+        resolver: Resolver,
+        name: str,
+        on_answer: OnAnswer,
+        started: float,
+        literal: str | None = None,
+    ):
         self._resolver = resolver
+        self._literal = literal  # the name as an IP address, if it is one
         self._on_answer: OnAnswer | None = on_answer
         self._queries: list[_Query] = []
         self._waiting = True  # not begun yet (it begins on the loop's next pass)
@@ -181,14 +198,15 @@ class _Ask:
         sends = [(q, q.machine.start(now)) for q in list(self.queries) if q.handles]
         if len(sends) == 2:
             (q1, s1), (q2, s2) = sends
-            if type(s1) is Send and type(s2) is Send and s1.server == s2.server:
-                later: list[tuple[_Query, Send | Done | None]] = []
-                self._send_udp(s1.server, [(q1, s1), (q2, s2)], later)
-                if later:
-                    self.act(later)
-                else:
-                    self.rearm()
-                return
+            assert type(s1) is Send and type(s2) is Send  # a machine starts with a UDP send
+            assert s1.server == s2.server  # to the first of the servers both were given
+            later: list[tuple[_Query, Send | Done | None]] = []
+            self._send_udp(s1.server, [(q1, s1), (q2, s2)], later)
+            if later:
+                self.act(later)
+            else:
+                self.rearm()
+            return
         self.act(sends)
 
     def act1(self, q: _Query, action: Send | Done | None) -> None:
@@ -244,7 +262,7 @@ class _Ask:
     ) -> None:
         resolver = self.resolver
         ctx = resolver._ctx
-        if len(sends) > 1 and len({q.machine.query_id for q, _ in sends}) == len(sends):
+        if len(sends) == 2 and sends[0][0].machine.query_id != sends[1][0].machine.query_id:
             shared = _Shared(self, [q for q, _ in sends])
             first = sends[0][1].payload
             try:
@@ -289,7 +307,7 @@ class _Ask:
             self.armed = None
         elif due != self.armed:
             self.armed = due
-            self.sul.schedule(max(0.0, due - self.resolver._ctx.now()))
+            self.sul.schedule(max(0.0, due - self.resolver._ctx._clock()))
 
 
 class _Query:
@@ -480,9 +498,10 @@ class Resolver:
             raise TypeError(f"name must be a str, not {type(name).__name__}")
         if not callable(on_answer):
             raise TypeError("on_answer must be callable")
-        if _literal(name) is None and not HOSTNAME.match(name):
+        literal = _literal(name)
+        if literal is None and not HOSTNAME.match(name):
             raise ValueError(f"{name!r} is not a valid host name")
-        handle = ResolveHandle(self, name, on_answer, self._ctx.now())
+        handle = ResolveHandle(self, name, on_answer, self._ctx._clock(), literal)
         self._starting.append(handle)
         if len(self._starting) == 1:  # one timer begins every resolve of this pass
             if self._start is None:
@@ -510,7 +529,7 @@ class Resolver:
         ctx = self._ctx
         now = ctx._clock()
         name = handle.name
-        literal = _literal(name)
+        literal = handle._literal
         addresses = [literal] if literal is not None else ctx._hosts_lookup(name)
         if addresses:
             handle.done = True
@@ -570,7 +589,8 @@ class Resolver:
                 if ask is None:
                     ask = _Ask(self)
                 q = _Query(self, machine, (cache_name, qtype), ask)
-                q.join(handle)
+                q.handles.append(handle)  # q.join(handle)
+                handle._queries.append(q)
                 self._asking[q.key] = q
         if not handle._queries:
             handle.done = True

@@ -979,7 +979,7 @@ class QueryMachine:
         """A datagram (or a whole TCP message) from the current server's socket."""
         if self.state is not QState.UDP and self.state is not QState.TCP:
             return None
-        event, info = self._classify(data)
+        event, info = self._plain_answer(data) or self._classify(data)
         if event is not QEvent.IGNORED:
             index = self._try % len(self.servers)
             self.alive.add(index)
@@ -1086,7 +1086,7 @@ class QueryMachine:
     def _classify(self, data: bytes) -> tuple[QEvent, object]:
         if len(data) < 2 or (data[0] << 8 | data[1]) != self.query_id:
             return QEvent.IGNORED, "a wrong id"
-        return self._plain_answer(data) or self._classify_message(data)
+        return self._classify_message(data)
 
     def _plain_answer(self, data: bytes) -> tuple[QEvent, object] | None:
         """The common answer, read in place: what :meth:`_classify_message` would say, or
@@ -1098,7 +1098,7 @@ class QueryMachine:
         type and class whose name is a pointer to the question's name (offset 12).
         """
         n = len(data)
-        if n < 12:
+        if n < 12 or (data[0] << 8 | data[1]) != self.query_id:
             return None
         flags, qd, an, ns, ar = _COUNTS.unpack_from(data, 2)
         if flags & 0xFA0F != _QR or qd != 1 or not an or ns or ar > 1:

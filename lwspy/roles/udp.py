@@ -139,6 +139,7 @@ UDP = UdpRole()
 TCP_DNS = TcpDnsRole()
 
 
+AF_INET, AF_INET6 = socket.AF_INET, socket.AF_INET6
 _DGRAM_NONBLOCK = socket.SOCK_DGRAM | getattr(socket, "SOCK_NONBLOCK", 0)  # one syscall less
 
 
@@ -148,7 +149,7 @@ def _family(address: str) -> int:
 
 def open_udp(ctx: Context, server: tuple[str, int], payload: bytes, sink: DnsSink) -> Wsi:
     """A UDP socket connected to ``server`` that has sent ``payload``; OSError if it cannot."""
-    sock = socket.socket(_family(server[0]), _DGRAM_NONBLOCK)
+    sock = socket.socket(AF_INET6 if ":" in server[0] else AF_INET, _DGRAM_NONBLOCK)
     try:
         if _DGRAM_NONBLOCK == socket.SOCK_DGRAM:  # pragma: no cover - not Linux
             sock.setblocking(False)
