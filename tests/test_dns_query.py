@@ -438,3 +438,77 @@ def test_damaged_real_answers_never_raise(noise: bytes, pos: int) -> None:
     )
     good[2 + pos % (len(good) - 2) :] = noise[: len(good)]
     m.receive(bytes(good), 10)
+
+
+# -- the in-place reading of a plain answer against the whole decode -------------------
+
+
+def _answer_to(
+    m: d.QueryMachine,
+    addresses: list[int],
+    ttls: list[int],
+    *,
+    flags: int,
+    edns: bool,
+    pointer: bool,
+    case: bool,
+) -> bytes:
+    """An answer to ``m``'s query as a server would build it (names by pointer or not)."""
+    size = 4 if m.qtype == d.TYPE_A else 16
+    qname = d.encode_name(tuple(x.upper() if case else x for x in m._name))
+    out = struct.pack("!HHHHHH", m.query_id, flags, 1, len(addresses), 0, int(edns))
+    out += qname + struct.pack("!HH", m.qtype, d.CLASS_IN)
+    for a, ttl in zip(addresses, ttls, strict=False):
+        name = b"\xc0\x0c" if pointer else d.encode_name(m._name)
+        out += name + struct.pack("!HHIH", m.qtype, d.CLASS_IN, ttl, size)
+        out += a.to_bytes(size, "big")
+    if edns:
+        out += b"\0" + struct.pack("!HHIH", d.TYPE_OPT, 1232, 0, 0)
+    return out
+
+
+@given(
+    st.sampled_from([d.TYPE_A, d.TYPE_AAAA]),
+    st.lists(st.integers(0, 3), min_size=0, max_size=4),  # few values: duplicates too
+    st.lists(st.sampled_from([0, 1, 300, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF]), max_size=4),
+    st.sampled_from([0x8180, 0x8580, 0x8183, 0x8380, 0x0180, 0x8980, 0x8182]),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+    st.data(),
+)
+def test_the_plain_answer_path_agrees_with_the_whole_decode(
+    qtype: int,
+    addresses: list[int],
+    ttls: list[int],
+    flags: int,
+    edns: bool,
+    pointer: bool,
+    case: bool,
+    data: st.DataObject,
+) -> None:
+    """Whatever ``_plain_answer`` reads in place, the whole decode reads the same; the
+    plain path is taken for the plain shape (so this test checks it at all); a mutated
+    message goes to the whole decode or agrees with it."""
+    m = d.QueryMachine(
+        [(b"n1", b"bench", b"test")], qtype, [("192.0.2.1", 53)], timeout=5, attempts=2,
+        rand16=lambda: 0x1234, started=0.0,
+    )  # fmt: skip
+    m.start(0.0)
+    ttls = (ttls + [300] * 4)[: len(addresses)]
+    wire = _answer_to(m, addresses, ttls, flags=flags, edns=edns, pointer=pointer, case=case)
+    whole = m._classify_message(wire)
+    fast = m._plain_answer(wire)
+    if fast is not None:
+        assert fast == whole
+    plain = flags in (0x8180, 0x8580) and addresses and pointer and not case
+    assert (fast is not None) == bool(plain)
+    if plain:
+        assert fast is not None and fast[0] is QEvent.ANSWER
+    # every single-byte change or cut of it: the same verdict, or left to the whole decode
+    pos = data.draw(st.integers(0, len(wire)))
+    byte = data.draw(st.integers(0, 255))
+    for bad in (wire[:pos] + bytes([byte]) + wire[pos + 1 :], wire[:pos]):
+        fast = m._plain_answer(bad)
+        if fast is not None:
+            assert fast == m._classify_message(bad)

@@ -415,6 +415,9 @@ def test_events_for_a_wsi_closed_earlier_in_the_same_pass_are_not_delivered() ->
             freed = other.fd
             other.close("closed by peer wsi")
             r, w = os.pipe()
+            if w == freed:  # another fd was free below it: move the write end off it
+                w, old_w = os.dup(w), w
+                os.close(old_w)
             if r != freed:  # make the reuse certain
                 os.dup2(r, freed)
                 os.close(r)

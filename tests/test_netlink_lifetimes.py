@@ -169,9 +169,9 @@ def test_nexthop_records_during_and_after_a_dump(
     batch = _Batch()
     watcher._record(msg, batch)
     assert watcher.table.nexthops[70] is msg
-    watcher._start_dump(initial=False)
+    watcher._start_dump()  # a re-dump: records are applied to its table while replayed
     dump = watcher._dump
-    assert dump is not None
+    assert dump is not None and not dump.initial
     watcher._record(msg, batch)
     assert dump.routes.nexthops[70] is msg
     # A DELADDR during the dump for an address the dump has.
@@ -182,9 +182,12 @@ def test_nexthop_records_during_and_after_a_dump(
     assert all(key[2] != "198.51.100.9" for key in dump.addrs)
     # A kernel without nexthop objects refuses that dump step: the dump goes on without.
     dump.step = netlink_mod._DUMP_STEPS.index(RTM_GETNEXTHOP)
-    watcher._record(ErrorMsg(dump.seq, 0, 95), batch)  # EOPNOTSUPP
+    assert not watcher._dump_reply(dump, ErrorMsg(dump.seq, dump.pid, 95))  # EOPNOTSUPP
     assert dump.step == netlink_mod._DUMP_STEPS.index(RTM_GETNEXTHOP) + 1
     assert not watcher._retry.scheduled
+    # Any other step that is refused is asked for again.
+    assert not watcher._dump_reply(dump, ErrorMsg(dump.seq, dump.pid, 16))  # EBUSY
+    assert watcher._retry.scheduled
 
 
 def test_open_netlink_goes_on_without_the_nexthop_group(monkeypatch: pytest.MonkeyPatch) -> None:

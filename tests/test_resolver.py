@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from collections.abc import Callable, Iterator
@@ -9,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import dns.message
+import dns.rcode
 import dns.rdata
+import dns.rdatatype
 import pytest
 
 import lwspy
@@ -77,10 +80,17 @@ def test_both_families_once_each_from_the_loop(tmp_path: Path, srv: FakeDns) -> 
             ctx.service(0)
             srv.pump()
         assert len(got) == 2
-        # EDNS0 with 1232, recursion desired, one question each, distinct source ports
+        # EDNS0 with 1232, recursion desired, one question each; the AAAA and A query of
+        # a name share one fresh socket (port), each with its own id; the next name gets
+        # another socket
         assert len(srv.queries) == 2
         assert all(q.payload == 1232 and q.edns == 0 for _, q, _ in srv.queries)
-        assert srv.queries[0][2][1] != srv.queries[1][2][1]  # a socket (port) per query
+        assert srv.queries[0][2] == srv.queries[1][2]
+        assert srv.queries[0][1].id != srv.queries[1][1].id
+        ctx.resolver.resolve("v4.test", got.append)
+        run(ctx, [srv], lambda: len(got) == 4)
+        assert len(srv.queries) == 4 and srv.queries[2][2] == srv.queries[3][2]
+        assert srv.queries[2][2][1] != srv.queries[0][2][1]
 
 
 def test_cname_chain_and_cache(tmp_path: Path, srv: FakeDns) -> None:
@@ -176,8 +186,8 @@ def test_cancel_stops_callbacks_and_closes_sockets(tmp_path: Path, srv: FakeDns)
         h1 = ctx.resolver.resolve("a.test", got.append)
         h2 = ctx.resolver.resolve("v4.test", got.append)
         h1.cancel()  # before it started
-        ctx.service(0)  # h2's queries are out
-        assert len(ctx.pt.fds) == 3
+        ctx.service(0)  # h2's queries are out, on one socket
+        assert len(ctx.pt.fds) == 2
         h2.cancel()
         h2.cancel()
         assert only_wake_fd(ctx)
@@ -221,7 +231,7 @@ def test_destroy_mid_query_closes_everything_and_calls_nothing(
     ctx.resolver.resolve("a.test", got.append)
     ctx.service(0)
     socks = [w.sock for w in ctx.pt.fds.values() if w.sock is not None]
-    assert len(socks) == 2
+    assert len(socks) == 1  # both families' queries on it
     ctx.destroy()
     assert all(s.fileno() == -1 for s in socks)
     assert got == []
@@ -342,9 +352,15 @@ def test_only_spoofs_and_silence_give_up_saying_why(tmp_path: Path, srv: FakeDns
         ctx.resolver.resolve("a.test", got.append)
         run(ctx, [srv], lambda: len(got) == 2)
         assert {a.disposition for a in got} == {"SERVER_UNREACHABLE"}
-        assert got[0].detail == (
-            "DNS SERVER_UNREACHABLE (no answer from 1 server; ignored 4 answers with a wrong id;"
-            " ignored 2 answers with the wrong question)"
+        # The two families share a socket per try: each sees both queries' spoofs with a
+        # wrong id (2 x 2 per try), and only the wrong question carrying its own id.
+        assert (
+            got[0].detail
+            == got[1].detail
+            == (
+                "DNS SERVER_UNREACHABLE (no answer from 1 server;"
+                " ignored 8 answers with a wrong id; ignored 2 answers with the wrong question)"
+            )
         )
         assert len(srv.queries) == 4  # two rounds, two families
         assert only_wake_fd(ctx)
@@ -530,7 +546,7 @@ def test_resolves_of_one_name_at_once_share_the_queries(tmp_path: Path, srv: Fak
             for n, g in zip(["a.test", "A.test", "a.test."], got, strict=True)
         ]
         ctx.service(0)
-        assert len(ctx.pt.fds) == 3  # the wake fd and one socket per family, not six
+        assert len(ctx.pt.fds) == 2  # the wake fd and one socket for both families, not three
         handles[1].cancel()  # the others still get theirs
         run(ctx, [srv], lambda: len(got[0]) == 2 and len(got[2]) == 2)
         assert addrs(got[0]) == addrs(got[2]) == A_TEST and got[1] == []
@@ -539,9 +555,9 @@ def test_resolves_of_one_name_at_once_share_the_queries(tmp_path: Path, srv: Fak
         # all of them cancelled: the shared sockets close
         more = [ctx.resolver.resolve("v4.test", print) for _ in range(2)]
         ctx.service(0)
-        assert len(ctx.pt.fds) == 3
+        assert len(ctx.pt.fds) == 2
         more[0].cancel()
-        assert len(ctx.pt.fds) == 3
+        assert len(ctx.pt.fds) == 2
         more[1].cancel()
         assert only_wake_fd(ctx) and not ctx.resolver._asking
         # a resolve made while the same name is out (after its start) joins the queries
@@ -558,3 +574,92 @@ def test_a_closed_resolver_refuses_new_resolves(tmp_path: Path) -> None:
         ctx.resolver.close()
         with pytest.raises(RuntimeError, match="resolver is closed"):
             ctx.resolver.resolve("a.test", print)
+
+
+# -- the socket a name's two queries share ---------------------------------------------
+
+
+def test_an_error_on_the_shared_socket_moves_both_families_on_together(
+    tmp_path: Path, srv: FakeDns
+) -> None:
+    with FakeDns() as first:
+        first.behaviour = silent
+        conf = f"nameserver [{first.host}]:{first.port}\nnameserver [{srv.host}]:{srv.port}\n"
+        with make_ctx(tmp_path, conf=conf + "options timeout:30\n") as ctx:
+            got: list[DnsAnswer] = []
+            ctx.resolver.resolve("a.test", got.append)
+            ctx.service(0)
+            first.pump()
+            (wsi,) = [w for w in ctx.pt.fds.values() if w.sock is not None]
+            # what the role reports when a read says ECONNREFUSED (an ICMP error that
+            # came in after both sends)
+            wsi.user.failed(wsi, errno.ECONNREFUSED)
+            assert wsi.sock is not None and wsi.sock.fileno() == -1
+            assert len([w for w in ctx.pt.fds.values() if w.sock is not None]) == 1  # anew
+            run(ctx, [first, srv], lambda: len(got) == 2)  # long before any 30 s timeout
+            assert addrs(got) == A_TEST
+            assert len(first.queries) == 2 and len(srv.queries) == 2
+            assert srv.queries[0][2] == srv.queries[1][2]  # on one socket again
+            assert only_wake_fd(ctx)
+
+
+def test_families_that_part_keep_their_own_deadlines(tmp_path: Path, srv: FakeDns) -> None:
+    """AAAA fails at once and moves on; A, still on the shared socket, times out on its
+    own deadline (the shared timer fires for it, not for AAAA), then moves on too."""
+
+    def servfail_aaaa(s: FakeDns, q: dns.message.Message, w: bytes, tcp: bool) -> list[Reply]:
+        if q.question[0].rdtype == dns.rdatatype.AAAA:
+            r = dns.message.make_response(q)
+            r.set_rcode(dns.rcode.SERVFAIL)
+            return [r.to_wire()]
+        return []  # A: silence
+
+    with FakeDns() as first:
+        first.behaviour = servfail_aaaa
+        conf = f"nameserver [{first.host}]:{first.port}\nnameserver [{srv.host}]:{srv.port}\n"
+        with make_ctx(tmp_path, conf=conf + "options timeout:0.1 attempts:1\n") as ctx:
+            got: list[DnsAnswer] = []
+            ctx.resolver.resolve("a.test", got.append)
+            run(ctx, [first, srv], lambda: len(got) == 2)
+            assert addrs(got) == A_TEST
+            assert got[0].family == socket.AF_INET6  # answered first: it never waited
+            assert got[1].elapsed >= 0.1  # A waited for its timeout
+            assert [q.question[0].rdtype for _, q, _ in srv.queries] == [28, 1]
+            assert srv.queries[0][2] != srv.queries[1][2]  # apart: each its own socket
+            assert only_wake_fd(ctx)
+
+
+def test_cancel_in_the_first_of_two_answers_given_together(tmp_path: Path, srv: FakeDns) -> None:
+    srv.behaviour = silent
+    conf = f"nameserver [{srv.host}]:{srv.port}\noptions timeout:0.05 attempts:1\n"
+    with make_ctx(tmp_path, conf=conf) as ctx:
+        got: list[DnsAnswer] = []
+        handles: list[Any] = []
+
+        def first(a: DnsAnswer) -> None:
+            got.append(a)
+            handles[0].cancel()
+
+        handles.append(ctx.resolver.resolve("a.test", first))
+        run(ctx, [srv], lambda: len(got) == 1)  # both give up on one timer
+        for _ in range(5):
+            ctx.service(5)
+        assert len(got) == 1 and got[0].disposition == "SERVER_UNREACHABLE"
+        assert only_wake_fd(ctx) and not ctx.resolver._asking
+
+
+def test_two_queries_with_the_same_id_never_share_a_socket(
+    tmp_path: Path, srv: FakeDns, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lwspy.core.resolver as resolver_module
+
+    monkeypatch.setattr(resolver_module, "_rand16", lambda: 0x4242)
+    with make_ctx(tmp_path, nameservers=[srv.address]) as ctx:
+        got: list[DnsAnswer] = []
+        ctx.resolver.resolve("a.test", got.append)
+        ctx.service(0)
+        assert len(ctx.pt.fds) == 3  # the wake fd and a socket each: ids could not tell them apart
+        run(ctx, [srv], lambda: len(got) == 2)
+        assert addrs(got) == A_TEST
+        assert {q.id for _, q, _ in srv.queries} == {0x4242}
+        assert srv.queries[0][2] != srv.queries[1][2]

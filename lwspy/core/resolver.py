@@ -2,8 +2,9 @@
 
 The decisions are :mod:`lwspy.net.dns`'s (one :class:`~lwspy.net.dns.QueryMachine` per
 family); this driver owns what they ask for: the sockets (internal wsi of
-:mod:`lwspy.roles.udp`, one per query try, so a fresh random source port each time),
-one timer per query, the cache and the callback::
+:mod:`lwspy.roles.udp`: one per name and try, shared by the AAAA and A query sent
+together, so a fresh random source port per name; each query has its own random id),
+one timer per name, the cache and the callback::
 
     def on_answer(answer: DnsAnswer) -> None:   # once for AAAA, once for A
         print(answer.family, answer.addresses, answer.disposition, answer.detail)
@@ -84,13 +85,30 @@ _rand16 = _Ids()
 class ResolveHandle:
     """One ``resolve()`` in progress; ``cancel()`` stops it (no more callbacks)."""
 
-    __slots__ = ("_on_answer", "_queries", "_resolver", "_start", "done", "name", "started")
+    __slots__ = (
+        "_literal",
+        "_on_answer",
+        "_queries",
+        "_resolver",
+        "_waiting",
+        "done",
+        "name",
+        "started",
+    )
 
-    def __init__(self, resolver: Resolver, name: str, on_answer: OnAnswer, started: float):
+    def __init__(
+        self,
+        resolver: Resolver,
+        name: str,
+        on_answer: OnAnswer,
+        started: float,
+        literal: str | None = None,
+    ):
         self._resolver = resolver
+        self._literal = literal  # the name as an IP address, if it is one
         self._on_answer: OnAnswer | None = on_answer
         self._queries: list[_Query] = []
-        self._start: Sul | None = None
+        self._waiting = True  # not begun yet (it begins on the loop's next pass)
         self.name = name
         self.started = started
         self.done = False  # both answers delivered, or cancelled
@@ -103,8 +121,7 @@ class ResolveHandle:
         """No more callbacks; every socket of this resolve is closed. Idempotent."""
         self.done = True
         self._on_answer = None
-        if self._start is not None:
-            self._start.cancel()
+        self._waiting = False
         for q in self._queries:
             q.leave(self)
         self._queries.clear()
@@ -121,22 +138,197 @@ class ResolveHandle:
             self._resolver._ctx._callback_failed(None, None, exc)
 
 
-class _Query:
-    """One family of a name being asked: its machine, its current socket and its timer.
+class _Shared:
+    """The sink of a UDP socket that queries of one name share (both families, one try).
 
-    Resolves of the same name made while it is out share it (``handles``); it stops when
-    the last of them is cancelled.
+    A datagram goes to the query whose id it carries; one with an id none of them sent
+    is shown to each of them (each counts it as an answer with a wrong id).
     """
 
-    __slots__ = ("handles", "key", "machine", "resolver", "sul", "wsi")
+    __slots__ = ("ask", "queries")
 
-    def __init__(self, resolver: Resolver, machine: QueryMachine, key: tuple[str, int]):
+    def __init__(self, ask: _Ask, queries: list[_Query]) -> None:
+        self.ask = ask
+        self.queries = queries  # those still waiting on this socket
+
+    def datagram(self, wsi: Wsi, data: bytes) -> None:
+        qid = data[0] << 8 | data[1] if len(data) >= 2 else -1
+        queries = self.queries
+        now = self.ask.resolver._ctx._clock()
+        for q in queries:
+            if q.machine.query_id == qid:
+                self.ask.act1(q, q.machine.receive(data, now))
+                return
+        for q in list(queries):
+            self.ask.act1(q, q.machine.receive(data, now))
+
+    def failed(self, wsi: Wsi, err: int) -> None:
+        now = self.ask.resolver._ctx.now()
+        pairs: list[tuple[_Query, Send | Done | None]] = []
+        for q in list(self.queries):  # every query on it moves on, together
+            q._close()
+            pairs.append((q, q.machine.unreachable(now, _why(err))))
+        self.ask.act(pairs)
+
+
+class _Ask:
+    """The queries of one name started together (AAAA and A), and the one timer they share.
+
+    Sends made together (the first try of both, their retries after a shared timeout) to
+    the same server go out on one fresh connected UDP socket: a random source port per
+    name and try, each query with its own random id. Any other send (a retry of one
+    family, TCP after a truncated answer, the next search name) gets a socket of its own.
+    """
+
+    __slots__ = ("armed", "queries", "resolver", "sul")
+
+    def __init__(self, resolver: Resolver) -> None:
+        self.resolver = resolver
+        self.queries: list[_Query] = []  # those not finished or stopped
+        self.sul = Sul(resolver._ctx.pt.suls, self._timer)
+        self.armed: float | None = None  # the deadline the timer is set for
+
+    def _timer(self) -> None:
+        self.armed = None
+        now = self.resolver._ctx.now()
+        self.act([(q, q.machine.timer(now)) for q in list(self.queries)])
+
+    def start(self, now: float) -> None:
+        """Start every query (the first sends of a name: UDP, to the same server)."""
+        sends = [(q, q.machine.start(now)) for q in list(self.queries) if q.handles]
+        if len(sends) == 2:
+            (q1, s1), (q2, s2) = sends
+            assert type(s1) is Send and type(s2) is Send  # a machine starts with a UDP send
+            assert s1.server == s2.server  # to the first of the servers both were given
+            later: list[tuple[_Query, Send | Done | None]] = []
+            self._send_udp(s1.server, [(q1, s1), (q2, s2)], later)
+            if later:
+                self.act(later)
+            else:
+                self.rearm()
+            return
+        self.act(sends)
+
+    def act1(self, q: _Query, action: Send | Done | None) -> None:
+        """:meth:`act` for one query's action (an answer: the hot path)."""
+        if type(action) is Done:
+            if q.handles:
+                q.stop()
+                q._finish(action)
+            # no rearm: the timer may fire early for the other query, which then rearms
+        elif action is not None:
+            self.act([(q, action)])
+
+    def act(self, pairs: list[tuple[_Query, Send | Done | None]]) -> None:
+        """Carry out what the machines decided: open and send, or deliver; then the timer."""
+        resolver = self.resolver
+        ctx = resolver._ctx
+        while pairs:
+            later: list[tuple[_Query, Send | Done | None]] = []
+            udp: dict[tuple[str, int], list[tuple[_Query, Send]]] | None = None
+            for q, action in pairs:
+                if action is None or not q.handles:  # nothing to do, or stopped meanwhile
+                    continue
+                if isinstance(action, Send):
+                    q._close()
+                    if not action.tcp:
+                        if udp is None:
+                            udp = {}
+                        udp.setdefault(action.server, []).append((q, action))
+                        continue
+                    try:
+                        q.wsi = open_tcp(ctx, action.server, action.payload, q)
+                        resolver.sent += 1
+                    except OSError as e:  # no route, no address of that family: next server
+                        later.append((q, q.machine.unreachable(ctx.now(), _why(e.errno or 0))))
+                else:
+                    later.append((q, action))  # a Done: delivered after the sends
+            if udp is not None:
+                for server, sends in udp.items():
+                    self._send_udp(server, sends, later)
+            dones = [(q, a) for q, a in later if isinstance(a, Done)]
+            pairs = [(q, a) for q, a in later if not isinstance(a, Done)]
+            for q, done in dones:
+                if q.handles:
+                    q.stop()
+                    q._finish(done)
+        self.rearm()
+
+    def _send_udp(
+        self,
+        server: tuple[str, int],
+        sends: list[tuple[_Query, Send]],
+        later: list[tuple[_Query, Send | Done | None]],
+    ) -> None:
+        resolver = self.resolver
+        ctx = resolver._ctx
+        if len(sends) == 2 and sends[0][0].machine.query_id != sends[1][0].machine.query_id:
+            shared = _Shared(self, [q for q, _ in sends])
+            first = sends[0][1].payload
+            try:
+                wsi = open_udp(ctx, server, first, shared)
+            except OSError as e:
+                why = _why(e.errno or 0)
+                later += [(q, q.machine.unreachable(ctx.now(), why)) for q, _ in sends]
+                return
+            sock = wsi.sock
+            assert sock is not None
+            resolver.sent += 1
+            for q, _ in sends:
+                q.wsi = wsi
+            try:
+                for _, s in sends[1:]:
+                    sock.send(s.payload)
+                    resolver.sent += 1
+            except OSError as e:
+                # An error here is the socket's (on loopback, the ICMP refusal of the first
+                # send is already in): every query on it moves on.
+                why = _why(e.errno or 0)
+                for q, _ in sends:
+                    q._close()
+                    later.append((q, q.machine.unreachable(ctx.now(), why)))
+            return
+        for q, s in sends:  # alone (or, once in 65,536, the same id twice: apart)
+            try:
+                q.wsi = open_udp(ctx, server, s.payload, q)
+                resolver.sent += 1
+            except OSError as e:
+                later.append((q, q.machine.unreachable(ctx.now(), _why(e.errno or 0))))
+
+    def rearm(self) -> None:
+        """Set the timer for the earliest deadline of the queries still out (or none)."""
+        due: float | None = None
+        for q in self.queries:
+            d = q.machine.deadline
+            if d is not None and (due is None or d < due):
+                due = d
+        if due is None:
+            self.sul.cancel()
+            self.armed = None
+        elif due != self.armed:
+            self.armed = due
+            self.sul.schedule(max(0.0, due - self.resolver._ctx._clock()))
+
+
+class _Query:
+    """One family of a name being asked: its machine and its current socket.
+
+    Resolves of the same name made while it is out share it (``handles``); it stops when
+    the last of them is cancelled. Its timer is its :class:`_Ask`'s.
+    """
+
+    __slots__ = ("ask", "handles", "key", "machine", "resolver", "wsi")
+
+    def __init__(
+        self, resolver: Resolver, machine: QueryMachine, key: tuple[str, int], ask: _Ask
+    ) -> None:
         self.resolver = resolver
         self.handles: list[ResolveHandle] = []
         self.machine = machine
         self.key = key  # (cache name, qtype)
         self.wsi: Wsi | None = None
-        self.sul = Sul(resolver._ctx.pt.suls, self._timer)
+        self.ask = ask
+        ask.queries.append(self)
 
     def join(self, handle: ResolveHandle) -> None:
         self.handles.append(handle)
@@ -149,68 +341,61 @@ class _Query:
             self.stop()
 
     def stop(self) -> None:
-        self.sul.cancel()
+        ask = self.ask
+        if self in ask.queries:
+            ask.queries.remove(self)
+            if not ask.queries:
+                ask.sul.cancel()
+                ask.armed = None
         self._close()
         if self.resolver._asking.get(self.key) is self:
             del self.resolver._asking[self.key]
 
     def _close(self) -> None:
         wsi, self.wsi = self.wsi, None
-        if wsi is not None and wsi.state is not CLOSED:
-            wsi._close_now("resolver done")
+        if wsi is None or wsi.state is CLOSED:
+            return
+        shared = wsi.user
+        if type(shared) is _Shared:
+            shared.queries.remove(self)
+            if shared.queries:  # the other family still waits on it
+                return
+        wsi._close_now("resolver done")
 
-    # -- DnsSink: what the socket reports ------------------------------------------------
+    # -- DnsSink: what its own socket reports --------------------------------------------
 
     def datagram(self, wsi: Wsi, data: bytes) -> None:
         if wsi is self.wsi:
-            self._step(self.machine.receive(data, self.resolver._ctx.now()))
+            self.ask.act1(self, self.machine.receive(data, self.resolver._ctx._clock()))
 
     def failed(self, wsi: Wsi, err: int) -> None:
         if wsi is self.wsi:
             self._close()
-            self._step(self.machine.unreachable(self.resolver._ctx.now(), _why(err)))
-
-    def _timer(self) -> None:
-        self._step(self.machine.timer(self.resolver._ctx.now()))
-
-    # -- acting on the machine's decisions -----------------------------------------------
-
-    def _step(self, action: Send | Done | None) -> None:
-        ctx = self.resolver._ctx
-        while isinstance(action, Send):
-            self._close()
-            opener = open_tcp if action.tcp else open_udp
-            try:
-                self.wsi = opener(ctx, action.server, action.payload, self)
-                self.resolver.sent += 1
-                action = None
-            except OSError as e:  # no route, no address of that family: that server is out
-                action = self.machine.unreachable(ctx.now(), _why(e.errno or 0))
-        if isinstance(action, Done):
-            self.stop()
-            self._finish(action)
-            return
-        deadline = self.machine.deadline
-        if deadline is not None:
-            self.sul.schedule(max(0.0, deadline - ctx.now()))
+            action = self.machine.unreachable(self.resolver._ctx.now(), _why(err))
+            self.ask.act([(self, action)])
 
     def _finish(self, done: Done) -> None:
         resolver = self.resolver
         machine = self.machine
-        now = resolver._ctx.now()
+        now = resolver._ctx._clock()
+        down = resolver._down
         for i in machine.down:
-            resolver._down[machine.servers[i]] = now + DOWN_SECS
-        for i in machine.alive:
-            resolver._down.pop(machine.servers[i], None)
+            down[machine.servers[i]] = now + DOWN_SECS
+        if down:
+            for i in machine.alive:
+                down.pop(machine.servers[i], None)
         if done.ttl is not None:
             resolver.cache.put(self.key[0], machine.qtype, done.answer, done.ttl, now)
         handles, self.handles = self.handles, []
         for handle in handles:
             handle._queries.remove(self)
-            if not handle._queries and handle._start is None:
+            if not handle._queries and not handle._waiting:
                 handle.done = True
                 resolver._handles.pop(handle, None)
         a = done.answer
+        if len(handles) == 1 and handles[0].started == machine.started:
+            handles[0]._deliver(a)  # its own answer: no copy needed
+            return
         for handle in handles:  # each with its own copy and its own elapsed time
             handle._deliver(
                 DnsAnswer(
@@ -236,6 +421,8 @@ class Resolver:
         "_down",
         "_explicit",
         "_handles",
+        "_start",
+        "_starting",
         "answers",
         "cache",
         "closed",
@@ -267,6 +454,8 @@ class Resolver:
         self._handles: dict[ResolveHandle, None] = {}
         self._down: dict[tuple[str, int], float] = {}  # server -> tried last until then
         self._asking: dict[tuple[str, int], _Query] = {}  # (cache name, qtype) -> query out
+        self._starting: list[ResolveHandle] = []  # resolves to begin on the next pass
+        self._start: Sul | None = None  # made on the first resolve (ctx.pt may not exist yet)
         self.cache = DnsCache(cache_entries)
         self.closed = False
         self.sent = 0  # queries sent (UDP and TCP)
@@ -309,11 +498,15 @@ class Resolver:
             raise TypeError(f"name must be a str, not {type(name).__name__}")
         if not callable(on_answer):
             raise TypeError("on_answer must be callable")
-        if _literal(name) is None and not HOSTNAME.match(name):
+        literal = _literal(name)
+        if literal is None and not HOSTNAME.match(name):
             raise ValueError(f"{name!r} is not a valid host name")
-        handle = ResolveHandle(self, name, on_answer, self._ctx.now())
-        handle._start = Sul(self._ctx.pt.suls, lambda: self._begin(handle))
-        handle._start.schedule(0)
+        handle = ResolveHandle(self, name, on_answer, self._ctx._clock(), literal)
+        self._starting.append(handle)
+        if len(self._starting) == 1:  # one timer begins every resolve of this pass
+            if self._start is None:
+                self._start = Sul(self._ctx.pt.suls, self._begin_all)
+            self._start.schedule(0)
         self._handles[handle] = None
         return handle
 
@@ -325,12 +518,18 @@ class Resolver:
 
     # -- one resolve ---------------------------------------------------------------------
 
+    def _begin_all(self) -> None:
+        batch, self._starting = self._starting, []
+        for handle in batch:
+            if handle._waiting:  # not cancelled meanwhile
+                self._begin(handle)
+
     def _begin(self, handle: ResolveHandle) -> None:
-        handle._start = None
+        handle._waiting = False
         ctx = self._ctx
-        now = ctx.now()
+        now = ctx._clock()
         name = handle.name
-        literal = _literal(name)
+        literal = handle._literal
         addresses = [literal] if literal is not None else ctx._hosts_lookup(name)
         if addresses:
             handle.done = True
@@ -354,7 +553,7 @@ class Resolver:
                     del self._down[server]
             servers = sorted(servers, key=lambda s: s in self._down)  # stable: down ones last
         ready: list[DnsAnswer] = []
-        fresh: list[_Query] = []
+        ask: _Ask | None = None
         candidates: list[Labels] | None = None
         for family, qtype in _FAMILIES:
             asking = self._asking.get((cache_name, qtype))
@@ -387,18 +586,19 @@ class Resolver:
                     rand16=_rand16,
                     started=handle.started,
                 )
-                q = _Query(self, machine, (cache_name, qtype))
-                q.join(handle)
+                if ask is None:
+                    ask = _Ask(self)
+                q = _Query(self, machine, (cache_name, qtype), ask)
+                q.handles.append(handle)  # q.join(handle)
+                handle._queries.append(q)
                 self._asking[q.key] = q
-                fresh.append(q)
         if not handle._queries:
             handle.done = True
             self._handles.pop(handle, None)
         for answer in ready:
             handle._deliver(answer)
-        for q in fresh:
-            if q.handles:  # not cancelled by a callback above
-                q._step(q.machine.start(now))
+        if ask is not None:  # both families start together: one socket, one timer
+            ask.start(now)
 
 
 def _why(err: int) -> str:

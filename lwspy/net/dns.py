@@ -111,6 +111,8 @@ _HEADER = struct.Struct("!HHHHHH")
 _RR = struct.Struct("!HHIH")
 _QTAIL = struct.Struct("!HH")
 _SOA_TAIL = struct.Struct("!IIIII")
+_COUNTS = struct.Struct("!HHHHH")  # flags and the four counts, after the id
+_PTR_RR = struct.Struct("!HHHIH")  # a record whose name is a 2-byte pointer
 
 Labels = tuple[bytes, ...]
 """A domain name as its labels, without the root label: ``(b"www", b"example", b"test")``."""
@@ -141,6 +143,7 @@ def name_labels(name: str) -> Labels:
 
 
 _ESCAPED = frozenset(b'"().;\\@$')
+_LENGTH_BYTE = [bytes((n,)) for n in range(64)]
 
 
 def _label_text(label: bytes) -> str:
@@ -168,14 +171,10 @@ def name_text(labels: Labels) -> str:
 
 def encode_name(labels: Labels) -> bytes:
     """The uncompressed wire form of a name; ValueError for an empty or too long label/name."""
-    parts = []
     for label in labels:
         if not 1 <= len(label) <= 63:
             raise ValueError(f"a DNS label must be 1..63 bytes, not {len(label)}")
-        parts.append(bytes((len(label),)))
-        parts.append(label)
-    parts.append(b"\0")
-    wire = b"".join(parts)
+    wire = b"".join([_LENGTH_BYTE[len(label)] + label for label in labels]) + b"\0"
     if len(wire) > 255:
         raise ValueError(f"a DNS name must be at most 255 bytes on the wire, not {len(wire)}")
     return wire
@@ -786,7 +785,8 @@ class DnsCache:
 
 class Send(Record):
     """Action: send ``payload`` to ``server`` (index ``index``) over UDP or TCP, on a
-    fresh socket (closing the previous one of this query)."""
+    fresh socket (closing the previous one of this query; the driver may send the other
+    family's query of the same moment on it too)."""
 
     __slots__ = ("index", "server", "tcp", "payload")  # noqa: RUF023
 
@@ -813,6 +813,8 @@ Action = Send | Done
 class QState(Enum):
     """Where one query is."""
 
+    __hash__ = object.__hash__  # members are singletons: the table lookup hashes in C
+
     IDLE = "IDLE"  # made, not started
     UDP = "UDP"  # a UDP query is out to the current server
     TCP = "TCP"  # the same question over TCP, after a truncated UDP answer
@@ -821,6 +823,8 @@ class QState(Enum):
 
 class QEvent(Enum):
     """What an input meant, before the transition table says what it does."""
+
+    __hash__ = object.__hash__
 
     START = "START"
     ANSWER = "ANSWER"  # records of the asked type (after any CNAMEs)
@@ -876,7 +880,9 @@ class QueryMachine:
     driver's clock. Each input method returns the next :data:`Action` or None;
     :attr:`deadline` is when :meth:`timer` must be called; :attr:`down` holds the indices
     of servers that timed out or were unreachable (the driver tries them last for a
-    while), :attr:`alive` those that answered.
+    while), :attr:`alive` those that answered; :attr:`query_id` is the id of the query
+    out (-1 before the first), which a driver that shares a socket between queries
+    dispatches datagrams by (each machine checks the id again).
     """
 
     __slots__ = (
@@ -884,7 +890,6 @@ class QueryMachine:
         "_chain_ttl",
         "_error",
         "_failures",
-        "_id",
         "_ignored",
         "_name",
         "_name_index",
@@ -892,6 +897,7 @@ class QueryMachine:
         "_nxdomain",
         "_payload",
         "_qtail",
+        "_qwire",
         "_rand16",
         "_try",
         "alive",
@@ -901,6 +907,7 @@ class QueryMachine:
         "family",
         "names",
         "qtype",
+        "query_id",
         "servers",
         "started",
         "state",
@@ -933,10 +940,11 @@ class QueryMachine:
         self._qtail = _QTAIL.pack(qtype, CLASS_IN)
         self._name_index = 0
         self._name = self.names[0]
-        self._chain: list[Labels] = [_key(self._name)]  # this candidate's CNAME chain
+        self._qwire = b""  # the question section asking for _name, made on the first send
+        self._chain: list[Labels] | None = None  # this candidate's CNAME chain (None: [_name])
         self._chain_ttl = MAX_TTL
         self._try = 0  # index into rounds x servers
-        self._id = -1
+        self.query_id = -1
         self._payload = b""
         self._failures: list[str] = []  # why each server of this candidate failed
         self.down: set[int] = set()  # servers that timed out or were unreachable
@@ -971,7 +979,7 @@ class QueryMachine:
         """A datagram (or a whole TCP message) from the current server's socket."""
         if self.state is not QState.UDP and self.state is not QState.TCP:
             return None
-        event, info = self._classify(data)
+        event, info = self._plain_answer(data) or self._classify(data)
         if event is not QEvent.IGNORED:
             index = self._try % len(self.servers)
             self.alive.add(index)
@@ -1000,6 +1008,7 @@ class QueryMachine:
         if step == "follow":
             assert isinstance(info, tuple)
             self._name, self._chain, self._chain_ttl = info
+            self._qwire = b""
             return self._send(now, tcp=False)
         if step == "next_server":
             assert isinstance(info, str)
@@ -1035,7 +1044,8 @@ class QueryMachine:
 
     def _next_candidate(self) -> None:
         self._name = self.names[self._name_index]
-        self._chain = [_key(self._name)]
+        self._qwire = b""
+        self._chain = None
         self._chain_ttl = MAX_TTL
         self._try = 0
         self._failures = []
@@ -1043,8 +1053,10 @@ class QueryMachine:
     def _send(self, now: float, tcp: bool) -> Send:
         index = self._try % len(self.servers)
         if not tcp:  # a TCP retry asks the same question with the same id
-            self._id = self._rand16() & 0xFFFF
-            self._payload = _query(self._id, encode_name(self._name) + self._qtail)
+            self.query_id = self._rand16() & 0xFFFF
+            if not self._qwire:
+                self._qwire = encode_name(self._name) + self._qtail
+            self._payload = _HEADER.pack(self.query_id, _RD, 1, 0, 0, 1) + self._qwire + _OPT_1232
         self.state = QState.TCP if tcp else QState.UDP
         self.deadline = now + self.timeout
         return Send(index, self.servers[index], tcp, self._payload)
@@ -1072,8 +1084,57 @@ class QueryMachine:
     # -- what a datagram means -----------------------------------------------------------
 
     def _classify(self, data: bytes) -> tuple[QEvent, object]:
-        if len(data) < 2 or (data[0] << 8 | data[1]) != self._id:
+        if len(data) < 2 or (data[0] << 8 | data[1]) != self.query_id:
             return QEvent.IGNORED, "a wrong id"
+        return self._classify_message(data)
+
+    def _plain_answer(self, data: bytes) -> tuple[QEvent, object] | None:
+        """The common answer, read in place: what :meth:`_classify_message` would say, or
+        None (then it decides) for anything else.
+
+        "Common" is exactly: a response with no error, not truncated, one question that
+        is byte for byte the one sent, no authority records, an EDNS0 OPT record or none
+        as the only additional record, and answers that are all records of the asked
+        type and class whose name is a pointer to the question's name (offset 12).
+        """
+        n = len(data)
+        if n < 12 or (data[0] << 8 | data[1]) != self.query_id:
+            return None
+        flags, qd, an, ns, ar = _COUNTS.unpack_from(data, 2)
+        if flags & 0xFA0F != _QR or qd != 1 or not an or ns or ar > 1:
+            return None  # not QR, opcode not 0, TC, an rcode; or other sections
+        qwire = self._qwire
+        off = 12 + len(qwire)
+        if data[12:off] != qwire:
+            return None
+        qtype = self.qtype
+        size = 4 if qtype == TYPE_A else 16
+        family = AF_INET if size == 4 else AF_INET6
+        addresses: list[str] = []
+        ttl = self._chain_ttl
+        unpack = _PTR_RR.unpack_from
+        for _ in range(an):
+            end = off + 12 + size
+            if end > n:
+                return None
+            ptr, rtype, rclass, rttl, rdlen = unpack(data, off)
+            if ptr != 0xC00C or rtype != qtype or rclass != CLASS_IN or rdlen != size:
+                return None
+            address = inet_ntop(family, data[off + 12 : end])
+            if address not in addresses:
+                addresses.append(address)
+                ttl = min(ttl, rttl if rttl < 0x80000000 else 0)
+            off = end
+        if ar:  # the OPT record: root name, type 41, no extended rcode, rdata in bounds
+            if off + 11 > n or data[off] or data[off + 1 : off + 3] != b"\0\x29" or data[off + 5]:
+                return None
+            off += 11 + (data[off + 9] << 8 | data[off + 10])
+        if off != n:
+            return None
+        return QEvent.ANSWER, (addresses, ttl)
+
+    def _classify_message(self, data: bytes) -> tuple[QEvent, object]:
+        """Any datagram with our id, decoded whole."""
         try:
             msg = decode_message(data)
         except DnsFormatError as e:
@@ -1099,7 +1160,7 @@ class QueryMachine:
     def _follow(self, msg: Message) -> tuple[QEvent, object]:
         """Walk the answer's CNAME chain from the asked name to the records of our type."""
         name = self._name
-        chain = list(self._chain)  # lower-cased names, the asked one last
+        chain = [_key(name)] if self._chain is None else list(self._chain)  # lower-cased
         ttl = self._chain_ttl
         followed = False
         while True:

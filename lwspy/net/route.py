@@ -5,7 +5,9 @@ Sans-I/O: the netlink role feeds decoded :class:`~lwspy.net.nlmsg.RouteMsg` and
 :meth:`RouteTable.load`, :meth:`RouteTable.apply_nexthop`), and tells the table what
 happened to links and addresses, so that it drops what the kernel removes without a word
 (:meth:`RouteTable.link_down`, :meth:`RouteTable.flush_nexthops`,
-:meth:`RouteTable.drop_prefsrc`, :meth:`RouteTable.expire`). Connections ask
+:meth:`RouteTable.drop_prefsrc`, :meth:`RouteTable.expire`). After an overflow a fresh
+dump's table is swapped in, a bounded slice at a time, with its nexthop objects and its
+routes' state (:meth:`RouteTable.resync_slices`). Connections ask
 :meth:`RouteTable.lookup` / :meth:`RouteTable.routable`.
 
 Lookup mirrors the kernel's default rules: table local first, then main (other tables are
@@ -74,7 +76,7 @@ from lwspy.net.nlmsg import (
     next_route_id,
 )
 
-__all__ = ["NOT_ROUTABLE", "Route", "RouteChange", "RouteDiff", "RouteTable"]
+__all__ = ["NOT_ROUTABLE", "RESYNC_SLICE", "Route", "RouteChange", "RouteDiff", "RouteTable"]
 
 _TABLES: Final = (RT_TABLE_MAIN, RT_TABLE_LOCAL)
 NOT_ROUTABLE: Final = frozenset((RTN_BLACKHOLE, RTN_UNREACHABLE, RTN_PROHIBIT, RTN_THROW))
@@ -86,6 +88,8 @@ _V4MAPPED_PREFIX: Final = bytes(10) + b"\xff\xff"
 _CONTENT_END: Final = 18  # Route fields that make it the same kernel route (not state, id)
 _KEY: Final = slice(4, 8)  # priority, tos, src, src_len: identity within one prefix bucket
 _BATCH_MIN: Final = 8  # routes in a record worth the bulk insert
+RESYNC_SLICE: Final = 8192
+"""Prefixes a :meth:`RouteTable.resync_slices` step compares (a few ms of work)."""
 _FAMILY = itemgetter(0)
 _DST_NUM = itemgetter(1)
 _DST_LEN = itemgetter(2)
@@ -425,14 +429,21 @@ class RouteTable:
             self._generation += 1
         return change
 
-    def load(self, records: Iterable[NlRecord]) -> int:
+    def load(self, records: Iterable[NlRecord], like: RouteTable | None = None) -> int:
         """Add the routes of every ``RTM_NEWROUTE`` record among ``records`` (a dump):
         the cold-plug path, with no change list.
 
         Other records are skipped. Returns how many routes were added or replaced; the
-        generation bumps once if any were.
+        generation bumps once if any were. With ``like`` (the live table, while a dump
+        after ENOBUFS fills this one), a loaded route equal to one of ``like``'s (in
+        content and in state: dead paths, expiry) is replaced here by that one at once,
+        its state with it: the decoded copies die young (no cyclic
+        collection walks 160,000 of them later), and :meth:`resync_slices` then finds
+        the unchanged routes by identity.
         """
         count = 0
+        if not self._count:  # an empty table's side indexes are empty: drop them, so the
+            self._by_id = self._by_oif = self._by_prefsrc = self._by_nhid = None  # bulk insert
         for msg in records:
             if type(msg) is not RouteMsg or msg.type != RTM_NEWROUTE:
                 continue
@@ -440,13 +451,15 @@ class RouteTable:
             done = self._load_batch(routes) if len(routes) >= _BATCH_MIN else -1
             if done >= 0:
                 count += done
-                continue
-            for route in routes:
-                fib = self._fibs.get((route.family, route.table))
-                if fib is None or route.rtm_flags & RTM_F_CLONED:
-                    continue
-                if self._add(fib, route, msg.nl_flags) is not None:
-                    count += 1
+            else:
+                for route in routes:
+                    fib = self._fibs.get((route.family, route.table))
+                    if fib is None or route.rtm_flags & RTM_F_CLONED:
+                        continue
+                    if self._add(fib, route, msg.nl_flags) is not None:
+                        count += 1
+            if like is not None:
+                self._share(routes, like)
         if count:
             self._generation += 1
         return count
@@ -539,6 +552,68 @@ class RouteTable:
         taken, self._expiring = self._expiring, []
         return [route for route in taken if route in self]
 
+    def _share(self, routes: tuple[Route, ...], like: RouteTable) -> None:
+        """Put ``like``'s equal routes in place of these (just loaded) in their slots:
+        equal in content and in state (dead paths, expiry: see :meth:`_twin`)."""
+        if not self._unindexed():
+            return  # an index would still name the copies; resync_slices matches them later
+        plain = not (self._dead or like._dead or like._expired)  # no state but lifetimes
+        fam = tab = plen = -1
+        nets: dict[int, _Slot] = {}
+        theirs: dict[int, _Slot] = {}
+        for route in routes:
+            if route.family != fam or route.table != tab or route.dst_len != plen:
+                fam, tab, plen = route.family, route.table, route.dst_len
+                fib, other = self._fibs.get((fam, tab)), like._fibs.get((fam, tab))
+                nets = {} if fib is None else fib.nets.get(plen, {})
+                theirs = {} if other is None else other.nets.get(plen, {})
+            dst = route.dst_num
+            old = theirs.get(dst)
+            if old is None:
+                continue
+            mine = nets.get(dst)
+            if mine is None or mine is old:
+                continue
+            if isinstance(mine, Route) and isinstance(old, Route):
+                if mine[:_CONTENT_END] == old[:_CONTENT_END] and (
+                    mine.expires >= 0 if plain else self._twin(mine, like, old)
+                ):
+                    nets[dst] = old
+                    if not plain:
+                        self._moved(mine, old)
+            else:
+                kept = _match(old, mine, [], [], like, self)
+                if kept is not mine:
+                    nets[dst] = kept
+
+    def _twin(self, route: Route, like: RouteTable, old: Route) -> bool:
+        """Whether ``like``'s ``old``, equal in content to ``route`` here (a fresh dump's),
+        is in the same state too: the same dead paths, and expired in ``like`` exactly when
+        the dump shows ``route`` past its expiry. One that differs is taken as a change
+        (a new route), so the dump's state wins."""
+        return self._dead.get(route.id, 0) == like._dead.get(old.id, 0) and (route.expires < 0) == (
+            old.id in like._expired
+        )
+
+    def _moved(self, route: Route, old: Route) -> None:
+        """``old`` (another table's twin) takes the place of ``route`` here: so does its
+        state."""
+        mask = self._dead.pop(route.id, 0)
+        if mask:
+            self._dead[old.id] = mask
+        if route.id in self._expired:
+            self._expired.discard(route.id)
+            self._expired.add(old.id)
+
+    def _unindexed(self) -> bool:
+        """No side index is built (a fresh table being loaded)."""
+        return (
+            self._by_id is None
+            and self._by_oif is None
+            and self._by_prefsrc is None
+            and self._by_nhid is None
+        )
+
     def drop_link(self, ifindex: int, family: int | None = None) -> list[Route]:
         """Remove the routes that leave only by interface ``ifindex`` (of one family, if
         given) and return them: the link is gone. A multipath route with another path
@@ -573,6 +648,29 @@ class RouteTable:
 
     # -- re-dump after ENOBUFS -------------------------------------------------------
 
+    def holds(self, route: Route) -> bool:
+        """True if an ``RTM_DELROUTE`` naming ``route`` finds it here: a route of the same
+        content, or a multipath route of its key with one of its paths. An event replayed
+        over a fresh dump may delete what the dump no longer has; it must then change
+        nothing (not take another route of the same key, as a live delete may).
+
+        >>> gone = Route(2, 0, 0, 254, 0, 0, None, 0, 1, None, 2, None, 4, 0, (), 0, (), 0,
+        ...              0, 0, 0.0, 1)
+        >>> RouteTable().holds(gone)
+        False
+        """
+        fib = self._fibs.get((route.family, route.table))
+        if fib is None:
+            return False
+        content = _content(route)
+        key = route[_KEY]
+        paths = set(_paths(route))
+        return any(
+            _content(other) == content
+            or (bool(other.nexthops) and other[_KEY] == key and not paths.isdisjoint(_paths(other)))
+            for other in fib.bucket(route)
+        )
+
     def snapshot(self) -> RouteTable:
         """An independent copy (routes are immutable and shared; ids are kept)."""
         copy = RouteTable()
@@ -582,7 +680,10 @@ class RouteTable:
             mine.lens = None
         copy._count = self._count
         copy._generation = self._generation
-        copy._take_state(self)
+        copy.nexthops = dict(self.nexthops)
+        copy._dead = dict(self._dead)
+        copy._expired = set(self._expired)
+        copy._expiring = list(self._expiring)
         return copy
 
     def diff(self, other: RouteTable) -> RouteDiff:
@@ -598,35 +699,123 @@ class RouteTable:
 
     def resync(self, fresh: RouteTable) -> RouteDiff:
         """Make this table equal to ``fresh`` (built from a new dump, e.g. after ENOBUFS)
-        and return the difference. Routes present in both keep their ids here; the
-        routes and order of ``fresh`` are taken as the kernel's."""
-        self.nexthops = dict(fresh.nexthops)
-        delta = self.diff(fresh)
-        if not delta:
-            return delta
-        keep = {_content(route): route for route in self._all()}
-        for key, fib in fresh._fibs.items():
+        in one call and return the difference; see :meth:`resync_slices`."""
+        for delta in self.resync_slices(fresh, 0):
+            if delta is not None:
+                return delta
+        raise AssertionError("resync_slices ended without a result")  # pragma: no cover
+
+    def resync_slices(
+        self, fresh: RouteTable, size: int = RESYNC_SLICE
+    ) -> Iterator[RouteDiff | None]:
+        """Make this table equal to ``fresh``, comparing at most ``size`` prefixes per step
+        (0: all at once), so a resync of 160,000 routes never holds one loop pass.
+
+        Each ``next()`` does one slice and gives None; the last one makes the change (in
+        one step: until then this table is unchanged and consistent) and gives the
+        :class:`RouteDiff`. Routes present in both keep their ids here; the routes and
+        bucket order of ``fresh`` are taken as the kernel's. Neither table may change
+        between steps (RuntimeError); ``fresh`` keeps its content (it may be given
+        this table's equal routes in place of its own).
+
+        >>> live, fresh = RouteTable(), RouteTable()
+        >>> steps = live.resync_slices(fresh, 1000)
+        >>> next(steps)
+        RouteDiff(added=[], removed=[])
+        """
+        bound = size if size > 0 else 1 << 62
+        gens = (self._generation, fresh._generation)
+        added: list[Route] = []
+        removed: list[Route] = []
+        changed = False
+        done = 0
+        for key, theirs in fresh._fibs.items():
             mine = self._fibs[key]
-            mine.nets = {
-                plen: {net: _kept(slot, keep) for net, slot in nets.items()}
-                for plen, nets in fib.nets.items()
-            }
+            for plen, tnets in list(theirs.nets.items()):
+                mnets = mine.nets.get(plen, {})
+                keys = list(tnets)  # ints: no tuple per prefix for the collector to walk
+                for at in range(0, len(keys), bound):
+                    if done >= bound:
+                        yield None
+                        done = 0
+                        self._check_unchanged(fresh, gens)
+                    chunk = keys[at : at + bound]
+                    done += len(chunk)
+                    mget = mnets.get
+                    for net in chunk:
+                        tslot = tnets[net]
+                        mslot = mget(net)
+                        if mslot is tslot:
+                            continue
+                        if mslot is None:
+                            if isinstance(tslot, Route):
+                                added.append(tslot)
+                            else:
+                                added.extend(tslot)
+                            continue
+                        kept = _match(mslot, tslot, added, removed, self, fresh)
+                        if kept is not tslot:
+                            tnets[net] = kept
+                        if kept is not mslot and kept != mslot:
+                            changed = True  # other routes, or the same in another order
+        for key, mine in self._fibs.items():
+            theirs = fresh._fibs[key]
+            for plen, own in mine.nets.items():
+                other = theirs.nets.get(plen)
+                gone = list(own) if other is None else list(own.keys() - other.keys())
+                for at in range(0, len(gone), bound):
+                    if done >= bound:
+                        yield None
+                        done = 0
+                        self._check_unchanged(fresh, gens)
+                    nets = gone[at : at + bound]
+                    done += len(nets)
+                    for net in nets:
+                        removed.extend(_bucket(own[net]))
+        if done >= bound:
+            yield None
+            self._check_unchanged(fresh, gens)
+        changed = changed or bool(added or removed)
+        if changed:
+            self._take(fresh, added, removed, bound)
+        else:
+            self._take_state(fresh, removed)
+        yield RouteDiff(added=added, removed=removed)
+
+    def _check_unchanged(self, fresh: RouteTable, gens: tuple[int, int]) -> None:
+        if (self._generation, fresh._generation) != gens:
+            raise RuntimeError("a table changed while a resync between them was in progress")
+
+    def _take(
+        self, fresh: RouteTable, added: list[Route], removed: list[Route], bound: int
+    ) -> None:
+        """The last step of a resync: take ``fresh``'s prefixes (already holding this
+        table's routes where equal), and bring the side indexes along."""
+        for key, theirs in fresh._fibs.items():
+            mine = self._fibs[key]
+            mine.nets = {plen: dict(nets) for plen, nets in theirs.nets.items()}
             mine.lens = None
         self._count = fresh._count
-        self._by_id = self._by_oif = self._by_prefsrc = self._by_nhid = None
-        self._take_state(fresh)
+        if len(added) + len(removed) > bound:  # rebuilt on first use
+            self._by_id = self._by_oif = self._by_prefsrc = self._by_nhid = None
+        else:
+            for route in removed:
+                self._unindex(route)
+            for route in added:
+                self._index(route, timed=False)  # fresh's own list times it
+        self._take_state(fresh, removed)
         self._generation += 1
-        return delta
 
-    def _take_state(self, other: RouteTable) -> None:
-        """After a copy or resync: the nexthop objects are ``other``'s, and path and expiry
-        state is kept for the routes here (this table's first, then ``other``'s)."""
-        self.nexthops = dict(other.nexthops)
-        ids = {route.id for route in self._all()}
-        dead = {**other._dead, **self._dead}
-        self._dead = {rid: mask for rid, mask in dead.items() if rid in ids}
-        self._expired = (self._expired | other._expired) & ids
-        self._expiring = [route for route in (*self._expiring, *other._expiring) if route.id in ids]
+    def _take_state(self, fresh: RouteTable, removed: list[Route]) -> None:
+        """The end of a resync: the nexthop objects and dead paths are ``fresh``'s (keyed
+        by the routes in its slots, which are now this table's: :meth:`_moved`); expiry
+        stays this table's for its routes that stay, and ``fresh``'s routes with a
+        lifetime are handed to :meth:`take_expiring` (which passes over those not here)."""
+        self.nexthops = dict(fresh.nexthops)
+        self._dead = dict(fresh._dead)
+        self._expired.difference_update(route.id for route in removed)
+        self._expired |= fresh._expired
+        self._expiring.extend(fresh._expiring)
 
     # -- internals -------------------------------------------------------------------
 
@@ -937,11 +1126,40 @@ class RouteTable:
         return routes
 
 
-def _kept(slot: _Slot, keep: dict[tuple[object, ...], Route]) -> _Slot:
-    """A slot of a fresh table with the routes this table already has put back."""
-    if isinstance(slot, Route):
-        return keep.get(_content(slot), slot)
-    return tuple(keep.get(_content(route), route) for route in slot)
+def _match(
+    mine: _Slot,
+    theirs: _Slot,
+    added: list[Route],
+    removed: list[Route],
+    live: RouteTable,
+    fresh: RouteTable,
+) -> _Slot:
+    """``theirs`` (a slot of ``fresh``, a new dump) with the equal routes of ``mine`` (the
+    same prefix in ``live``) put back in place of its own, their state moving with them
+    (:meth:`RouteTable._twin`, :meth:`RouteTable._moved`); what only one side has goes to
+    ``added`` / ``removed``."""
+    if isinstance(mine, Route) and isinstance(theirs, Route):
+        if mine[:_CONTENT_END] == theirs[:_CONTENT_END] and fresh._twin(theirs, live, mine):
+            fresh._moved(theirs, mine)
+            return mine
+        added.append(theirs)
+        removed.append(mine)
+        return theirs
+    have = {_content(route): route for route in _bucket(mine)}
+    out: list[Route] = []
+    for route in _bucket(theirs):
+        content = _content(route)
+        own = have.get(content)
+        if own is not None and (own is route or fresh._twin(route, live, own)):
+            del have[content]
+            if own is not route:
+                fresh._moved(route, own)
+            out.append(own)
+        else:
+            added.append(route)
+            out.append(route)
+    removed.extend(have.values())
+    return out[0] if len(out) == 1 else tuple(out)
 
 
 def _content(route: Route) -> tuple[object, ...]:

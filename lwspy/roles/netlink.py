@@ -1,11 +1,12 @@
 """The netlink role: the routing table as live state (lws ``roles/netlink``, done right).
 
 One ``AF_NETLINK/NETLINK_ROUTE`` socket in the same selector as every wsi, subscribed to
-links, IPv4/IPv6 addresses, IPv4/IPv6 routes and nexthop objects. At start it dumps
-links, then addresses, then nexthop objects, then routes (lws dumps routes only),
-holding the system state at IFACE_COLDPLUG until the dumps end (or
-:data:`COLDPLUG_TIMEOUT` passes). From then on every change is applied to
-:class:`~lwspy.net.route.RouteTable` and, once per batch of messages, the connections
+links, IPv4/IPv6 addresses, IPv4/IPv6 routes and nexthop objects (the event socket; each
+dump runs on a socket of its own, see below, and a small query socket asks the kernel
+about route lifetimes). At start it dumps links, then addresses, then nexthop objects,
+then routes (lws dumps routes only), holding the system state at IFACE_COLDPLUG until
+the dumps end (or :data:`COLDPLUG_TIMEOUT` passes). From then on every change is applied
+to :class:`~lwspy.net.route.RouteTable` and, once per batch of messages, the connections
 the change could affect are re-checked:
 
 * a connection whose local address left the host closes with "source address gone";
@@ -22,8 +23,7 @@ table main whose preferred source went, nexthop objects with their link's carrie
 every route over them); the table mirrors those rules on the NEWLINK / DELADDR /
 DELNEXTHOP that does arrive (see :mod:`lwspy.net.route`). An IPv6 route with a lifetime
 stops being used at its expiry, which a timer here follows (the kernel says nothing until
-its garbage collector deletes the route). When the kernel drops events (ENOBUFS),
-everything is dumped again and diffed against the table.
+its garbage collector deletes the route).
 
 The table decides only where it is the kernel's whole decision: the family has just the
 default rules, no source-specific route, and the connection is not bound to a device.
@@ -32,17 +32,61 @@ affect. Rules are followed on a second socket (the policy socket: a rule dump, t
 rule groups; while the kernel decides for some connection, also every table's routes,
 links and addresses). Connections are also indexed by peer address, sorted, so the ones
 a new blocking prefix covers are found in O(log n + matches).
+
+Theory of operation: two sockets, so that an overflow never stops or corrupts the role
+--------------------------------------------------------------------------------------
+The *event socket* is subscribed to the groups and never sends. A dump runs on a *dump
+socket* of its own (no groups; a new one per dump, closed when it ends, also an internal
+wsi of the loop), so its replies never share a queue with events and a dump that gets no
+answer is abandoned with its socket.
+
+The kernel queues every event on the event socket until the queue is full; then it drops
+events (all of them) until the queue has been read empty, and the next read reports
+ENOBUFS before the queued, older, events. So the events read after an empty read and
+before the next ENOBUFS are complete and in order. A dump started after that point, with
+every event read since replayed in order over it, is the kernel's state: an event says
+what an object *is* (or that it is gone), so one the dump already shows changes nothing,
+and the last event about an object is its state now (what a replayed event flushes
+silently, e.g. a link's routes on link down, was re-added since by events that follow
+it). Events queued before the loss are dropped unapplied: replaying them is what left
+stale routes behind (an add whose delete was lost).
+
+===========  ========================  ==============  ================================
+phase        event socket's records    dump socket     next
+===========  ========================  ==============  ================================
+LIVE         applied at once           none            ENOBUFS: DRAINING
+DRAINING     read and dropped          none            empty read: DUMPING
+DUMPING      queued                    the steps       last DONE: REPLAYING
+REPLAYING    queued                    none            queue replayed onto the dump:
+                                                       SWAPPING (cold plug: LIVE)
+SWAPPING     queued                    none            table swapped: CATCHING_UP
+CATCHING_UP  queued                    none            queue applied: LIVE
+===========  ========================  ==============  ================================
+
+ENOBUFS in any phase but LIVE also leads to DRAINING (the dump is abandoned, the queue
+dropped). In DUMPING an interrupted dump (``NLM_F_DUMP_INTR``), an error on the dump
+socket or no answer for :data:`DUMP_TIMEOUT` starts the dump again on a new socket, the
+queue kept (it still starts before the new dump). The work per loop pass is bounded in
+every phase: :data:`READS_PER_EVENT` event datagrams, :data:`DUMP_READS_PER_PASS` dump
+datagrams, :data:`REPLAY_SLICE` queued records, ``RESYNC_SLICE`` prefixes of the swap
+(:meth:`~lwspy.net.route.RouteTable.resync_slices`); a phase with work left goes on in
+the next pass. The cold plug's dump fills the live table itself; a later dump fills a
+fresh table, swapped in at the end with unchanged routes keeping their ids, so only what
+changed is re-checked and announced.
 """
 
 from __future__ import annotations
 
 import bisect
+import enum
 import errno
 import gc
 import ipaddress
 import itertools
 import socket
 import struct
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -63,6 +107,7 @@ from lwspy.net.nlmsg import (
     RT_TABLE_MAIN,
     RTM_DELADDR,
     RTM_DELLINK,
+    RTM_DELROUTE,
     RTM_GETADDR,
     RTM_GETLINK,
     RTM_GETNEXTHOP,
@@ -89,7 +134,7 @@ from lwspy.net.nlmsg import (
     dump_request,
     fibmatch_request,
 )
-from lwspy.net.route import NOT_ROUTABLE, NexthopChange, RouteTable
+from lwspy.net.route import NOT_ROUTABLE, RESYNC_SLICE, NexthopChange, RouteDiff, RouteTable
 from lwspy.net.rule import RTMGRP_RULES, RuleMsg, RuleSet, decode_rules, rule_dump_request
 from lwspy.system.smd import SmdClass
 from lwspy.system.state import SystemState
@@ -99,8 +144,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COLDPLUG_TIMEOUT",
+    "DUMP_TIMEOUT",
     "NETLINK",
+    "NETLINK_DUMP",
     "POLICY",
+    "NetlinkDumpRole",
     "NetlinkRole",
     "PolicyRole",
     "RouteWatcher",
@@ -111,13 +159,36 @@ __all__ = [
 COLDPLUG_TIMEOUT = 5.0
 """Seconds the system state waits at IFACE_COLDPLUG for the dumps before going on."""
 
+DUMP_TIMEOUT = 3.0
+"""Seconds a dump may go without any answer before it is started again on a new socket."""
+
 RCVBUF = 8 << 20
-"""The netlink socket's receive buffer (a 100,000-route dump arrives faster than it is read)."""
+"""The event socket's receive buffer (room for a burst of changes; a dump socket needs no
+more than the default: the kernel makes its next datagram when one has been read)."""
 
 READS_PER_EVENT = 512
-"""The most datagrams read per readable event, so a dump cannot starve the other fds."""
+"""The most event datagrams read per pass, so a storm of changes cannot starve other fds."""
 
-_DUMP_STEPS = (RTM_GETLINK, RTM_GETADDR, RTM_GETNEXTHOP, RTM_GETROUTE)
+DUMP_READS_PER_PASS = 16
+"""The most dump datagrams read per pass (about 8,000 routes, ~15 ms of decoding)."""
+
+DRAIN_READS_PER_PASS = 4096
+"""The most datagrams dropped per pass while draining after ENOBUFS (no decoding)."""
+
+REPLAY_SLICE = 2048
+"""The most queued event records replayed (or applied) per pass after a dump."""
+
+RETRY_DELAY = 0.05
+"""Seconds before a refused dump request is sent again."""
+
+_DUMP_STEPS: tuple[int, ...] = (RTM_GETLINK, RTM_GETADDR, RTM_GETNEXTHOP, RTM_GETROUTE)
+"""What a dump asks for, in order (one request each, ``AF_UNSPEC``); a step is one entry.
+Nexthop objects come before the routes that use them."""
+
+_OPTIONAL_STEPS: frozenset[int] = frozenset((RTM_GETNEXTHOP,))
+"""Steps a kernel may refuse (before 5.3 it has no nexthop objects): the dump goes on
+without them instead of asking again."""
+
 # An address as the kernel tells addresses apart (inet_rtm_deladdr): family, ifindex,
 # local address, prefix length, and IFA_ADDRESS (the peer of a point-to-point address).
 _AddrKey = tuple[int, int, str, int, str]
@@ -159,21 +230,25 @@ def _count_locals(addrs: dict[_AddrKey, AddrMsg]) -> dict[str, int]:
     return counts
 
 
-def open_netlink() -> socket.socket:
-    """A non-blocking NETLINK_ROUTE socket bound to the route, address and link groups."""
+def open_netlink(groups: int = RTMGRP_SUBSCRIBE) -> socket.socket:
+    """A non-blocking NETLINK_ROUTE socket bound to ``groups`` (default: the route,
+    address and link groups, joined to the nexthop group too, with a large receive
+    buffer; 0: a dump socket, in no group)."""
     sock = socket.socket(
         socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, socket.NETLINK_ROUTE
     )
     try:
-        try:  # root may exceed rmem_max; others get what the sysctl allows
-            sock.setsockopt(socket.SOL_SOCKET, 33, RCVBUF)  # SO_RCVBUFFORCE
-        except OSError:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
-        sock.bind((0, RTMGRP_SUBSCRIBE))
-        try:  # group 32 is past bind()'s 32-bit mask; kernels before 5.3 have no nexthops
-            sock.setsockopt(_SOL_NETLINK, _NETLINK_ADD_MEMBERSHIP, RTNLGRP_NEXTHOP)
-        except OSError as e:
-            log.debug("lwspy netlink: no nexthop group (%s)", e)
+        if groups:
+            try:  # root may exceed rmem_max; others get what the sysctl allows
+                sock.setsockopt(socket.SOL_SOCKET, 33, RCVBUF)  # SO_RCVBUFFORCE
+            except OSError:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        sock.bind((0, groups))
+        if groups:
+            try:  # group 32 is past bind()'s 32-bit mask; kernels before 5.3 have no nexthops
+                sock.setsockopt(_SOL_NETLINK, _NETLINK_ADD_MEMBERSHIP, RTNLGRP_NEXTHOP)
+            except OSError as e:
+                log.debug("lwspy netlink: no nexthop group (%s)", e)
     except BaseException:
         sock.close()
         raise
@@ -201,11 +276,24 @@ class _Batch:
     links_down: list[int] = field(default_factory=list)  # down or deleted
 
 
+class Phase(enum.Enum):
+    """How the role follows the kernel just now (see the module docstring's table)."""
+
+    LIVE = "live"
+    DRAINING = "draining"
+    DUMPING = "dumping"
+    REPLAYING = "replaying"
+    SWAPPING = "swapping"
+    CATCHING_UP = "catching up"
+
+
 @dataclass(slots=True)
 class _Dump:
-    """A dump in progress (cold plug, or the re-dump after ENOBUFS)."""
+    """A dump in progress (the cold plug's, or one after ENOBUFS) and what it found."""
 
-    initial: bool
+    initial: bool  # the cold plug's: it fills the live table itself
+    wsi: Wsi | None  # the dump socket's (None: it could not be opened; retried)
+    pid: int = 0  # the dump socket's port id: its replies carry it
     seq: int = 0
     step: int = 0
     links: dict[int, LinkMsg] = field(default_factory=dict)
@@ -214,7 +302,7 @@ class _Dump:
 
 
 class NetlinkRole(InternalRole):
-    """Reads the netlink socket; the watcher in ``wsi.user`` does the rest."""
+    """Reads the event socket; the watcher in ``wsi.user`` does the rest."""
 
     name = "netlink"
 
@@ -224,7 +312,19 @@ class NetlinkRole(InternalRole):
         watcher.readable()
 
 
+class NetlinkDumpRole(InternalRole):
+    """Reads a dump socket (one per dump); the watcher in ``wsi.user`` does the rest."""
+
+    name = "netlink-dump"
+
+    def on_readable(self, wsi: Wsi) -> None:
+        watcher = wsi.user
+        assert isinstance(watcher, RouteWatcher)
+        watcher.dump_readable(wsi)
+
+
 NETLINK = NetlinkRole()
+NETLINK_DUMP = NetlinkDumpRole()
 
 
 class PolicyRole(InternalRole):
@@ -422,9 +522,12 @@ class RouteWatcher:
         "_coldplug_timer",
         "_deadlines",
         "_dump",
+        "_dump_timer",
         "_early",
         "_expiry_timer",
         "_fast",
+        "_gc_held",
+        "_keys",
         "_keys",
         "_orphans",
         "_peers",
@@ -435,15 +538,20 @@ class RouteWatcher:
         "_probes",
         "_probing",
         "_query",
+        "_queue",
+        "_resync",
         "_retry",
         "_rule_dump",
         "_rule_retry",
         "_rule_seq",
         "_seq",
         "_sourced",
+        "_synced",
         "_unhook",
         "_unnotify",
+        "_unnotify",
         "_watching",
+        "_work",
         "addrs",
         "by_local",
         "by_route",
@@ -451,6 +559,7 @@ class RouteWatcher:
         "ctx",
         "links",
         "local_count",
+        "phase",
         "policy_sock",
         "policy_wsi",
         "rules",
@@ -462,8 +571,7 @@ class RouteWatcher:
 
     def __init__(self, ctx: Context, sock: socket.socket) -> None:
         self.ctx = ctx
-        self.sock = sock
-        self._pid = sock.getsockname()[0]
+        self.sock = sock  # the event socket (see the module docstring)
         self.table = RouteTable()
         self.links: dict[int, LinkMsg] = {}
         self.addrs: dict[_AddrKey, AddrMsg] = {}
@@ -471,6 +579,7 @@ class RouteWatcher:
         self.by_route: dict[int, set[Wsi]] = {}
         self.by_local: dict[str, set[Wsi]] = {}
         self.coldplug_done = False
+        self.phase = Phase.DUMPING
         self.stats = {
             "batches": 0,
             "rechecked": 0,
@@ -478,6 +587,8 @@ class RouteWatcher:
             "culled": 0,
             "resyncs": 0,
             "enobufs": 0,
+            "dumps": 0,
+            "replayed": 0,
         }
         self._early: set[Wsi] = set()  # connections made before the table was known
         self._keys: dict[Wsi, _Conn] = {}  # every tracked connection
@@ -493,11 +604,11 @@ class RouteWatcher:
         self._probe_socks: _ProbeCache = {}
         self._seq = itertools.count(1)
         self._dump: _Dump | None = None
-        wsi = Wsi(ctx, NETLINK, None, INTERNAL, sock)
-        wsi.user = self
-        wsi.state = WsiState.ESTABLISHED
-        ctx.pt.add(wsi, EV_READ)
-        self.wsi = wsi
+        self._synced = False  # the live table has been filled by a dump
+        self._gc_held = False  # this role disabled the cyclic collector while a dump flows
+        self._queue: deque[NlRecord] = deque()  # events read while they cannot be applied
+        self._resync: Iterator[RouteDiff | None] | None = None
+        self.wsi = self._internal_wsi(sock, NETLINK)
         self.rules = RuleSet()
         self._rule_dump: list[RuleMsg] | None = None
         self._rule_seq = 0
@@ -509,6 +620,8 @@ class RouteWatcher:
         self._coldplug_timer = Sul(ctx.pt.suls, self._coldplug_timeout)
         self._coldplug_timer.schedule(COLDPLUG_TIMEOUT)
         self._retry = Sul(ctx.pt.suls, self._send_dump_step)
+        self._dump_timer = Sul(ctx.pt.suls, self._dump_timeout)
+        self._work = Sul(ctx.pt.suls, self._advance)
         self._deadlines: dict[int, tuple[float, Route]] = {}  # route id -> (expiry, route)
         self._expiry_timer = Sul(ctx.pt.suls, self._expiry_due)
         self._query: socket.socket | None = None  # asks the kernel about one route
@@ -522,15 +635,28 @@ class RouteWatcher:
             log.debug("lwspy netlink: no query socket (%s)", e)
         self._rule_retry = Sul(ctx.pt.suls, self._send_rule_dump)
         self._probe_sul = Sul(ctx.pt.suls, self._run_probes)
-        self._start_dump(initial=True)
+        self._start_dump()
         self._send_rule_dump()
+
+    def _internal_wsi(self, sock: socket.socket, role: InternalRole) -> Wsi:
+        wsi = Wsi(self.ctx, role, None, INTERNAL, sock)
+        wsi.user = self
+        wsi.state = WsiState.ESTABLISHED
+        self.ctx.pt.add(wsi, EV_READ)
+        return wsi
 
     def close(self) -> None:
         """Release the sockets and the timers (the context is going away)."""
-        self._coldplug_timer.cancel()
-        self._retry.cancel()
-        self._expiry_timer.cancel()
+        for sul in (
+            self._coldplug_timer,
+            self._retry,
+            self._dump_timer,
+            self._work,
+            self._expiry_timer,
+        ):
+            sul.cancel()
         self._unnotify()
+        self._close_dump_socket()
         if self._query is not None:
             self._query.close()
             self._query = None
@@ -725,66 +851,221 @@ class RouteWatcher:
             self.untrack(wsi)
             self.track(wsi)
 
-    # -- dumps ---------------------------------------------------------------------------
+    # -- dumps (see the module docstring) -------------------------------------------
 
-    def _start_dump(self, initial: bool) -> None:
-        if initial:  # the first dump fills the live table itself: ctx.routes stays one object
+    def _start_dump(self) -> None:
+        """Dump everything on a new dump socket; events are queued until it is in."""
+        self._close_dump_socket()
+        self._retry.cancel()
+        self._resync = None
+        self.phase = Phase.DUMPING
+        self.stats["dumps"] += 1
+        initial = not self._synced
+        if initial:  # the cold plug fills the live table itself: ctx.routes stays one object
             self.table.clear()
-            self._dump = _Dump(initial=True, routes=self.table)
-        else:
-            self._dump = _Dump(initial=False)
+        try:
+            sock = open_netlink(0)
+        except OSError as e:
+            log.error("lwspy netlink: no socket for a dump (%s); trying again", e)
+            self._dump = _Dump(initial, None)
+            self._dump_timer.schedule(DUMP_TIMEOUT)
+            return
+        wsi = self._internal_wsi(sock, NETLINK_DUMP)
+        dump = _Dump(initial, wsi, pid=sock.getsockname()[0])
+        if initial:
+            dump.routes = self.table
+        self._dump = dump
+        self._dump_timer.schedule(DUMP_TIMEOUT)
         self._send_dump_step()
+
+    def _close_dump_socket(self) -> None:
+        self._release_gc()
+        dump = self._dump
+        if dump is not None and dump.wsi is not None:
+            dump.wsi._close_now("dump over")
+            dump.wsi = None
 
     def _send_dump_step(self) -> None:
         dump = self._dump
-        if dump is None:
+        if dump is None or dump.wsi is None or dump.wsi.sock is None:
             return
         dump.seq = next(self._seq)
         try:
-            self.sock.send(dump_request(_DUMP_STEPS[dump.step], AF_UNSPEC, dump.seq))
-        except OSError as e:  # the socket's send buffer is full, or EBUSY: try again
+            dump.wsi.sock.send(dump_request(_DUMP_STEPS[dump.step], AF_UNSPEC, dump.seq))
+        except OSError as e:  # the kernel could not take the request now: try again
             log.debug("lwspy netlink: dump request failed (%s); retrying", e)
-            self._retry.schedule(0.05)
+            self._retry.schedule(RETRY_DELAY)
 
-    def _dump_done(self, dump: _Dump, batch: _Batch) -> None:
+    def _dump_timeout(self) -> None:
+        if self.phase is Phase.DUMPING:
+            log.warning("lwspy netlink: no dump answer in %.0f s; dumping again", DUMP_TIMEOUT)
+            self._start_dump()
+
+    def dump_readable(self, wsi: Wsi) -> None:
+        """Read a slice of the dump (at most :data:`DUMP_READS_PER_PASS` datagrams)."""
+        dump = self._dump
+        sock = wsi.sock
+        if dump is None or dump.wsi is not wsi or sock is None:  # pragma: no cover - closed
+            return
+        # A dump makes one tuple per route: 100,000 of them would set off the cyclic
+        # collector dozens of times for nothing (they hold no cycles). Paused while the
+        # dump flows (across passes: a collection between slices would walk them all
+        # again), resumed when it ends or has nothing more to give for now.
+        if not self._gc_held and gc.isenabled():
+            gc.disable()
+            self._gc_held = True
+        flowing = True
+        try:
+            for _ in range(DUMP_READS_PER_PASS):
+                try:
+                    data = sock.recv(1 << 16)
+                except BlockingIOError:
+                    flowing = False
+                    break
+                except OSError as e:  # the kernel could not go on with it: a new socket
+                    log.warning("lwspy netlink: dump failed (%s); dumping again", e)
+                    self._close_dump_socket()
+                    self._dump_timer.schedule(RETRY_DELAY)
+                    return
+                for rec in decode(data):
+                    if self._dump_reply(dump, rec):
+                        return  # the dump ended, or started over
+            self._dump_timer.schedule(DUMP_TIMEOUT)  # it answers: the timeout starts again
+        finally:
+            if not flowing:
+                self._release_gc()
+
+    def _release_gc(self) -> None:
+        if self._gc_held:
+            self._gc_held = False
+            gc.enable()
+
+    def _dump_reply(self, dump: _Dump, rec: NlRecord) -> bool:
+        """Take one record of a dump; True when the dump ended or started over."""
+        if rec.seq != dump.seq or rec.pid != dump.pid:
+            return False  # not an answer to the current step
+        if isinstance(rec, RouteMsg):
+            dump.routes.load((rec,), None if dump.initial else self.table)
+        elif isinstance(rec, LinkMsg):
+            self._link(rec, dump, _Batch())
+        elif isinstance(rec, AddrMsg):
+            self._addr(rec, dump, _Batch())
+        elif isinstance(rec, NexthopMsg):
+            self._nexthop(rec, dump, _Batch())
+        elif isinstance(rec, DoneMsg):
+            if rec.interrupted:  # the kernel's tables changed under it: take it again
+                log.debug("lwspy netlink: dump step %d interrupted; dumping again", dump.step)
+                self._start_dump()
+                return True
+            return self._step_done(dump)
+        elif isinstance(rec, ErrorMsg) and rec.errno:
+            if _DUMP_STEPS[dump.step] in _OPTIONAL_STEPS:  # e.g. a kernel without nexthops
+                log.debug("lwspy netlink: dump step refused (errno %d); skipped", rec.errno)
+                return self._step_done(dump)
+            log.debug("lwspy netlink: dump step refused (errno %d); retrying", rec.errno)
+            self._retry.schedule(RETRY_DELAY)
+        return False
+
+    def _step_done(self, dump: _Dump) -> bool:
+        """Go on to the next dump step; True when that was the last (the dump ended)."""
         dump.step += 1
         if dump.step < len(_DUMP_STEPS):
             self._send_dump_step()
-            return
+            return False
+        self._close_dump_socket()
+        self._dump_timer.cancel()
+        self.phase = Phase.REPLAYING
+        self._work.schedule(0)
+        return True
+
+    def _advance(self) -> None:
+        """One slice of the work after a dump (the phases REPLAYING, SWAPPING,
+        CATCHING_UP); scheduled again for the next pass while work is left."""
+        phase = self.phase
+        dump = self._dump
+        if phase is Phase.REPLAYING and dump is not None:
+            self._replay(_Batch())  # onto the dump: nothing to announce or cull
+            if self._queue:
+                self._work.schedule(0)
+            elif dump.initial:
+                self._adopt(dump)
+                self.phase = Phase.LIVE
+                self._expiries(_Batch())  # cold plug: no SMD, no culling
+                if self.coldplug_done:  # it came after the timeout: connections since then
+                    self._retrack()  # were looked up in an empty table
+                else:
+                    self._coldplug_finished()
+            else:
+                self._resync = self.table.resync_slices(dump.routes, RESYNC_SLICE)
+                self.phase = Phase.SWAPPING
+                self._work.schedule(0)
+        elif phase is Phase.SWAPPING and dump is not None and self._resync is not None:
+            try:
+                delta = next(self._resync)
+            except RuntimeError:  # the live table changed under the swap: compare again
+                self._resync = self.table.resync_slices(dump.routes, RESYNC_SLICE)
+                delta = None
+            if delta is None:
+                self._work.schedule(0)
+                return
+            self._resync = None
+            self.stats["resyncs"] += 1
+            old_locals = set(self.local_count)
+            self._adopt(dump)
+            batch = _Batch(delta.added, delta.removed, old_locals - set(self.local_count))
+            self._expiries(batch)
+            self._settle(batch)
+            self.phase = Phase.CATCHING_UP
+            self._work.schedule(0)
+        elif phase is Phase.CATCHING_UP:
+            batch = _Batch()
+            self._replay(batch)  # onto the live state: culls and SMD as usual
+            self._expiries(batch)
+            self._settle(batch)
+            if self._queue:
+                self._work.schedule(0)
+            else:
+                self.phase = Phase.LIVE
+
+    def _replay(self, batch: _Batch) -> None:
+        """Apply a slice of the queued events, oldest first (onto the dump's state while
+        there is one, else onto the live state). A delete of a route the table does not
+        hold is one the dump already shows: it must change nothing, where a live delete
+        may take another route of its key."""
+        queue = self._queue
+        table = self.table if self._dump is None else self._dump.routes
+        n = min(len(queue), REPLAY_SLICE)
+        self.stats["replayed"] += n
+        for _ in range(n):
+            rec = queue.popleft()
+            if (
+                type(rec) is RouteMsg
+                and rec.type == RTM_DELROUTE
+                and not all(map(table.holds, rec.routes))
+            ):
+                rec = rec._replace(routes=tuple(filter(table.holds, rec.routes)))
+            self._record(rec, batch)
+
+    def _adopt(self, dump: _Dump) -> None:
+        """Make the dump's links and addresses (its routes are in the table) the live ones."""
         self._dump = None
-        old_locals = set(self.local_count)
+        self._synced = True
         self.links = dump.links
         self.addrs = dump.addrs
         self.local_count = _count_locals(dump.addrs)
-        if dump.initial:  # no SMD, no culling: this is what the host had from the start
-            if self.coldplug_done:  # it came after the timeout: connections since then
-                self._retrack()  # were looked up in an empty table
-            else:
-                self._coldplug_finished()
-            return
-        self.stats["resyncs"] += 1
-        delta = self.table.resync(dump.routes)
-        batch.added.extend(delta.added)
-        batch.removed.extend(delta.removed)
-        batch.gone_locals.update(old_locals - set(self.local_count))
 
     # -- events --------------------------------------------------------------------------
 
     def readable(self) -> None:
-        """Read what the kernel sent, apply it, then settle the batch once."""
+        """Read the event socket: apply what came (or queue it, or drop it: see the
+        phases), then settle the batch once."""
+        if self.phase is Phase.DRAINING:
+            self._drain()
+            return
         batch = _Batch()
-        sock = self.sock
-        # A cold plug makes one tuple per route: 100,000 of them would set off the cyclic
-        # collector dozens of times for nothing (they hold no cycles). Paused for this read.
-        pause_gc = self._dump is not None and self._dump.initial and gc.isenabled()
-        if pause_gc:
-            gc.disable()
-        try:
-            self._read(sock, batch)
-        finally:
-            if pause_gc:
-                gc.enable()
-        self._expiries(batch)
+        self._read(self.sock, batch)
+        if self.phase is Phase.LIVE:  # else the table being dumped may be half there
+            self._expiries(batch)
         self._settle(batch)
 
     def _read(self, sock: socket.socket, batch: _Batch) -> None:
@@ -794,24 +1075,55 @@ class RouteWatcher:
             except BlockingIOError:
                 break
             except OSError as e:
-                if e.errno == errno.ENOBUFS:  # the kernel dropped events: dump and diff
-                    self.stats["enobufs"] += 1
-                    log.warning("lwspy netlink: events lost (ENOBUFS); dumping again")
-                    self._start_dump(initial=self._dump is not None and self._dump.initial)
-                    continue
+                if e.errno == errno.ENOBUFS:
+                    self._overflow()
+                    return
                 log.error("lwspy netlink: recv failed: %s", e)
                 break
-            for rec in decode(data):
-                self._record(rec, batch)
+            if self.phase is Phase.LIVE:
+                for rec in decode(data):
+                    self._record(rec, batch)
+            else:
+                self._queue.extend(decode(data))
+
+    def _overflow(self) -> None:
+        """The kernel dropped events (ENOBUFS): what the event socket still holds is older
+        than the loss. Drop it, and the dump and queue in progress, then dump again."""
+        self.stats["enobufs"] += 1
+        log.warning("lwspy netlink: events lost (ENOBUFS); dumping again")
+        self._close_dump_socket()
+        self._dump_timer.cancel()
+        self._retry.cancel()
+        self._work.cancel()
+        self._resync = None
+        self._queue.clear()
+        self._dump = None
+        self.phase = Phase.DRAINING
+        self._drain()
+
+    def _drain(self) -> None:
+        """Drop what the event socket holds; at the first empty read, dump again."""
+        sock = self.sock
+        for _ in range(DRAIN_READS_PER_PASS):
+            try:
+                sock.recv(1 << 16)
+            except BlockingIOError:
+                self._start_dump()
+                return
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:  # more was lost meanwhile: drain on
+                    self.stats["enobufs"] += 1
+                    continue
+                log.error("lwspy netlink: recv failed: %s", e)
+                return
 
     def _record(self, rec: NlRecord, batch: _Batch) -> None:
+        """Apply one event: to the live state, or, while a dump is being brought up to date
+        (REPLAYING), to the dump's."""
         dump = self._dump
         if type(rec) is RouteMsg:
-            if dump is not None:  # dump replies and events during a dump: the fresh table
-                if rec.seq == dump.seq and rec.pid == self._pid:
-                    dump.routes.load((rec,))
-                else:
-                    dump.routes.apply_route(rec)
+            if dump is not None:
+                dump.routes.apply_route(rec)
                 return
             for change in self.table.apply_route(rec):
                 if change.removed is not None:
@@ -824,18 +1136,6 @@ class RouteWatcher:
             self._addr(rec, dump, batch)
         elif type(rec) is NexthopMsg:
             self._nexthop(rec, dump, batch)
-        elif type(rec) is DoneMsg:
-            if dump is not None and rec.seq == dump.seq:
-                if rec.interrupted:  # the kernel's tables changed mid-dump: start over
-                    self._start_dump(dump.initial)
-                else:
-                    self._dump_done(dump, batch)
-        elif type(rec) is ErrorMsg and dump is not None and rec.seq == dump.seq and rec.errno:
-            if _DUMP_STEPS[dump.step] == RTM_GETNEXTHOP:  # a kernel without nexthop objects
-                self._dump_done(dump, batch)
-                return
-            log.debug("lwspy netlink: dump step refused (errno %d); retrying", rec.errno)
-            self._retry.schedule(0.05)
 
     def _link(self, rec: LinkMsg, dump: _Dump | None, batch: _Batch) -> None:
         if rec.family == AF_BRIDGE:  # bridge port events, not the link itself

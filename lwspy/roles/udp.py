@@ -1,11 +1,12 @@
-"""The resolver's sockets: a connected UDP socket per query, and TCP for truncated answers.
+"""The resolver's sockets: a connected UDP socket per name, and TCP for truncated answers.
 
 Both are internal wsi (no user callbacks; ``ctx.destroy()`` closes them with the
 resolver). ``wsi.user`` is the :class:`DnsSink` that gets each whole message and each
 failure. A UDP socket is connected to its server, so the kernel hands it only datagrams
 from that address and port, and an ICMP port unreachable comes back as ECONNREFUSED on
-the next read. Each query gets a fresh socket, so a fresh random source port (Linux
-picks bound-to-zero UDP ports at random). The TCP socket frames the message with its
+the next read. Each name (each try) gets a fresh socket, so a fresh random source port
+(Linux picks bound-to-zero UDP ports at random); its AAAA and A query share it, each
+with its own random id. The TCP socket frames the message with its
 two-byte length (RFC 1035 §4.2.2) and hands over the first whole answer.
 """
 
@@ -138,6 +139,7 @@ UDP = UdpRole()
 TCP_DNS = TcpDnsRole()
 
 
+AF_INET, AF_INET6 = socket.AF_INET, socket.AF_INET6
 _DGRAM_NONBLOCK = socket.SOCK_DGRAM | getattr(socket, "SOCK_NONBLOCK", 0)  # one syscall less
 
 
@@ -147,7 +149,7 @@ def _family(address: str) -> int:
 
 def open_udp(ctx: Context, server: tuple[str, int], payload: bytes, sink: DnsSink) -> Wsi:
     """A UDP socket connected to ``server`` that has sent ``payload``; OSError if it cannot."""
-    sock = socket.socket(_family(server[0]), _DGRAM_NONBLOCK)
+    sock = socket.socket(AF_INET6 if ":" in server[0] else AF_INET, _DGRAM_NONBLOCK)
     try:
         if _DGRAM_NONBLOCK == socket.SOCK_DGRAM:  # pragma: no cover - not Linux
             sock.setblocking(False)

@@ -10,6 +10,7 @@ nothing listening (ICMP port unreachable); 2001:db8:ffff::1 has no route from "a
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import socket
 import subprocess
@@ -241,10 +242,16 @@ def test_only_spoofs_is_no_answer_and_says_what_was_ignored(
     fake.behaviour = lambda s, q, w, t: spoofs_then_real(s, q, w, t)[:-1]
     with context(tmp_path, f"nameserver {FAKE}\noptions timeout:0.2 attempts:1\n") as ctx:
         r = resolve(ctx, "a.test", (fake,))
-        assert r[V4].disposition == "SERVER_UNREACHABLE"
-        assert r[V4].detail == (
-            "DNS SERVER_UNREACHABLE (no answer from 1 server; ignored 1 answer with a wrong id;"
-            " ignored 1 answer with the wrong question)"
+        assert r[V4].disposition == r[V6].disposition == "SERVER_UNREACHABLE"
+        # both families' queries share the socket: each ignores both spoofs with a wrong
+        # id, and the wrong question that carries its own id
+        assert (
+            r[V4].detail
+            == r[V6].detail
+            == (
+                "DNS SERVER_UNREACHABLE (no answer from 1 server;"
+                " ignored 2 answers with a wrong id; ignored 1 answer with the wrong question)"
+            )
         )
 
 
@@ -301,20 +308,28 @@ def test_destroy_mid_query(lab: Lab, fake: FakeDns, tmp_path: Path) -> None:
     ctx.resolver.resolve("a.test", got.append)
     ctx.service(0)
     socks = [w.sock for w in ctx.pt.fds.values() if w.sock is not None]
-    assert len(socks) == 2
+    assert len(socks) == 1  # the AAAA and A query of the name share it
     ctx.destroy()
     assert all(s.fileno() == -1 for s in socks) and got == []
 
 
 def test_random_source_ports_and_ids(lab: Lab, fake: FakeDns, tmp_path: Path) -> None:
     with context(tmp_path, f"nameserver {FAKE}\n") as ctx:
-        for i in range(8):
+        for i in range(16):
             fake.zone[f"n{i}.test"] = [("A", f"198.51.100.{100 + i}")]
             resolve(ctx, f"n{i}.test", (fake,))
-    ports = [src[1] for _, _, src in fake.queries]
+    by_name: dict[str, set[int]] = {}
+    for _, q, src in fake.queries:
+        by_name.setdefault(str(q.question[0].name), set()).add(src[1])
+    assert len(by_name) == 16 and all(len(p) == 1 for p in by_name.values())
+    ports = [p for (p,) in by_name.values()]  # a fresh socket per name, in resolve order
+    assert len(set(ports)) == 16
+    gaps = {b - a for a, b in itertools.pairwise(ports)}
+    assert len(gaps) > 8  # random ports, not handed out in sequence
     ids = [q.id for _, q, _ in fake.queries]
-    assert len(set(ports)) == len(ports) == 16  # a fresh socket per query
-    assert len(set(ids)) > 12  # 16 random 16-bit ids: a repeat or two at most
+    assert len(set(ids)) > 28  # 32 random 16-bit ids: a repeat or two at most
+    for i in range(0, 32, 2):  # the two queries that share a socket never share an id
+        assert ids[i] != ids[i + 1]
 
 
 def test_tcp_socket_to_an_unroutable_server_fails_at_once(lab: Lab, tmp_path: Path) -> None:

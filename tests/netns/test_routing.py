@@ -310,7 +310,7 @@ def test_a_route_with_a_source_address_follows_that_address(net: Net) -> None:
 
 
 class HeldNet:
-    """lwspy in "a" whose netlink socket is not read until ``release()``, and a peer in
+    """lwspy in "a" whose dump socket is not read until ``release()``, and a peer in
     "b": for what happens before the cold plug's dump is in."""
 
     def __init__(self, lab: Lab) -> None:
@@ -325,7 +325,9 @@ class HeldNet:
         watcher = self.a._netlink
         assert watcher is not None
         self.watcher = watcher
-        self.a.pt.set_events(watcher.wsi, 0)  # the dump waits
+        assert watcher._dump is not None and watcher._dump.wsi is not None
+        self.held = watcher._dump.wsi
+        self.a.pt.set_events(self.held, 0)  # the dump waits
 
     def connect(self) -> Wsi:
         w = self.a.connect(Lab.PEER, self.port)
@@ -333,7 +335,7 @@ class HeldNet:
         return w
 
     def release(self) -> None:
-        self.a.pt.set_events(self.watcher.wsi, 1)
+        self.a.pt.set_events(self.held, 1)
 
     def until(self, cond: Any, both: bool = False) -> None:
         for _ in range(400):
