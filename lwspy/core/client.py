@@ -1,9 +1,10 @@
 """Client connects: resolve, order, race; the I/O around the sans-I/O racer.
 
 A connect's wsi moves ``PENDING`` (made by ``ctx.connect``) → the start timer fires:
-WSI_CREATE, then one *try*: resolve (a literal at once; a name through the context's
-resolver, or the hosts file), order the candidates (:mod:`lwspy.net.sort`: RFC 6724,
-RFC 8305 interleaving, the CAO database's rerank) and race them
+WSI_CREATE, then one *try*: resolve (a literal or a hosts-file name at once, in the same
+pass; any other name through the context's resolver), order the candidates
+(:mod:`lwspy.net.sort`: RFC 6724, RFC 8305 interleaving, the CAO database's rerank) and
+race them
 (:class:`lwspy.net.connect.Racer`) → ``CONNECTING`` while attempts run → ``ESTABLISHED``
 (RAW_CONNECTED) when one connects, or, when the try fails and no retry is left,
 ``CLOSED`` with CLIENT_CONNECTION_ERROR and the reason. With ``retry=`` a failed try is
