@@ -1,0 +1,117 @@
+"""``lwspy connect HOST PORT``: connect N times and show how each connect was made.
+
+Each connect prints its CAO table (every attempt, HEAD first), its CONMON figures and a
+text timeline of the attempts, so the Happy Eyeballs race and what the CAO database
+learned from it are visible at a glance. The connects run one after the other in one
+context, so the second one benefits from what the first one learned.
+
+Exit status: 0 every connect succeeded, 1 at least one failed, 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any, TextIO
+
+from lwspy import _render
+from lwspy.core.context import Context
+from lwspy.core.protocol import Protocol, Reason
+from lwspy.core.wsi import Wsi, WsiState
+
+__all__ = ["LEGEND", "add_parser", "connect_once", "run"]
+
+LEGEND = (
+    "A CAO (connection attempt object) records one attempt to one address. HEAD is the\n"
+    "attempt that WON and holds the socket; LOST_RACE marks an attempt that was still\n"
+    "connecting when another won (RFC 8305 Happy Eyeballs). CONMON is the connection's\n"
+    "monitoring: DNS time and answer, TCP handshake time."
+)
+
+EPILOG = """\
+example:
+  lwspy connect localhost 22 -n 2
+  lwspy connect 198.51.100.7 80 --json --iface eth0
+
+exit status: 0 every connect succeeded, 1 at least one failed, 2 bad arguments
+"""
+
+
+def _quiet(wsi: Wsi | None, reason: Reason, user: Any, data: Any) -> int:
+    if wsi is not None and reason is Reason.CLIENT_CONNECTION_ERROR:
+        wsi.user = data  # the reason string, read back by connect_once
+    return 0
+
+
+def connect_once(
+    ctx: Context, host: str, port: int, iface: str | None = None, timeout: float = 30.0
+) -> tuple[Wsi, str | None]:
+    """Connect once, servicing ``ctx`` until the outcome; returns the wsi (still open when
+    it connected) and the error reason, None on success."""
+    wsi = ctx.connect(host, port, protocol="lwspy-connect", iface=iface)
+    deadline = ctx.now() + timeout
+    while wsi.state in (WsiState.PENDING, WsiState.CONNECTING) and ctx.now() < deadline:
+        ctx.service(50)
+    if wsi.state is WsiState.ESTABLISHED:
+        return wsi, None
+    return wsi, str(wsi.user) if isinstance(wsi.user, str) else (wsi.close_reason or "failed")
+
+
+def protocol() -> Protocol:
+    """The client protocol :func:`connect_once` needs in the context."""
+    return Protocol("lwspy-connect", _quiet, user_factory=lambda: None)
+
+
+def run(args: argparse.Namespace, out: TextIO) -> int:
+    """Run ``lwspy connect`` with parsed ``args``; returns the exit status."""
+    failed = 0
+    with Context(protocols=[protocol()]) as ctx:
+        for n in range(1, args.n + 1):
+            try:
+                wsi, error = connect_once(ctx, args.host, args.port, args.iface)
+            except ValueError as exc:
+                print(f"lwspy connect: {exc}", file=out)
+                return 2
+            caos, conmon = wsi.caos, wsi.conmon
+            if error is not None:
+                failed += 1
+            else:
+                wsi.close("done")
+                ctx.service(0)
+            if args.json:
+                record = _render.connect_record(caos, conmon)
+                record["error"] = error
+                print(json.dumps(record), file=out)
+                continue
+            if n == 1 and not args.quiet:
+                print(LEGEND + "\n", file=out)
+            what = "connected" if error is None else f"failed: {error}"
+            print(f"connect #{n} to {args.host} port {args.port}: {what}", file=out)
+            for line in [*_render.cao_table(caos), *_render.conmon_lines(conmon)]:
+                print(line, file=out)
+            print("  timeline (from the first attempt's start):", file=out)
+            for line in _render.timeline(caos):
+                print(line, file=out)
+            print(file=out)
+    return 1 if failed else 0
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Register ``connect`` on the ``lwspy`` subparsers ``sub``."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        "connect",
+        help="connect N times, print each connect's CAO table, CONMON and timeline",
+        description="Connect to HOST PORT N times, one after the other in one context, and "
+        "print each connect's CAOs (address, family, source, interface, gateway, result, "
+        "time), its CONMON and a timeline of the attempts.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("host", help="a name or an IP address")
+    p.add_argument("port", type=int, help="TCP port")
+    p.add_argument("-n", type=int, default=1, metavar="N", help="connects to make (default 1)")
+    p.add_argument("--json", action="store_true", help="one JSON object per connect, a line each")
+    p.add_argument("--iface", metavar="IF", help="source interface name or address")
+    p.add_argument("-q", "--quiet", action="store_true", help="no explanation of the terms")
+    p.set_defaults(run=run)
+    return p
