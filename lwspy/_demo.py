@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -71,6 +72,12 @@ class Narrator:
     def say(self, text: str = "") -> None:
         print(text, file=self.out, flush=True)
 
+    def para(self, text: str, indent: str = "") -> None:
+        """A paragraph, wrapped to 88 columns; its leading spaces indent every line."""
+        body = text.lstrip(" ")
+        indent += text[: len(text) - len(body)]
+        self.say(textwrap.fill(body, 88, initial_indent=indent, subsequent_indent=indent))
+
     def lines(self, lines: list[str]) -> None:
         for line in lines:
             self.say(line)
@@ -80,7 +87,7 @@ class Narrator:
         for name in names:
             if name not in self.explained:
                 self.explained.add(name)
-                self.say(f"  {name}: {TERMS[name]}.")
+                self.para(f"{name}: {TERMS[name]}.", "  ")
 
     def check(self, ok: bool, what: str) -> None:
         """Record a step that did not do what it showed."""
@@ -160,9 +167,7 @@ class Peer(threading.Thread):
         try:
             _lab.setns_thread(self.ns_fd)
             with Context(protocols=_protocols(), netlink=False) as ctx:
-                self.port = ctx.create_vhost(
-                    "echo", port=0, protocols=["demo-echo"]
-                ).listen_port
+                self.port = ctx.create_vhost("echo", port=0, protocols=["demo-echo"]).listen_port
                 ctx.create_vhost("portal", port=80, protocols=["demo-portal"])
                 self.ctx = ctx
                 self.ready.set()
@@ -228,6 +233,7 @@ def _smd_listener(ctx: Context, say: Narrator) -> list[tuple[SmdClass, bytes]]:
 
 def loopback_part(say: Narrator, ctx: Context) -> Wsi | None:
     """An echo server and a client on 127.0.0.1 in the one loop; returns the open client."""
+    _until(ctx, lambda: ctx.system.state is SystemState.OPERATIONAL, 5)
     vh = ctx.create_vhost("loopback", port=0, iface="127.0.0.1", protocols=["demo-echo"])
     say.say(f"An echo server listens on 127.0.0.1 port {vh.listen_port}, in the same loop.")
     wsi, user, took = _connect(ctx, "127.0.0.1", vh.listen_port)
@@ -236,10 +242,13 @@ def loopback_part(say: Narrator, ctx: Context) -> Wsi | None:
         return None
     rtt = _echo_rtt(ctx, wsi)
     say.check(rtt is not None, "the loopback echo did not come back")
-    say.say(
+    say.para(
         f"A client connected to it in {_render.human_seconds(took)}"
-        + (f" and {len(MESSAGE)} bytes made the round trip in {_render.human_seconds(rtt)}."
-           if rtt is not None else ".")
+        + (
+            f" and {len(MESSAGE)} bytes made the round trip in {_render.human_seconds(rtt)}."
+            if rtt is not None
+            else "."
+        )
     )
     say.say("Its connection attempt, as lwspy recorded it:")
     say.terms("CAO", "HEAD", "WON", "CONMON")
@@ -253,11 +262,15 @@ def _losers(caos: list[Cao]) -> list[Cao]:
 
 def lab_part(say: Narrator, lab: _lab.Lab, peer: Peer) -> None:
     """The lab story; ``lab`` is built and this thread is in its namespace "a"."""
+    options: dict[str, Any] = {}
+    if cpd_available():
+        options["cpd_url"] = f"http://{lab.CHECK}/generate_204"
     ctx = Context(
         protocols=_protocols(),
         netlink=True,
         nameservers=[lab.B_ADDR],
         hosts_file="/dev/null",
+        **options,
     )
     try:
         _lab_story(say, lab, peer, ctx)
@@ -270,15 +283,21 @@ def _lab_story(say: Narrator, lab: _lab.Lab, peer: Peer, ctx: Context) -> None:
     up = _until(ctx, lambda: ctx.system.state is SystemState.OPERATIONAL, 5)
     say.check(up, "the context did not reach OPERATIONAL")
     routes = ctx.routes
-    say.say(
-        f"lwspy's context in \"a\" read the routing table over netlink ({len(routes or [])} "
+    say.para(
+        f'lwspy\'s context in "a" read the routing table over netlink ({len(routes or [])} '
         "routes) and follows every change from now on, in the same loop."
     )
+    cpd: Any = getattr(ctx, "cpd", None)
+    if cpd is not None and cpd.probes:
+        say.para(
+            f"At start-up captive portal detection found {cpd.result.name}: the probe's "
+            f"host, {lab.CHECK} ({lab.PORTAL_ADDR}), has no route yet."
+        )
     loop = loopback_part(say, ctx)
     port = peer.port
     say.say()
-    say.say(
-        f"Step 1. Connect to {lab.NAME} port {port}. DNS (dnsmasq in \"b\") answers with an "
+    say.para(
+        f'Step 1. Connect to {lab.NAME} port {port}. DNS (dnsmasq in "b") answers with an '
         f"IPv6 address, {lab.HOLE6}, that nobody holds (a black hole: a connect to it "
         f"hangs for seconds) and an IPv4 one, {lab.PEER}."
     )
@@ -291,7 +310,7 @@ def _lab_story(say: Narrator, lab: _lab.Lab, peer: Peer, ctx: Context) -> None:
     head, lost = w1.caos[0], _losers(w1.caos)
     say.check(bool(lost) and lost[0].address == lab.HOLE6, "IPv6 did not lose the race")
     if lost:
-        say.say(
+        say.para(
             f"  IPv6 went first (RFC 6724 prefers it). It had no answer after "
             f"{_render.human_seconds(head.started - lost[0].started)}, so lwspy started "
             f"IPv4 alongside it (RFC 8305 Happy Eyeballs); IPv4 connected in "
@@ -300,7 +319,7 @@ def _lab_story(say: Narrator, lab: _lab.Lab, peer: Peer, ctx: Context) -> None:
     say.say(f"  Connect #1 took {_render.human_seconds(took1)} in all.")
     w1.close("done")
     say.say()
-    say.say(
+    say.para(
         f"Step 2. Connect to {lab.NAME} again. ctx.cao_db remembers that IPv6 lost: "
         "that path is demoted and IPv4 goes first."
     )
@@ -318,7 +337,7 @@ def _lab_story(say: Narrator, lab: _lab.Lab, peer: Peer, ctx: Context) -> None:
         + (f"; the echo server answered in {_render.human_seconds(rtt)}." if rtt else ".")
     )
     say.say()
-    say.say(
+    say.para(
         f"Step 3. Delete the route to {lab.PEER_NET} (the echo server's network) while "
         "connection #2 is open. TCP alone would notice only when it next sends and its "
         "retransmissions time out, minutes later."
@@ -329,7 +348,7 @@ def _lab_story(say: Narrator, lab: _lab.Lab, peer: Peer, ctx: Context) -> None:
     gone = _until(ctx, lambda: u2.closed_at is not None, 5)
     say.check(gone and w2.close_reason == "route lost", "connection #2 was not closed")
     if gone and u2.closed_at is not None:
-        say.say(
+        say.para(
             f"  lwspy closed connection #2 {_render.human_seconds(u2.closed_at - t0)} after "
             f"the delete, close_reason {w2.close_reason!r}."
         )
@@ -337,7 +356,7 @@ def _lab_story(say: Narrator, lab: _lab.Lab, peer: Peer, ctx: Context) -> None:
     rtt = _echo_rtt(ctx, loop) if loop is not None and stays else None
     say.check(stays and rtt is not None, "the loopback connection did not stay")
     if rtt is not None:
-        say.say(
+        say.para(
             "  The loopback connection was left alone: it still echoes "
             f"({_render.human_seconds(rtt)})."
         )
@@ -357,21 +376,43 @@ def _show_smd(say: Narrator, messages: list[tuple[SmdClass, bytes]]) -> None:
         say.lines([f"    {p}" for p in net])
 
 
+def cpd_available() -> bool:
+    """Whether this build of lwspy has captive portal detection (``ctx.cpd``)."""
+    return "cpd_url" in Context.__init__.__code__.co_varnames
+
+
 def _cpd_step(
     say: Narrator, lab: _lab.Lab, ctx: Context, smd: list[tuple[SmdClass, bytes]]
 ) -> None:
-    say.say(
+    say.para(
         f"Step 4. A gateway change: add a default route via {lab.B_ADDR}. Behind a new "
-        "gateway there may be a captive portal, so lwspy asks for a check."
+        "gateway there may be a captive portal, so lwspy checks (CPD, captive portal "
+        f"detection: an HTTP GET of a probe URL, {lab.CHECK} here, that must answer 204)."
     )
+    cpd: Any = getattr(ctx, "cpd", None)
+    before = cpd.probes if cpd is not None else 0
     seen = len(smd)
+    t0 = time.monotonic()
     lab.ip("a", "route", "add", "default", "via", lab.B_ADDR)
     heard = _until(ctx, lambda: any(b"cpdcheck" in p for _, p in smd[seen:]), 3)
     say.check(heard, "no cpdcheck message after the gateway change")
+    if cpd is None:
+        _show_smd(say, smd[seen:])
+        say.para(
+            "Captive portal detection is not in this build of lwspy, so the check stops "
+            f"here; a portal is waiting in the lab at {lab.PORTAL_ADDR} port 80.",
+            "  ",
+        )
+        return
+    done = _until(ctx, lambda: cpd.probes > before and not cpd.probing, cpd.timeout + 2)
     _show_smd(say, smd[seen:])
-    say.say(
-        "  Captive portal detection (CPD) is not in this build of lwspy yet, so the check "
-        f"stops here; a portal is waiting in the lab at {lab.B_ADDR} port 80."
+    result = cpd.result.name
+    say.check(done and result == "CAPTIVE_PORTAL", f"CPD found {result}, not the portal")
+    say.para(
+        f"CPD probed {lab.CHECK} and got a redirect, not a 204: result {result}, portal "
+        f"URL {cpd.portal_url}, {_render.human_seconds(time.monotonic() - t0)} after the "
+        "route change. An application would now show the portal's login page.",
+        "  ",
     )
 
 
@@ -408,10 +449,10 @@ def _lab_run(say: Narrator) -> None:
         peer.ready.wait(5)
         if peer.error is not None or peer.ctx is None:
             raise DemoFailed(f"the lab's servers did not start: {peer.error}")
-        say.say(
+        say.para(
             f"Built a private network lab in {_render.human_seconds(time.monotonic() - t0)}: "
-            f"namespace \"a\" ({lab.A_ADDR}, {lab.A_ADDR6}) runs this demo's lwspy loop; "
-            f"\"b\" ({lab.B_ADDR}) is its router, with dnsmasq (DNS), an echo server "
+            f'namespace "a" ({lab.A_ADDR}, {lab.A_ADDR6}) runs this demo\'s lwspy loop; '
+            f'"b" ({lab.B_ADDR}) is its router, with dnsmasq (DNS), an echo server '
             f"(on {lab.PEER}) and a captive portal. Documentation addresses only."
         )
         lab_part(say, lab, peer)
@@ -440,7 +481,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
                     _until(ctx, lambda: not ctx.wsis, 1)
                     del smd
                 say.say()
-                say.say(
+                say.para(
                     "Skipped the network lab (a Happy Eyeballs race against a black-holed "
                     "IPv6 address, a connection closed the moment its route goes, captive "
                     f"portal detection on a gateway change): {why}. "
@@ -476,4 +517,3 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="also print each SMD message")
     p.set_defaults(run=run)
     return p
-

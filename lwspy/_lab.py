@@ -4,12 +4,15 @@ Documentation addresses only, inside namespaces this process makes and removes::
 
     ns "a" (the demo's lwspy context)        ns "b" (router, DNS, echo server, portal)
     va 198.51.100.1/24, 2001:db8:1::1/64 --- vb 198.51.100.2/24, 2001:db8:1::2/64
-    203.0.113.0/24 via 198.51.100.2          lo 203.0.113.1/32 (the echo server's address)
+    203.0.113.0/25 via 198.51.100.2          lo 203.0.113.1/32 (the echo server's address)
+                                             lo 203.0.113.200/32 (the captive portal's)
                                              dnsmasq on 198.51.100.2:53
 
 dnsmasq answers ``echo.lab.test`` with AAAA 2001:db8:1::99 (on the veth subnet and held by
 nobody: a connect to it hangs in neighbour discovery, a black hole) and A 203.0.113.1;
-``check.lab.test`` and ``portal.lab.test`` with 198.51.100.2, where the portal listens.
+``check.lab.test`` (the CPD probe's host) and ``portal.lab.test`` with 203.0.113.200,
+where the portal listens: outside 203.0.113.0/25, so reachable only once "a" has a
+default route.
 
 The lab runs the ``ip`` and ``dnsmasq`` programs (the library proper runs none). Namespace
 names carry the pid, so parallel runs do not collide; :meth:`Lab.destroy` removes
@@ -103,7 +106,8 @@ class Lab:
     A_ADDR6 = "2001:db8:1::1"
     B_ADDR6 = "2001:db8:1::2"
     PEER = "203.0.113.1"
-    PEER_NET = "203.0.113.0/24"
+    PEER_NET = "203.0.113.0/25"
+    PORTAL_ADDR = "203.0.113.200"
     HOLE6 = "2001:db8:1::99"
     NAME = "echo.lab.test"
     CHECK = "check.lab.test"
@@ -142,6 +146,7 @@ class Lab:
             self.ip(ns, "addr", "add", f"{v6}/64", "dev", dev, "nodad")
             self.ip(ns, "link", "set", dev, "up")
         self.ip("b", "addr", "add", f"{self.PEER}/32", "dev", "lo")
+        self.ip("b", "addr", "add", f"{self.PORTAL_ADDR}/32", "dev", "lo")
         self.add_peer_route()
         self._start_dnsmasq()
 
@@ -153,18 +158,29 @@ class Lab:
         hosts = os.path.join(self._dir, "hosts")
         with open(hosts, "w", encoding="ascii") as f:
             f.write(f"{self.HOLE6} {self.NAME}\n{self.PEER} {self.NAME}\n")
-            f.write(f"{self.B_ADDR} {self.CHECK} {self.PORTAL}\n")
+            f.write(f"{self.PORTAL_ADDR} {self.CHECK} {self.PORTAL}\n")
         log = open(os.path.join(self._dir, "dnsmasq.log"), "wb")  # noqa: SIM115
         with log:
             self.dnsmasq = subprocess.Popen(
                 [
-                    "ip", "netns", "exec", self.ns["b"], DNSMASQ,
-                    "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
-                    "--no-hosts", f"--addn-hosts={hosts}", "--local=/test/",
-                    "--local-ttl=300", f"--listen-address={self.B_ADDR}",
-                    "--bind-interfaces", "--port=53", "--user=root",
+                    "ip",
+                    "netns",
+                    "exec",
+                    self.ns["b"],
+                    DNSMASQ,
+                    "--keep-in-foreground",
+                    "--conf-file=/dev/null",
+                    "--no-resolv",
+                    "--no-hosts",
+                    f"--addn-hosts={hosts}",
+                    "--local=/test/",
+                    "--local-ttl=300",
+                    f"--listen-address={self.B_ADDR}",
+                    "--bind-interfaces",
+                    "--port=53",
+                    "--user=root",
                     f"--pid-file={os.path.join(self._dir, 'dnsmasq.pid')}",
-                ],  # fmt: skip
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -221,7 +237,9 @@ class Lab:
             os.close(fd)
         self._fds.clear()
         while self._made:
-            subprocess.run(["ip", "netns", "del", self._made.pop()], capture_output=True)
+            subprocess.run(
+                ["ip", "netns", "del", self._made.pop()], capture_output=True, check=False
+            )
         shutil.rmtree(self._dir, ignore_errors=True)
 
 

@@ -16,8 +16,8 @@ from lwspy.net.cao import Cao, Conmon
 __all__ = [
     "cao_dict",
     "cao_table",
-    "connect_record",
     "conmon_lines",
+    "connect_record",
     "family_name",
     "human_seconds",
     "human_us",
@@ -32,6 +32,8 @@ IfName = Callable[[int | None], str]
 def human_us(us: float) -> str:
     """Microseconds for people: ``"0.35 ms"``, ``"12.1 ms"``, ``"253 ms"``, ``"3.01 s"``."""
     ms = us / 1000
+    if us == 0:
+        return "0 ms"
     if ms < 1:
         return f"{ms:.2f} ms"
     if ms < 100:
@@ -48,9 +50,7 @@ def human_seconds(seconds: float) -> str:
 
 def family_name(family: int) -> str:
     """``"IPv4"``, ``"IPv6"`` or the number."""
-    return {int(socket.AF_INET): "IPv4", int(socket.AF_INET6): "IPv6"}.get(
-        int(family), str(family)
-    )
+    return {int(socket.AF_INET): "IPv4", int(socket.AF_INET6): "IPv6"}.get(int(family), str(family))
 
 
 def if_name(ifindex: int | None) -> str:
@@ -75,12 +75,12 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "
       bb    250
     """
     right = [h.startswith(">") for h in headers]
-    heads = [h[1:] if r else h for h, r in zip(headers, right)]
+    heads = [h[1:] if r else h for h, r in zip(headers, right, strict=True)]
     widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(heads)]
 
     def line(cells: Sequence[str]) -> str:
         parts = [
-            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)
+            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right, strict=True)
         ]
         return (indent + " ".join(parts)).rstrip()
 
@@ -120,9 +120,12 @@ def conmon_lines(conmon: Conmon | None) -> list[str]:
         return ["  CONMON: none (conmon=False)"]
     peer = f"{conmon.peer[0]} port {conmon.peer[1]}" if conmon.peer else "no peer"
     dns = ", ".join(conmon.dns_results) or "none"
+    if conmon.dns_us == 0 and conmon.dns_disposition == "OK":
+        asked = f"no DNS (a literal address: {dns})"
+    else:
+        asked = f"DNS {conmon.dns_disposition} in {human_us(conmon.dns_us)} gave {dns}"
     return [
-        f"  CONMON: peer {peer}; DNS {conmon.dns_disposition} in {human_us(conmon.dns_us)}"
-        f" gave {dns}",
+        f"  CONMON: peer {peer}; {asked}",
         f"          TCP handshake {human_us(conmon.sockconn_us)}",
     ]
 
@@ -137,14 +140,15 @@ def timeline(caos: Sequence[Cao], width: int = 40, now: float | None = None) -> 
         return []
     ordered = sorted(caos, key=lambda c: c.started)
     t0 = ordered[0].started
-    ends = [c.ended if c.ended is not None else (now if now is not None else c.started)
-            for c in ordered]
+    ends = [
+        c.ended if c.ended is not None else (now if now is not None else c.started) for c in ordered
+    ]
     span = max(max(ends) - t0, 1e-6)
     label = max(len(c.address) for c in ordered)
     lines = [f"  {'':{label}}  0{human_seconds(span).rjust(width + 1)}"]
-    for cao, end in zip(ordered, ends):
-        a = round((cao.started - t0) / span * width)
-        b = max(round((end - t0) / span * width), a + 1)
+    for cao, end in zip(ordered, ends, strict=True):
+        a = min(round((cao.started - t0) / span * width), width - 1)
+        b = min(max(round((end - t0) / span * width), a + 1), width)
         bar = " " * a + "=" * (b - a)
         lines.append(
             f"  {cao.address:{label}}  |{bar:{width}}|  "
