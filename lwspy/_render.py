@@ -118,14 +118,14 @@ def conmon_lines(conmon: Conmon | None) -> list[str]:
     """CONMON in two lines: where it went, and how long DNS and the handshake took."""
     if conmon is None:
         return ["  CONMON: none (conmon=False)"]
-    peer = f"{conmon.peer[0]} port {conmon.peer[1]}" if conmon.peer else "no peer"
+    peer = f"peer {conmon.peer[0]} port {conmon.peer[1]}" if conmon.peer else "not connected"
     dns = ", ".join(conmon.dns_results) or "none"
     if conmon.dns_us == 0 and conmon.dns_disposition == "OK":
         asked = f"no DNS (a literal address: {dns})"
     else:
         asked = f"DNS {conmon.dns_disposition} in {human_us(conmon.dns_us)} gave {dns}"
     return [
-        f"  CONMON: peer {peer}; {asked}",
+        f"  CONMON: {peer}; {asked}",
         f"          TCP handshake {human_us(conmon.sockconn_us)}",
     ]
 
