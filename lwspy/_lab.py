@@ -27,6 +27,7 @@ import ctypes.util
 import os
 import re
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -38,6 +39,7 @@ __all__ = ["DNSMASQ", "Lab", "sweep", "why_not"]
 
 DNSMASQ = "/usr/sbin/dnsmasq"
 CLONE_NEWNET = 0x40000000
+PR_SET_PDEATHSIG = 1
 PREFIX = "lwspydemo"
 _NAME = re.compile(rf"^{PREFIX}(\d+)[ab]\b")
 
@@ -80,16 +82,29 @@ def _alive(pid: int) -> bool:
 
 
 def sweep() -> list[str]:
-    """Delete the lab namespaces of demo runs that no longer exist; returns their names."""
+    """Delete the lab namespaces of demo runs that no longer exist, stopping what still
+    runs in them (a killed run's dnsmasq); returns their names."""
     r = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
     gone = []
     for line in r.stdout.splitlines():
         m = _NAME.match(line)
         if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
             name = line.split()[0]
+            pids = subprocess.run(
+                ["ip", "netns", "pids", name], capture_output=True, text=True, check=False
+            ).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(OSError, ValueError):
+                    os.kill(int(pid), signal.SIGTERM)
             subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
             gone.append(name)
     return gone
+
+
+def _die_with_parent() -> None:
+    # Runs in the child before exec: if the demo is killed outright, dnsmasq goes too.
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _dns_query(name: str, qid: int) -> bytes:
@@ -119,7 +134,7 @@ class Lab:
         self._home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         self._fds: dict[str, int] = {}
         self._made: list[str] = []
-        self._dir = tempfile.mkdtemp(prefix="lwspy-demo-")
+        self._dir = tempfile.mkdtemp(prefix=f"lwspy-demo-{pid}-")
         self.dnsmasq: subprocess.Popen[bytes] | None = None
         self.inside_a = False
 
@@ -183,6 +198,7 @@ class Lab:
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads yet
             )
         with self.inside("a"):
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

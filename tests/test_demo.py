@@ -1,0 +1,100 @@
+"""``lwspy demo`` without the network lab: the loopback part, and what it skipped and why.
+
+The lab itself is tests/netns/test_demo.py. Here the demo runs with --no-lab, and, where
+this process is root and setpriv exists, as a real unprivileged user (uid 65534), which
+is what a newcomer without root gets.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lwspy import _demo, _lab
+from lwspy.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _check_loopback_story(text: str) -> None:
+    assert "An echo server listens on 127.0.0.1 port" in text
+    assert "20 bytes made the round trip in" in text
+    for term in ("CAO", "HEAD", "WON", "CONMON"):  # each explained once, before its table
+        explained = f"  {term}: {_demo.TERMS[term][:20]}"
+        assert text.count(explained) == 1, term
+        assert text.index(explained) < text.index("  HEAD 127.0.0.1")
+    assert "  cao  address   family source    iface gateway result" in text
+    assert "no DNS (a literal address: 127.0.0.1)" in text
+    assert "Skipped the network lab" in text
+    assert text.rstrip().splitlines()[-1].startswith("Demo finished in ")
+
+
+def test_no_lab_runs_the_loopback_part_and_says_why_it_skipped_the_rest() -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "lwspy", "demo", "--no-lab"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stderr == ""
+    _check_loopback_story(r.stdout)
+    assert "--no-lab was given." in " ".join(r.stdout.split())
+    assert "SYSTEM_STATE" not in r.stdout and "[smd" not in r.stdout  # no raw dumps without -v
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv"
+)
+def test_an_unprivileged_user_gets_the_loopback_part_and_the_reason() -> None:
+    r = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+         sys.executable, "-m", "lwspy", "demo"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    _check_loopback_story(r.stdout)
+    flat = " ".join(r.stdout.split())
+    assert "making network namespaces needs root (this is uid 65534)." in flat
+    assert "Run it as root to see them." in flat
+
+
+def test_verbose_also_prints_each_smd_message() -> None:
+    out = io.StringIO()
+    assert main(["demo", "--no-lab", "-v"], out) == 0
+    text = out.getvalue()
+    assert '[smd SYSTEM_STATE] {"state":"OPERATIONAL"}' in text
+    _check_loopback_story(text)
+
+
+def test_why_not_names_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert _lab.why_not() == "making network namespaces needs root (this is uid 1000)"
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert _lab.why_not() == "iproute2's ip command is not installed"
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(_lab, "DNSMASQ", "/nonexistent/dnsmasq")
+    assert _lab.why_not() == "/nonexistent/dnsmasq is not installed (Debian package dnsmasq-base)"
+
+
+def test_a_failing_step_is_reported_and_exits_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_demo, "_echo_rtt", lambda ctx, wsi: None)
+    out = io.StringIO()
+    assert main(["demo", "--no-lab"], out) == 1
+    text = out.getvalue()
+    assert "!! unexpected: the loopback echo did not come back" in text
+    assert "with 1 unexpected results." in text
+
+
+def test_demo_help_has_an_example_and_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert "example:" in text and "lwspy demo --no-lab" in text and "130 interrupted" in text
