@@ -69,10 +69,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "
 
     >>> for line in table(["name", ">ms"], [["a", "1"], ["bb", "250"]]):
     ...     print(line)
-      name   ms
-      ---- ----
-      a       1
-      bb    250
+      name  ms
+      ---- ---
+      a      1
+      bb   250
     """
     right = [h.startswith(">") for h in headers]
     heads = [h[1:] if r else h for h, r in zip(headers, right, strict=True)]

@@ -376,22 +376,6 @@ def test_connect_with_iface_binds_the_source() -> None:
         assert w.local is not None and w.local[0] == "127.0.0.1"
 
 
-def test_cli_demo_runs_and_reports() -> None:
-    import io
-
-    from lwspy import cli
-
-    out = io.StringIO()
-    assert cli.main(["demo", "--clients", "2", "--size", "3000"], out=out) == 0
-    text = out.getvalue()
-    assert "demo ok: 6000 of 6000 bytes echoed" in text
-    assert text.count("connected") == 2
-    assert "system state OPERATIONAL" in text
-    assert 'smd SYSTEM_STATE: {"state":"OPERATIONAL"}' in text
-    with pytest.raises(SystemExit):
-        cli.main(["demo", "--clients", "0"], out=out)
-
-
 def test_heap_compaction_while_timers_fire_keeps_the_books_straight(clock: FakeClock) -> None:
     fired: list[int] = []
     with Context(clock=clock, netlink=False) as ctx:

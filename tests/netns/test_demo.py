@@ -148,3 +148,27 @@ def test_an_error_in_a_step_still_removes_the_lab(monkeypatch: pytest.MonkeyPatc
     assert "The demo failed: a step broke" in text
     assert '[smd NETWORK] {"rt":"del"}' in text  # -v: the raw messages too
     assert _lab_namespaces(os.getpid()) == []
+
+
+def test_a_lab_whose_servers_do_not_start_fails_cleanly(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_namespace(fd: int) -> None:
+        raise OSError("setns refused")
+
+    monkeypatch.setattr(_lab, "setns_thread", no_namespace)
+    out = io.StringIO()
+    assert main(["demo"], out) == 1
+    assert "The demo failed: the lab's servers did not start: setns refused" in out.getvalue()
+    assert _lab_namespaces(os.getpid()) == []
+
+
+def test_a_connect_that_fails_is_told_and_the_demo_exits_1(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Without the route to the echo server only the black-holed IPv6 address is left.
+    monkeypatch.setattr(_lab.Lab, "add_peer_route", lambda self: None)
+    out = io.StringIO()
+    assert main(["demo"], out) == 1
+    text = " ".join(out.getvalue().split())
+    assert "!! unexpected: connect #1 failed:" in text
+    assert "with 1 unexpected results." in text
+    assert _lab_namespaces(os.getpid()) == []
