@@ -343,6 +343,7 @@ def _lab_story(say: Narrator, lab: _lab.Lab, peer: Peer, ctx: Context) -> None:
         "retransmissions time out, minutes later."
     )
     seen = len(smd)
+    probes = cpd.probes if cpd is not None else 0
     t0 = time.monotonic()
     lab.ip("a", "route", "del", lab.PEER_NET)
     gone = _until(ctx, lambda: u2.closed_at is not None, 5)
@@ -361,7 +362,14 @@ def _lab_story(say: Narrator, lab: _lab.Lab, peer: Peer, ctx: Context) -> None:
             f"({_render.human_seconds(rtt)})."
         )
     _until(ctx, lambda: len(smd) > seen, 1)
+    if cpd is not None:  # the delete removed a route with a gateway: CPD runs again
+        _until(ctx, lambda: cpd.probes > probes and not cpd.probing, cpd.timeout + 2)
     _show_smd(say, smd[seen:])
+    if cpd is not None:
+        say.para(
+            f"  That route had a gateway, so lwspy also ran CPD again: {cpd.result.name} "
+            f"(the probe's host, {lab.PORTAL_ADDR}, has no route now)."
+        )
     say.say()
     _cpd_step(say, lab, ctx, smd)
     if loop is not None:
