@@ -5,7 +5,8 @@ text timeline of the attempts, so the Happy Eyeballs race and what the CAO datab
 learned from it are visible at a glance. The connects run one after the other in one
 context, so the second one benefits from what the first one learned.
 
-Exit status: 0 every connect succeeded, 1 at least one failed, 2 bad arguments.
+Exit status: 0 every connect succeeded, 1 at least one failed, 2 bad arguments, 130
+interrupted.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from lwspy import _render
 from lwspy.core.context import Context
 from lwspy.core.protocol import Protocol, Reason
 from lwspy.core.wsi import Wsi, WsiState
+from lwspy.system.state import SystemState
 
 __all__ = ["LEGEND", "add_parser", "connect_once", "run"]
 
@@ -33,7 +35,8 @@ example:
   lwspy connect localhost 22 -n 2
   lwspy connect 198.51.100.7 80 --json --iface eth0
 
-exit status: 0 every connect succeeded, 1 at least one failed, 2 bad arguments
+exit status: 0 every connect succeeded, 1 at least one failed, 2 bad arguments,
+  130 interrupted
 """
 
 
@@ -64,8 +67,19 @@ def protocol() -> Protocol:
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
     """Run ``lwspy connect`` with parsed ``args``; returns the exit status."""
+    try:
+        return _run(args, out)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args: argparse.Namespace, out: TextIO) -> int:
     failed = 0
     with Context(protocols=[protocol()]) as ctx:
+        # Until cold plug has read the route table, a CAO could not name its route.
+        deadline = ctx.now() + 5
+        while ctx.system.state is not SystemState.OPERATIONAL and ctx.now() < deadline:
+            ctx.service(50)
         for n in range(1, args.n + 1):
             try:
                 wsi, error = connect_once(ctx, args.host, args.port, args.iface)

@@ -142,3 +142,13 @@ def test_units_for_people() -> None:
     cm = Conmon(peer=("198.51.100.1", 80), dns_us=1500, dns_results=["198.51.100.1"])
     assert "DNS OK in 1.5 ms gave 198.51.100.1" in _render.conmon_lines(cm)[0]
     assert _render.connect_record([], None) == {"caos": [], "conmon": None}
+
+
+def test_ctrl_c_exits_130(monkeypatch: pytest.MonkeyPatch, listener: int) -> None:
+    from lwspy import _connect
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_connect, "connect_once", interrupted)
+    assert _run("connect", "127.0.0.1", str(listener))[0] == 130
