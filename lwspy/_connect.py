@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 from lwspy import _render
@@ -65,15 +66,16 @@ def protocol() -> Protocol:
     return Protocol("lwspy-connect", _quiet, user_factory=lambda: None)
 
 
-def run(args: argparse.Namespace, out: TextIO) -> int:
-    """Run ``lwspy connect`` with parsed ``args``; returns the exit status."""
+def run(args: argparse.Namespace, out: TextIO, err: TextIO | None = None) -> int:
+    """Run ``lwspy connect`` with parsed ``args``: the report to ``out``, a bad argument
+    to ``err`` (default: ``out``); returns the exit status."""
     try:
-        return _run(args, out)
+        return _run(args, out, out if err is None else err)
     except KeyboardInterrupt:
         return 130
 
 
-def _run(args: argparse.Namespace, out: TextIO) -> int:
+def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     failed = 0
     with Context(protocols=[protocol()]) as ctx:
         # Until cold plug has read the route table, a CAO could not name its route.
@@ -84,7 +86,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             try:
                 wsi, error = connect_once(ctx, args.host, args.port, args.iface)
             except ValueError as exc:
-                print(f"lwspy connect: {exc}", file=out)
+                print(f"lwspy connect: {exc}", file=err)
                 return 2
             caos, conmon = wsi.caos, wsi.conmon
             if error is not None:
@@ -110,10 +112,12 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     return 1 if failed else 0
 
 
-def add_parser(sub: Any) -> argparse.ArgumentParser:
-    """Register ``connect`` on the ``lwspy`` subparsers ``sub``."""
+def add_parser(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """Register ``connect`` on the ``lwspy`` subparsers ``sub``; ``parents`` give ``-v``
+    and ``-q`` (a count: with one or more the explanation of the terms is left out)."""
     p: argparse.ArgumentParser = sub.add_parser(
         "connect",
+        parents=list(parents),
         help="connect N times, print each connect's CAO table, CONMON and timeline",
         description="Connect to HOST PORT N times, one after the other in one context, and "
         "print each connect's CAOs (address, family, source, interface, gateway, result, "
@@ -126,6 +130,5 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=1, metavar="N", help="connects to make (default 1)")
     p.add_argument("--json", action="store_true", help="one JSON object per connect, a line each")
     p.add_argument("--iface", metavar="IF", help="source interface name or address")
-    p.add_argument("-q", "--quiet", action="store_true", help="no explanation of the terms")
     p.set_defaults(run=run)
     return p

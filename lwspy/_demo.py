@@ -19,7 +19,7 @@ import signal
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any, TextIO
@@ -49,6 +49,7 @@ EPILOG = """\
 example:
   sudo lwspy demo        the full demo in a private network lab (needs iproute2, dnsmasq)
   lwspy demo --no-lab    the loopback part only
+  lwspy demo -v          also print each SMD message as it comes
 
 exit status: 0 every step did what it showed, 1 a step did not, 130 interrupted
 """
@@ -471,8 +472,9 @@ def _lab_run(say: Narrator) -> None:
         say.say(f"Removed the lab (namespaces {lab.ns['a']}, {lab.ns['b']}; dnsmasq stopped).")
 
 
-def run(args: argparse.Namespace, out: TextIO) -> int:
-    """Run ``lwspy demo`` with parsed ``args``; returns the exit status."""
+def run(args: argparse.Namespace, out: TextIO, err: TextIO | None = None) -> int:
+    """Run ``lwspy demo`` with parsed ``args``; returns the exit status. The story goes
+    to ``out``, all of it (a failure is part of the story); ``err`` is not used."""
     say = Narrator(out, args.verbose)
     t0 = time.monotonic()
     why = "--no-lab was given" if args.no_lab else _lab.why_not()
@@ -509,10 +511,12 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def add_parser(sub: Any) -> argparse.ArgumentParser:
-    """Register ``demo`` on the ``lwspy`` subparsers ``sub``."""
+def add_parser(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """Register ``demo`` on the ``lwspy`` subparsers ``sub``; ``parents`` give ``-v``
+    (a count: with one or more the demo also prints each SMD message) and ``-q``."""
     p: argparse.ArgumentParser = sub.add_parser(
         "demo",
+        parents=list(parents),
         help="the lwspy demo: Happy Eyeballs, CAOs, route loss, CPD in a private lab",
         description="As root, build a private network lab (two namespaces, dnsmasq, an echo "
         "server, a captive portal) and show what lwspy does there, with real timings; "
@@ -522,6 +526,5 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--no-lab", action="store_true", help="run only the loopback part")
-    p.add_argument("-v", "--verbose", action="store_true", help="also print each SMD message")
     p.set_defaults(run=run)
     return p
