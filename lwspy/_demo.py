@@ -236,7 +236,10 @@ def loopback_part(say: Narrator, ctx: Context) -> Wsi | None:
     """An echo server and a client on 127.0.0.1 in the one loop; returns the open client."""
     _until(ctx, lambda: ctx.system.state is SystemState.OPERATIONAL, 5)
     vh = ctx.create_vhost("loopback", port=0, iface="127.0.0.1", protocols=["demo-echo"])
-    say.say(f"An echo server listens on 127.0.0.1 port {vh.listen_port}, in the same loop.")
+    say.para(
+        f"First, on loopback: an echo server listens on 127.0.0.1 port {vh.listen_port}, "
+        "in the same loop as the client."
+    )
     wsi, user, took = _connect(ctx, "127.0.0.1", vh.listen_port)
     if user.error is not None:
         say.check(False, f"the loopback connect failed: {user.error}")
@@ -333,7 +336,9 @@ def _lab_story(say: Narrator, lab: _lab.Lab, peer: Peer, ctx: Context) -> None:
     say.check(straight, "connect #2 did not go straight to IPv4")
     rtt = _echo_rtt(ctx, w2)
     say.check(rtt is not None, "the echo through the lab did not come back")
-    say.say(
+    if w2.conmon is not None and w2.conmon.dns_us < 1000:
+        say.para("  DNS came from lwspy's resolver cache this time (the answer's TTL holds).")
+    say.para(
         f"  Connect #2 took {_render.human_seconds(took2)}, no race"
         + (f"; the echo server answered in {_render.human_seconds(rtt)}." if rtt else ".")
     )
@@ -465,6 +470,13 @@ def _lab_run(say: Narrator) -> None:
             f"(on {lab.PEER}) and a captive portal. Documentation addresses only."
         )
         lab_part(say, lab, peer)
+        say.say()
+        say.para(
+            "What this showed: lwspy records every connect attempt (CAOs) and learns from "
+            "them; it follows the routing table and closes a connection the moment its "
+            "route goes, leaving the others alone; and it notices a gateway change and "
+            "checks for a captive portal. All in one single-threaded loop."
+        )
     finally:
         if peer is not None:
             peer.stop()

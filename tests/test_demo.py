@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _check_loopback_story(text: str) -> None:
-    assert "An echo server listens on 127.0.0.1 port" in text
+    assert "First, on loopback: an echo server listens on 127.0.0.1 port" in text
     assert "20 bytes made the round trip in" in text
     for term in ("CAO", "HEAD", "WON", "CONMON"):  # each explained once, before its table
         explained = f"  {term}: {_demo.TERMS[term][:20]}"

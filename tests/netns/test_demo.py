@@ -56,6 +56,8 @@ def _check_story(text: str) -> None:
     assert heads[1][4:6] == ["va", _lab.Lab.B_ADDR]  # interface and gateway of the route
     assert "IPv6 went first (RFC 6724 prefers it)." in flat
     assert "Connect #2 took" in flat and "no race" in flat
+    assert "DNS came from lwspy's resolver cache" in flat
+    assert "What this showed: lwspy records every connect attempt" in flat
     assert "close_reason 'route lost'." in flat
     assert "The loopback connection was left alone: it still echoes" in flat
     assert flat.count('{"trigger":"cpdcheck","src":"gw-change"}') == 2
