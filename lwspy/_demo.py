@@ -474,8 +474,10 @@ def _lab_run(say: Narrator) -> None:
         say.para(
             "What this showed: lwspy records every connect attempt (CAOs) and learns from "
             "them; it follows the routing table and closes a connection the moment its "
-            "route goes, leaving the others alone; and it notices a gateway change and "
-            "checks for a captive portal. All in one single-threaded loop."
+            "route goes, leaving the others alone; and it notices a gateway change"
+            + (" and checks for a captive portal." if cpd_available() else ".")
+            + " The client side was one single-threaded lwspy loop; the lab's servers ran "
+            "in a second one, in a thread of their own."
         )
     finally:
         if peer is not None:
