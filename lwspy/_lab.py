@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import glob
 import os
 import re
 import shutil
@@ -83,7 +84,8 @@ def _alive(pid: int) -> bool:
 
 def sweep() -> list[str]:
     """Delete the lab namespaces of demo runs that no longer exist, stopping what still
-    runs in them (a killed run's dnsmasq); returns their names."""
+    runs in them (a killed run's dnsmasq), and their temporary directories; returns the
+    names of the namespaces."""
     r = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
     gone = []
     for line in r.stdout.splitlines():
@@ -98,6 +100,10 @@ def sweep() -> list[str]:
                     os.kill(int(pid), signal.SIGTERM)
             subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
             gone.append(name)
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), "lwspy-demo-*-*")):
+        pid = os.path.basename(path).split("-")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
     return gone
 
 

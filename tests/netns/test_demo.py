@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -35,8 +36,10 @@ def _netns() -> None:
 
 
 def _lab_namespaces(pid: int) -> list[str]:
+    """What the demo run ``pid`` left: its namespaces and its temporary directory."""
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
-    return [line.split()[0] for line in out.stdout.splitlines() if f"lwspydemo{pid}" in line]
+    left = [line.split()[0] for line in out.stdout.splitlines() if f"lwspydemo{pid}" in line]
+    return left + [str(p) for p in Path(tempfile.gettempdir()).glob(f"lwspy-demo-{pid}-*")]
 
 
 def _check_story(text: str) -> None:
@@ -125,7 +128,7 @@ def test_a_killed_run_is_swept_by_the_next_one() -> None:
     proc.kill()  # no cleanup possible: the namespaces stay
     proc.wait(10)
     proc.stdout.close()
-    assert len(_lab_namespaces(proc.pid)) == 2
+    assert len(_lab_namespaces(proc.pid)) == 3  # two namespaces and the directory
     out = io.StringIO()
     assert main(["demo"], out) == 0
     assert "(removed 2 namespaces left by an earlier, killed run)" in out.getvalue()
