@@ -7,11 +7,14 @@ public. ``python -m lwspy`` runs the ``lwspy`` console script.
 from typing import TYPE_CHECKING, Any
 
 from lwspy.core.context import CallbackErrorHandler, Context
+from lwspy.core.cpd import CpdService
 from lwspy.core.protocol import Callback, Protocol, Reason
 from lwspy.core.sul import Sul
 from lwspy.core.vhost import Vhost
 from lwspy.core.wsi import Wsi, WsiState
 from lwspy.net.cao import Cao, CaoResult, Conmon
+from lwspy.roles.h1 import HttpRequest, HttpResponse
+from lwspy.system.cpd import CpdResult
 from lwspy.system.smd import MAX_PAYLOAD, USER_BASE, Smd, SmdCallback, SmdClass, SmdPeer, SmdStats
 from lwspy.system.state import LwsSystem, SystemState
 
@@ -24,6 +27,10 @@ __all__ = [
     "CaoResult",
     "Conmon",
     "Context",
+    "CpdResult",
+    "CpdService",
+    "HttpRequest",
+    "HttpResponse",
     "LwsSystem",
     "Protocol",
     "Reason",

@@ -15,6 +15,7 @@ from threading import get_ident
 from typing import TYPE_CHECKING, Any
 
 from lwspy.core import client
+from lwspy.core.cpd import CpdService
 from lwspy.core.hooks import Hooks, RouteService
 from lwspy.core.log import log
 from lwspy.core.protocol import INTERNAL, Protocol, Reason
@@ -34,6 +35,7 @@ from lwspy.system.state import LwsSystem, SystemState
 if TYPE_CHECKING:
     from lwspy.core.resolver import Resolver
     from lwspy.net.route import RouteTable
+    from lwspy.roles.h1 import HttpRequest, HttpResponse
 
 __all__ = ["CallbackErrorHandler", "Context"]
 
@@ -118,6 +120,10 @@ class Context:
     * ``timeout_secs`` (15): bounds the flush of a closing wsi, and then the reading to the
       peer's end of stream after the shutdown (see the guide's "Closing").
     * ``connect_timeout_secs`` (20): bounds a client connect as a whole ("timed out").
+    * ``cpd_url``: the captive portal detection probe, an ``http://`` URL whose server
+      answers 204 (e.g. ``"http://connectivity-check.test/generate_204"``); None (the
+      default): CPD is off. See ``ctx.cpd`` and the guide's "Captive portal detection".
+    * ``cpd_timeout_secs`` (3): bounds each CPD probe (and so the CPD_PRE_TIME hold).
     * ``on_callback_error``: told ``fn(wsi, reason, exc)`` of each exception a callback
       raised, after it was logged and its wsi closed; it may re-raise, which ends
       ``service()`` with that exception (for tests).
@@ -128,7 +134,8 @@ class Context:
     ``wsis`` (the open connections and adopted fds), ``smd`` (the context's
     :class:`~lwspy.Smd` queue), ``system`` (the :class:`~lwspy.LwsSystem` state
     machine), ``routes`` (the live :class:`~lwspy.RouteTable`, None without netlink),
-    ``resolver`` (the in-loop DNS resolver, made on first use),
+    ``resolver`` (the in-loop DNS resolver, made on first use), ``cpd`` (the
+    :class:`~lwspy.CpdService`: captive portal detection),
     ``protocols``, ``hosts_file``, ``timeout_secs``, ``connect_timeout_secs`` (as
     given), ``destroyed``.
 
@@ -151,6 +158,8 @@ class Context:
         smd_ttl: float = 2.0,
         timeout_secs: float = 15,
         connect_timeout_secs: float = 20,
+        cpd_url: str | None = None,
+        cpd_timeout_secs: float = 3.0,
         on_callback_error: CallbackErrorHandler | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -174,6 +183,9 @@ class Context:
         self.hosts_file = os.fspath(hosts_file)
         self.timeout_secs = _seconds("timeout_secs", timeout_secs)
         self.connect_timeout_secs = _seconds("connect_timeout_secs", connect_timeout_secs)
+        cpd_timeout = _seconds("cpd_timeout_secs", cpd_timeout_secs)
+        if cpd_url is not None:
+            _check_url(cpd_url)
         self._on_callback_error = on_callback_error
         self._clock = clock
         self._hosts: tuple[float, dict[str, list[str]]] | None = None
@@ -202,6 +214,7 @@ class Context:
         # needs time (netlink cold plug) holds the machine with a notifier until it is ready.
         self._boot = Sul(self.pt.suls, lambda: self.system.transition(SystemState.OPERATIONAL))
         self._boot.schedule(0)
+        self.cpd = CpdService(self, cpd_url, cpd_timeout)
         self.vhosts: dict[str, Vhost] = {}
         wake = Wsi(self, PIPE, None, INTERNAL, fd=self.pt.wake_r)
         wake.state = WsiState.ESTABLISHED
@@ -302,6 +315,7 @@ class Context:
         self._destroying = True
         try:
             self._boot.cancel()
+            self.cpd.close()
             self.system.transition(SystemState.CONTEXT_DESTROYING)
             # Every step runs even if on_callback_error re-raises; the first error is
             # raised once every fd is closed.
@@ -679,6 +693,56 @@ class Context:
             cc.user_error = exc
         return wsi
 
+    def http_get(
+        self,
+        url: str,
+        on_response: Callable[[HttpResponse], object],
+        *,
+        timeout: float = 10.0,
+        max_head: int = 16384,
+        max_body: int = 1 << 20,
+        headers: Iterable[tuple[str, str]] = (),
+        iface: str | None = None,
+    ) -> HttpRequest:
+        """GET an ``http://`` URL; ``on_response(resp)`` is called once, from the loop.
+
+        A small HTTP/1.1 client (h11 parses; it is imported on the first call) on a
+        client wsi made by :meth:`connect`, so the name is resolved in the loop and the
+        connect is raced and recorded like any other. ``resp`` is an
+        :class:`~lwspy.HttpResponse`: ``status``, ``headers``, ``body``, or ``error`` and
+        ``bad_response`` saying why it ended early (a connect error, "timed out" after
+        ``timeout`` seconds from this call, "body too large" beyond ``max_body`` bytes, a
+        malformed answer or one whose head exceeds ``max_head`` bytes). Redirects are
+        not followed. Returns the :class:`~lwspy.HttpRequest` (``cancel()`` ends it
+        without a callback). Raises only for bad arguments::
+
+            from lwspy import Context, HttpResponse
+
+            with Context(netlink=False) as ctx:
+
+                def done(resp: HttpResponse) -> None:
+                    print(resp.status, resp.error)  # None connect refused
+                    ctx.stop()
+
+                ctx.http_get("http://127.0.0.1:9/", done, timeout=2)
+                ctx.run()
+
+        The connections are made on a vhost of their own, "lwspy-http".
+        """
+        self._check_alive()
+        from lwspy.roles.h1 import http_get
+
+        return http_get(
+            self,
+            url,
+            on_response,
+            timeout=timeout,
+            max_head=max_head,
+            max_body=max_body,
+            headers=headers,
+            iface=iface,
+        )
+
     def adopt_socket(
         self,
         sock: socket.socket,
@@ -832,6 +896,17 @@ class Context:
             except BaseException as e:
                 self._escalated = e
                 raise
+
+
+def _check_url(url: object) -> None:
+    """A ``cpd_url`` must be an ``http://`` URL that ``connect`` can take the host of."""
+    if not isinstance(url, str):
+        raise TypeError(f"cpd_url must be a str, not {type(url).__name__}")
+    from lwspy.roles.h1 import split_url
+
+    host = split_url(url)[0]
+    if client.literal_address(host) is None and not _HOSTNAME.match(host):
+        raise ValueError(f"cpd_url {url!r}: {host!r} is neither an IP address nor a host name")
 
 
 def _somaxconn() -> int:
