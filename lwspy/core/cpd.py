@@ -8,7 +8,6 @@ in-loop resolver and never blocks), the NETWORK result message and the CPD_PRE_T
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 from lwspy.core.log import log
@@ -126,6 +125,8 @@ class CpdService:
     def _on_smd(self, cls: SmdClass, timestamp: float, payload: bytes) -> None:
         if b"cpdcheck" not in payload:  # cheap test first: most NETWORK messages are routes
             return
+        import json  # not at import: `import lwspy` stays cheap
+
         try:
             msg = json.loads(payload)
         except ValueError:
