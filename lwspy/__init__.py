@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any
 from lwspy.core.context import CallbackErrorHandler, Context
 from lwspy.core.cpd import CpdService
 from lwspy.core.protocol import Callback, Protocol, Reason
+from lwspy.core.retry import RetryPolicy
 from lwspy.core.sul import Sul
 from lwspy.core.vhost import Vhost
 from lwspy.core.wsi import Wsi, WsiState
-from lwspy.net.cao import Cao, CaoResult, Conmon
+from lwspy.net.cao import Cao, CaoDb, CaoResult, CaoStats, Conmon
 from lwspy.roles.h1 import HttpRequest, HttpResponse
 from lwspy.system.cpd import CpdResult
 from lwspy.system.smd import MAX_PAYLOAD, USER_BASE, Smd, SmdCallback, SmdClass, SmdPeer, SmdStats
@@ -24,7 +25,9 @@ __all__ = [
     "Callback",
     "CallbackErrorHandler",
     "Cao",
+    "CaoDb",
     "CaoResult",
+    "CaoStats",
     "Conmon",
     "Context",
     "CpdResult",
@@ -34,6 +37,7 @@ __all__ = [
     "LwsSystem",
     "Protocol",
     "Reason",
+    "RetryPolicy",
     "Route",
     "RouteTable",
     "Smd",

@@ -25,6 +25,7 @@ import pytest
 
 from lwspy import CaoResult, Context, Protocol, Reason, Wsi, WsiState
 from tests.conftest import FakeClock, Recorder, service_until
+from tests.dnsfake import FakeDns
 
 LOOP4 = "127.0.0.1"
 
@@ -792,7 +793,8 @@ def test_destroy_closes_every_fd_the_context_opened(how: str) -> None:
             client.write(b"x" * (8 << 20))  # something buffered, too
             connecting = ctx.connect(LOOP4, refused.getsockname()[1])
             ctx.service(0)  # starts that attempt; its outcome needs another pass
-            assert connecting.state is WsiState.CONNECTING and connecting.fd >= 0
+            assert connecting.state is WsiState.CONNECTING  # its attempt's socket is open
+            assert [c.result for c in connecting.caos] == [CaoResult.PENDING]
             pending = ctx.connect(LOOP4, vh.port)
             assert pending.state is WsiState.PENDING
             announced = [w for w in ctx.wsis if w not in (connecting, pending)]
@@ -1082,16 +1084,22 @@ def test_connect_to_an_unknown_name(tmp_path: Path) -> None:
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.1 lab.test\n")
     rec = Recorder("p")
-    with Context(protocols=[rec.protocol], hosts_file=hosts) as ctx:
+    with (
+        FakeDns() as dns_srv,  # a name in neither the hosts file nor its zone: NXDOMAIN
+        Context(protocols=[rec.protocol], hosts_file=hosts, nameservers=[dns_srv.address]) as ctx,
+    ):
         wsi = ctx.connect("nowhere.test", 80)
         assert wsi_events(rec) == []
-        service_until(ctx, lambda: wsi.state is WsiState.CLOSED)
+        for _ in range(400):
+            if wsi.state is WsiState.CLOSED:
+                break
+            ctx.service(5)
+            dns_srv.pump()
         for _ in range(3):
             ctx.service(10)
         assert _outcomes(rec, wsi) == [Reason.CLIENT_CONNECTION_ERROR]
-        (reason,) = rec.data(Reason.CLIENT_CONNECTION_ERROR, wsi)
-        assert reason.startswith("DNS NO_RESULT")
-        assert wsi.conmon is not None and wsi.conmon.dns_disposition == "NO_RESULT"
+        assert rec.data(Reason.CLIENT_CONNECTION_ERROR, wsi) == ["DNS NXDOMAIN"]
+        assert wsi.conmon is not None and wsi.conmon.dns_disposition == "NXDOMAIN"
         assert wsi.conmon.dns_results == [] and wsi.conmon.peer is None
         assert wsi.caos == []
 
@@ -1152,7 +1160,13 @@ def test_outcome_is_never_delivered_inside_connect_even_after_service_ran(
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.1 lab.test\n")
     rec = Recorder("p")
-    with closed_port() as refused, Context(protocols=[rec.protocol], hosts_file=hosts) as ctx:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as gone:
+        gone.bind((LOOP4, 0))  # "nowhere.test" goes to a nameserver that is not there
+        dead_dns = f"{LOOP4}:{gone.getsockname()[1]}"
+    with (
+        closed_port() as refused,
+        Context(protocols=[rec.protocol], hosts_file=hosts, nameservers=[dead_dns]) as ctx,
+    ):
         vh = ctx.create_vhost("default", port=0, iface=LOOP4)
         assert vh.port is not None
         targets: list[tuple[str, int]] = [

@@ -1,11 +1,22 @@
-"""Client connects: a small state machine per connect, driven from the loop.
+"""Client connects: resolve, order, race; the I/O around the sans-I/O racer.
 
-``PENDING`` (made by ``ctx.connect``) → the start timer fires: resolve, make the socket →
-``CONNECTING`` → the socket turns writable → ``ESTABLISHED`` (RAW_CONNECTED), or any
-failure → ``CLOSED`` (CLIENT_CONNECTION_ERROR with a reason). Every attempt is recorded
-as a :class:`~lwspy.net.cao.Cao` on ``wsi.caos``. This issue makes one attempt to the
-first address; the resolver and the Happy Eyeballs race will replace ``_resolve`` and
-``_attempt`` without changing the states.
+A connect's wsi moves ``PENDING`` (made by ``ctx.connect``) → the start timer fires:
+WSI_CREATE, then one *try*: resolve (a literal or a hosts-file name at once, in the same
+pass; any other name through the context's resolver), order the candidates
+(:mod:`lwspy.net.sort`: RFC 6724, RFC 8305 interleaving, the CAO database's rerank) and
+race them
+(:class:`lwspy.net.connect.Racer`) → ``CONNECTING`` while attempts run → ``ESTABLISHED``
+(RAW_CONNECTED) when one connects, or, when the try fails and no retry is left,
+``CLOSED`` with CLIENT_CONNECTION_ERROR and the reason. With ``retry=`` a failed try is
+followed, after ``policy.delay(n)``, by the next one, up to ``policy.conceal`` of them.
+
+Each attempt is its own socket in the selector (an internal wsi of the
+:data:`ATTEMPT` role) and its own :class:`~lwspy.net.cao.Cao`. The winner's socket moves
+to the user's wsi; its CAO becomes the HEAD of ``wsi.caos``, the others follow in start
+order. Every attempt that ended by itself (won, lost, refused, unreachable, timed out)
+goes into ``ctx.cao_db``, which the next connect asks: which path to try first, and how
+long to wait before the next one. The netlink role tells the database, through
+:func:`forget_paths`, which history a routing change made stale.
 """
 
 from __future__ import annotations
@@ -13,17 +24,26 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
-from lwspy.core.protocol import Reason
+from lwspy.core.protocol import INTERNAL, Reason
+from lwspy.core.role import InternalRole
 from lwspy.core.sul import Sul
-from lwspy.core.wsi import EV_WRITE, WsiState, errno_reason
-from lwspy.net.cao import Cao, CaoResult, Conmon
+from lwspy.core.wsi import EV_WRITE, Wsi, WsiState, errno_reason
+from lwspy.net import sort
+from lwspy.net.cao import Cao, CaoDb, CaoResult, Conmon, summarize
+from lwspy.net.connect import GiveUp, Racer, Start, Won, attempt_delay
 
 if TYPE_CHECKING:
-    from lwspy.core.wsi import Wsi
+    from collections.abc import Iterable
 
-__all__ = ["ClientConnect", "connect_finished", "literal_address"]
+    from lwspy.core.context import Context
+    from lwspy.core.resolver import DnsAnswer
+    from lwspy.core.retry import RetryPolicy
+    from lwspy.net.route import Route
+    from lwspy.roles.netlink import RouteWatcher
+
+__all__ = ["ATTEMPT", "AttemptRole", "ClientConnect", "forget_paths", "literal_address"]
 
 _ERRNO_RESULT = {
     errno.ECONNREFUSED: CaoResult.REFUSED,
@@ -31,6 +51,17 @@ _ERRNO_RESULT = {
     errno.ENETUNREACH: CaoResult.UNREACHABLE,
     errno.ETIMEDOUT: CaoResult.TIMED_OUT,
 }
+_V6 = int(socket.AF_INET6)
+_V4 = int(socket.AF_INET)
+# IFA_F_* flags of an address (linux/if_addr.h) that RFC 6724's source rules read
+_IFA_F_TEMPORARY = 0x01
+_IFA_F_DADFAILED = 0x08
+_IFA_F_HOMEADDRESS = 0x10
+_IFA_F_DEPRECATED = 0x20
+_IFA_F_TENTATIVE = 0x40
+_RTN_THROW = 9  # rtm_type of a throw route (linux/rtnetlink.h)
+_RECENT = 8  # how many of an address's (or host's) newest records a connect looks at
+_DNS_WORST = ("NXDOMAIN", "SERVER_UNREACHABLE", "NO_RESULT")  # which failure a DNS error names
 
 
 _IFNAMSIZ = 16
@@ -42,6 +73,8 @@ def literal_address(host: str) -> str | None:
     An IPv6 scope id must be an interface index or a name the kernel could have (at most
     15 printable ASCII characters): anything else is no address.
     """
+    if ":" not in host and not host.replace(".", "").isdigit():
+        return None  # a name: not worth two failed parses (every connect asks)
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     try:
@@ -72,122 +105,443 @@ def os_error_reason(e: OSError) -> str:
     return errno_reason(e.errno) if e.errno else str(e)
 
 
-class ClientConnect:
-    """What a client wsi is connecting to, and the timers of that connect."""
-
-    __slots__ = (
-        "caos",
-        "host",
-        "iface",
-        "port",
-        "start_sul",
-        "started",
-        "timeout_sul",
-        "user_error",
-        "want_conmon",
-    )
-
-    def __init__(self, wsi: Wsi, host: str, port: int, iface: str | None, conmon: bool) -> None:
-        suls = wsi.ctx.pt.suls
-        self.host = host
-        self.port = port
-        self.iface = iface
-        self.want_conmon = conmon
-        self.user_error: Exception | None = None
-        self.caos: list[Cao] = []  # every attempt, in start order (wsi.caos)
-        self.started = suls.clock()
-        self.start_sul = Sul(suls, lambda: _start(wsi))
-        self.timeout_sul = Sul(suls, lambda: _fail(wsi, errno.ETIMEDOUT, "timed out"))
-        self.start_sul.schedule(0)
-        self.timeout_sul.schedule(wsi.ctx.connect_timeout_secs)
-
-
-def _state(wsi: Wsi) -> WsiState:
-    """The state now (after a callback that may have closed the wsi)."""
-    return wsi.state
+def _family(address: str) -> int:
+    return _V6 if ":" in address else _V4
 
 
 def _us(seconds: float) -> int:
     return int(seconds * 1_000_000)
 
 
-def _resolve(wsi: Wsi, cc: ClientConnect) -> list[str]:
-    """The candidate addresses for the host: a literal, or the hosts file's entries."""
-    clock = wsi.ctx.pt.suls.clock
-    t0 = clock()
-    literal = literal_address(cc.host)
-    addrs = [literal] if literal is not None else wsi.ctx._hosts_lookup(cc.host)
-    if wsi.conmon is not None:
-        wsi.conmon.dns_us = 0 if literal is not None else _us(clock() - t0)
-        wsi.conmon.dns_disposition = "OK" if addrs else "NO_RESULT"
-        wsi.conmon.dns_results = list(addrs)
-    return addrs
+_UNSET: Any = object()  # a source not looked for yet
+
+
+class _Path:
+    """What the route table says of one candidate at this try: its path and its source."""
+
+    __slots__ = ("gateway", "ifindex", "route", "route_id", "source")
+
+    def __init__(self, route: Route | None, source: sort.Source | None = _UNSET) -> None:
+        self.route = route
+        self.ifindex = route.oif if route is not None else None
+        self.gateway = route.gateway if route is not None else None
+        self.route_id = route.id if route is not None else None
+        # None: no route, or no source address for it; looked for only when sorting
+        self.source = source
+
+
+class _Attempt:
+    """One attempt of the current try: its CAO and the internal wsi that holds its socket."""
+
+    __slots__ = ("cao", "n", "owner", "wsi")
+
+    def __init__(self, owner: Wsi, n: int, cao: Cao, wsi: Wsi | None) -> None:
+        self.owner = owner
+        self.n = n
+        self.cao = cao
+        self.wsi = wsi
+
+
+class AttemptRole(InternalRole):
+    """An attempt's connecting socket: writable means connected or failed."""
+
+    name = "connect-attempt"
+
+    def on_readable(self, wsi: Wsi) -> None:  # pragma: no cover - only write is watched
+        _attempt_writable(wsi)
+
+    def on_writable(self, wsi: Wsi) -> None:
+        _attempt_writable(wsi)
+
+
+ATTEMPT = AttemptRole()
+
+
+class ClientConnect:
+    """What a client wsi is connecting to, its tries, and the timers of that connect."""
+
+    __slots__ = (
+        "answers",
+        "attempts",
+        "caos",
+        "host",
+        "iface",
+        "paths",
+        "port",
+        "race_sul",
+        "racer",
+        "resolving",
+        "retries",
+        "retry",
+        "start_sul",
+        "user_error",
+        "want_conmon",
+    )
+
+    def __init__(
+        self,
+        wsi: Wsi,
+        host: str,
+        port: int,
+        iface: str | None,
+        conmon: bool,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        suls = wsi.ctx.pt.suls
+        self.host = host
+        self.port = port
+        self.iface = iface
+        self.want_conmon = conmon
+        self.retry = retry
+        self.retries = 0
+        self.user_error: Exception | None = None
+        self.caos: list[Cao] = []  # every attempt of every try, in start order (wsi.caos)
+        self.racer: Racer | None = None
+        self.attempts: dict[int, _Attempt] = {}  # the current try's, by attempt number
+        self.paths: dict[str, _Path] = {}
+        self.answers: list[tuple[str, str]] = []  # (disposition, detail) per DNS answer
+        self.resolving: Any = None  # the resolver's handle while a resolve is pending
+        self.start_sul = Sul(suls, lambda: _start(wsi))
+        self.race_sul = Sul(suls, lambda: _race_timer(wsi))
+        self.start_sul.schedule(0)
+
+    def abandon(self, now: float) -> None:
+        """The wsi closes (user, destroy, the outcome): stop every timer, socket, query.
+
+        Attempts still pending end as ERROR and stay out of the database: their path did
+        nothing wrong.
+        """
+        self.start_sul.cancel()
+        self.race_sul.cancel()
+        if self.resolving is not None:
+            handle, self.resolving = self.resolving, None
+            handle.cancel()
+        attempts, self.attempts = self.attempts, {}
+        for att in attempts.values():
+            if att.cao.result is CaoResult.PENDING:
+                att.cao.result = CaoResult.ERROR
+                att.cao.ended = now
+            if att.wsi is not None:
+                att.wsi._close_now("abandoned")
+
+
+# -- one try: resolve, then race --------------------------------------------------------
 
 
 def _start(wsi: Wsi) -> None:
-    """The start timer fired: announce the wsi, resolve, start the attempt."""
-    if wsi.state is not WsiState.PENDING:
-        return
+    """The start timer fired: the first try (announce the wsi first), or a retry."""
     cc = wsi._client
     assert cc is not None
-    if cc.want_conmon:
-        wsi.conmon = Conmon()
-    if cc.user_error is not None:  # user_factory raised inside connect(): report it here
-        wsi.ctx._callback_failed(wsi, Reason.WSI_CREATE, cc.user_error)
-        return
-    wsi._created = True
-    wsi._call(Reason.WSI_CREATE)
-    if _state(wsi) is not WsiState.PENDING:  # the callback closed it
-        return
-    addrs = _resolve(wsi, cc)
-    if not addrs:
-        wsi._close_now(f"DNS NO_RESULT: {cc.host}")
-        return
-    _attempt(wsi, cc, addrs[0])
+    if not wsi._created:
+        if cc.want_conmon:
+            wsi.conmon = Conmon()
+        if cc.user_error is not None:  # user_factory raised inside connect(): report it here
+            wsi.ctx._callback_failed(wsi, Reason.WSI_CREATE, cc.user_error)
+            return
+        wsi._created = True
+        wsi._call(Reason.WSI_CREATE)
+        if wsi.state is not WsiState.PENDING:  # the callback closed it
+            return
+    _begin_try(wsi, cc)
 
 
-def _attempt(wsi: Wsi, cc: ClientConnect, address: str) -> None:
-    """One non-blocking connect to one address, recorded as a CAO."""
+def _begin_try(wsi: Wsi, cc: ClientConnect) -> None:
     ctx = wsi.ctx
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    cao = Cao(cc.host, cc.port, address, int(family), started=ctx.pt.suls.clock())
-    routes = ctx.routes
-    if routes is not None:  # the path the route table gives at attempt time
-        route = routes.lookup(address)
-        if route is not None:
-            cao.ifindex, cao.gateway, cao.route_id = route.oif, route.gateway, route.id
-    cc.caos.append(cao)
+    now = ctx.pt.suls.clock()
+    cc.paths = {}
+    cc.answers = []
+    if wsi.conmon is not None:
+        cm = wsi.conmon
+        cm.dns_us, cm.dns_disposition, cm.dns_results = 0, "OK", []
+    literal = literal_address(cc.host)
+    bound = literal_address(cc.iface) if cc.iface is not None else None
+    if literal is not None:
+        families: tuple[int, ...] = (_family(literal),)
+    elif bound is not None:  # bound to a source address: only its family can go
+        families = (_family(bound),)
+    else:
+        families = (_V6, _V4)
+    addrs = ctx._hosts_lookup(cc.host) if literal is None else []
+    # Which family's answer may start the race alone: only DNS answers come one by one.
+    prefer = _preferred_family(ctx.cao_db, cc.host) if literal is None and not addrs else _V6
+    cc.racer = Racer(
+        families,
+        lambda pool: _order(ctx, cc, pool),
+        lambda address: _delay(ctx, cc, address),
+        now,
+        ctx.connect_timeout_secs,
+        prefer,
+        lambda address: _source(ctx, cc, address) is not None,
+    )
+    if literal is not None:
+        _answered(wsi, cc, _family(literal), [literal], "OK", "", 0.0)
+        return
+    if not addrs:
+        _resolve(wsi, cc)
+        return
+    # The hosts file has it (the resolver would answer from it too, a pass later): both
+    # answers are here at once, and go to the racer as one.
+    elapsed = ctx.pt.suls.clock() - now
+    if wsi.conmon is not None:  # resolver order is the file's order
+        wsi.conmon.dns_results = list(addrs)
+    together = []
+    for fam in families:
+        these = [a for a in addrs if _family(a) == fam]
+        if not these:
+            cc.answers.append(("NO_RESULT", f"DNS NO_RESULT: {cc.host}"))
+        together.append((fam, these))
+    _conmon_dns(wsi, cc, [], elapsed)
+    now = ctx.pt.suls.clock()
+    _act(wsi, cc, cc.racer.answers(together, now), now)
+
+
+def _resolve(wsi: Wsi, cc: ClientConnect) -> None:
+    """Ask the context's resolver (hosts file, then DNS); each family's answer comes back
+    from the loop, the AAAA and A answers in the order they complete."""
+    racer = cc.racer
+
+    def on_answer(ans: DnsAnswer) -> None:
+        if cc.racer is not racer or racer is None or wsi.state >= WsiState.ESTABLISHED:
+            return  # an answer for an earlier try, or after the outcome
+        if ans.family not in racer.outstanding:  # not asked for (a bound source's family)
+            _conmon_dns(wsi, cc, ans.addresses, ans.elapsed)
+            return
+        if racer.outstanding == {ans.family}:
+            cc.resolving = None  # the last answer: the resolver is done with us
+        _answered(wsi, cc, ans.family, ans.addresses, ans.disposition, ans.detail, ans.elapsed)
+
     try:
-        info = socket.getaddrinfo(
-            address, cc.port, family, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST
+        cc.resolving = wsi.ctx.resolver.resolve(cc.host, on_answer)
+    except ValueError as e:  # pragma: no cover - connect() checked the name already
+        cc.answers.append(("NO_RESULT", f"DNS {e}"))
+        _give_up(wsi, cc, None)
+
+
+def _answered(
+    wsi: Wsi,
+    cc: ClientConnect,
+    family: int,
+    addrs: list[str],
+    disposition: str,
+    detail: str,
+    elapsed: float,
+) -> None:
+    """One family's answer: into CONMON, then to the racer."""
+    racer = cc.racer
+    assert racer is not None
+    if not addrs:
+        cc.answers.append((disposition if disposition != "OK" else "NO_RESULT", detail))
+    _conmon_dns(wsi, cc, addrs, elapsed)
+    now = wsi.ctx.pt.suls.clock()
+    _act(wsi, cc, racer.answer(family, addrs, now), now)
+
+
+def _conmon_dns(wsi: Wsi, cc: ClientConnect, addrs: list[str], elapsed: float) -> None:
+    """What the resolver said, into CONMON: every address, in answer order."""
+    cm = wsi.conmon
+    if cm is not None:
+        cm.dns_us = _us(elapsed)
+        for a in addrs:
+            if a not in cm.dns_results:
+                cm.dns_results.append(a)
+        cm.dns_disposition = "OK" if cm.dns_results else _dns_failure(cc)[0]
+
+
+def _dns_failure(cc: ClientConnect) -> tuple[str, str]:
+    """The disposition and detail that name why there is no address."""
+    for disp in _DNS_WORST:
+        for d, detail in cc.answers:
+            if d == disp:
+                return d, detail or f"DNS {d}: {cc.host}"
+    return "NO_RESULT", f"DNS NO_RESULT: {cc.host}"
+
+
+# -- ordering and delays: what the route table and the CAO database say -----------------
+
+
+def _path(ctx: Context, cc: ClientConnect, address: str) -> _Path:
+    """The route, interface, gateway and source for ``address`` (cached for the try)."""
+    path = cc.paths.get(address)
+    if path is not None:
+        return path
+    watcher = _watcher(ctx)
+    route = watcher.table.lookup(address) if watcher is not None and watcher.coldplug_done else None
+    if route is None or route.type == _RTN_THROW:
+        # No table, or tables local and main pass it on (policy rules, table default):
+        # the kernel decides, asked when a source is needed.
+        path = _Path(None)
+    elif watcher is not None and watcher.table.forwards(route):
+        path = _Path(route)
+    else:  # blackhole, unreachable, prohibit, a blackhole nexthop: no way there
+        path = _Path(None, None)
+    cc.paths[address] = path
+    return path
+
+
+def _watcher(ctx: Context) -> RouteWatcher | None:
+    """The netlink role (its address list and cold-plug state, besides the table)."""
+    return cast("RouteWatcher | None", ctx._netlink)
+
+
+def _source(ctx: Context, cc: ClientConnect, address: str) -> sort.Source | None:
+    """The source address RFC 6724 §5 (or the kernel) picks for ``address``; None: none."""
+    path = _path(ctx, cc, address)
+    if path.source is _UNSET:
+        watcher = _watcher(ctx)
+        if path.route is not None and watcher is not None:
+            path.source = _netlink_source(watcher, path.route, address)
+        else:
+            path.source = _kernel_source(address)
+    src: sort.Source | None = path.source
+    return src
+
+
+def _netlink_source(watcher: RouteWatcher, route: Route, address: str) -> sort.Source | None:
+    """RFC 6724 §5 over the host's addresses (the netlink role's list)."""
+    if route.prefsrc is not None:  # the route names its source: that is what the kernel uses
+        return sort.Source(route.prefsrc, route.oif)
+    fam = _family(address)
+    cands = [
+        sort.Source(
+            a.local,
+            a.index,
+            a.prefixlen,
+            deprecated=bool(a.flags & _IFA_F_DEPRECATED),
+            temporary=bool(a.flags & _IFA_F_TEMPORARY),
+            home=bool(a.flags & _IFA_F_HOMEADDRESS),
         )
+        for a in watcher.addrs.values()
+        if a.family == fam and not a.flags & (_IFA_F_TENTATIVE | _IFA_F_DADFAILED)
+    ]
+    return sort.select_source(address, cands, route.oif)
+
+
+def _kernel_source(address: str) -> sort.Source | None:
+    """Without netlink: the source the kernel would pick (a connected UDP socket's name)."""
+    fam = _family(address)
+    try:
+        with socket.socket(fam, socket.SOCK_DGRAM) as s:
+            s.connect((address, 9))
+            return sort.Source(s.getsockname()[0])
+    except OSError:  # no route, or no address of that family
+        return None
+
+
+def _preferred_family(db: CaoDb, host: str) -> int:
+    """The family of the host's latest win (IPv6 without one): its answer starts the race."""
+    for cao in db.query(host=host, limit=_RECENT):
+        if cao.result is CaoResult.WON:
+            return cao.family
+    return _V6
+
+
+def _same_path(cao: Cao, path: _Path) -> bool:
+    return cao.ifindex == path.ifindex and cao.gateway == path.gateway
+
+
+def _order(ctx: Context, cc: ClientConnect, pool: list[str]) -> list[str]:
+    """The racer's candidates, best first (see :func:`lwspy.net.sort.order`)."""
+    if len(pool) < 2:
+        return list(pool)
+    db = ctx.cao_db
+
+    def rank(address: str) -> int:
+        if _source(ctx, cc, address) is None:
+            return sort.RANK_NO_ROUTE
+        path = _path(ctx, cc, address)
+        for cao in db.query(address=address, limit=_RECENT):  # newest first: the latest word
+            if _same_path(cao, path):
+                return sort.RANK_WON if cao.result is CaoResult.WON else sort.RANK_DEMOTED
+        return sort.RANK_UNKNOWN
+
+    return sort.order(pool, lambda a: _source(ctx, cc, a), rank)
+
+
+def _delay(ctx: Context, cc: ClientConnect, address: str) -> float:
+    """RFC 8305 §5: the Connection Attempt Delay after starting ``address``, from the
+    measured connect times of its path (the default until there are some)."""
+    path = _path(ctx, cc, address)
+    caos = [c for c in ctx.cao_db.query(address=address, limit=_RECENT) if _same_path(c, path)]
+    return attempt_delay(summarize(caos).median_connect_us, ctx.happy_eyeballs_delay)
+
+
+# -- the racer's actions ----------------------------------------------------------------
+
+
+def _act(wsi: Wsi, cc: ClientConnect, actions: list[Any], now: float) -> None:
+    """Carry out what the racer said at ``now``, then set its timer."""
+    for act in actions:
+        if wsi.state >= WsiState.CLOSING:  # a callback closed it
+            return
+        if type(act) is Start:
+            more = _start_attempt(wsi, cc, act.n, act.address, now)
+            if more:
+                _act(wsi, cc, more, now)
+                return  # the nested call set the timer
+        elif type(act) is Won:
+            _won(wsi, cc, act)
+            return
+        elif type(act) is GiveUp:
+            _gave_up(wsi, cc, act)
+            return
+    racer = cc.racer
+    due = racer.deadline if racer is not None else None
+    if due is None or wsi.state >= WsiState.CLOSING:  # pragma: no cover - ended above
+        cc.race_sul.cancel()
+    else:
+        cc.race_sul.schedule(max(0.0, due - wsi.ctx.pt.suls.clock()))
+
+
+def _race_timer(wsi: Wsi) -> None:
+    cc = wsi._client
+    assert cc is not None
+    if cc.racer is not None and wsi.state < WsiState.CLOSING:
+        now = wsi.ctx.pt.suls.clock()
+        _act(wsi, cc, cc.racer.timer(now), now)
+
+
+def _start_attempt(wsi: Wsi, cc: ClientConnect, n: int, address: str, now: float) -> list[Any]:
+    """One non-blocking connect to one address, recorded as a CAO. Returns the racer's
+    next actions when the attempt failed at once (no route, bind refused, ...)."""
+    ctx = wsi.ctx
+    family = _family(address)
+    cao = Cao(cc.host, cc.port, address, family, started=now)  # when the racer said so
+    path = _path(ctx, cc, address)
+    cao.ifindex, cao.gateway, cao.route_id = path.ifindex, path.gateway, path.route_id
+    cc.caos.append(cao)
+    att = _Attempt(wsi, n, cao, None)
+    cc.attempts[n] = att
+    if wsi.state is WsiState.PENDING:
+        wsi.state = WsiState.CONNECTING
+        wsi._call(Reason.CONNECTING)  # once per connect, before its first socket
+        if wsi.state >= WsiState.CLOSING:
+            return []
+    try:
         sock = socket.socket(family, socket.SOCK_STREAM)
-    except socket.gaierror as e:  # its errno is an EAI_* code, not an errno
-        _fail(wsi, errno.EINVAL, f"bad address {address}: {os_error_reason(e)}")
-        return
-    except OSError as e:
-        _fail(wsi, e.errno or errno.EINVAL, os_error_reason(e))
-        return
-    wsi.sock = sock
-    wsi.fd = sock.fileno()
+    except OSError as e:  # pragma: no cover - out of fds (EMFILE), or no such family here
+        return _attempt_failed(att, e.errno or errno.EINVAL, str(e), now, record=False)
     sock.setblocking(False)
+    aw = Wsi(ctx, ATTEMPT, None, INTERNAL, sock)
+    aw.user = att
+    aw.state = WsiState.CONNECTING
+    att.wsi = aw
     try:
         if cc.iface is not None:
             _bind_iface(sock, family, cc.iface)
-        ctx.pt.add(wsi, 0)
     except OSError as e:
         err = errno.EINVAL if isinstance(e, socket.gaierror) else e.errno or errno.EINVAL
-        _fail(wsi, err, f"bind to {cc.iface}: {os_error_reason(e)}")
-        return
-    wsi._call(Reason.CONNECTING)
-    if _state(wsi) is not WsiState.PENDING:
-        return
-    err = sock.connect_ex(info[0][4])
+        return _attempt_failed(
+            att, err, f"bind to {cc.iface}: {os_error_reason(e)}", now, record=False
+        )
+    try:
+        err = sock.connect_ex((address, cc.port))  # numeric: no lookup ("%scope" taken too)
+    except socket.gaierror as e:  # a scope id that names no interface here
+        reason = f"bad address {address}: {os_error_reason(e)}"
+        return _attempt_failed(att, errno.EINVAL, reason, now, record=False)
     if err not in (0, errno.EINPROGRESS):
-        _fail(wsi, err, errno_reason(err))
-        return
-    wsi.state = WsiState.CONNECTING
-    ctx.pt.set_events(wsi, EV_WRITE)
+        return _attempt_failed(att, err, errno_reason(err), now)
+    ctx.pt.add(aw, EV_WRITE)
+    return []
 
 
 def _bind_iface(sock: socket.socket, family: int, iface: str) -> None:
@@ -199,31 +553,93 @@ def _bind_iface(sock: socket.socket, family: int, iface: str) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, iface.encode())
 
 
-def connect_finished(wsi: Wsi) -> None:
-    """The connecting socket turned writable: it connected, or it failed."""
-    sock = wsi.sock
-    assert sock is not None
+def _attempt_writable(aw: Wsi) -> None:
+    """An attempt's socket turned writable: it connected, or it failed."""
+    att = aw.user
+    assert isinstance(att, _Attempt)
+    wsi = att.owner
+    cc = wsi._client
+    sock = aw.sock
+    assert sock is not None and cc is not None and cc.racer is not None
     err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if not err:
+        try:
+            sock.getpeername()
+        except OSError as e:  # reset between the writable event and here
+            err = e.errno or errno.ECONNRESET
+    now = wsi.ctx.pt.suls.clock()
     if err:
-        _fail(wsi, err, errno_reason(err))
+        _act(wsi, cc, _attempt_failed(att, err, errno_reason(err), now), now)
         return
+    att.cao.connect_us = _us(now - att.cao.started)
+    _act(wsi, cc, cc.racer.connected(att.n, now), now)
+
+
+def _attempt_failed(
+    att: _Attempt, err: int, reason: str, now: float, record: bool = True
+) -> list[Any]:
+    """Close the attempt, record how it ended at ``now``; the racer's next actions."""
+    wsi = att.owner
+    cc = wsi._client
+    assert cc is not None and cc.racer is not None
+    _end(att, _ERRNO_RESULT.get(err, CaoResult.ERROR), now, err)
+    if record:
+        wsi.ctx.cao_db.add(att.cao)
+    cc.attempts.pop(att.n, None)
+    if att.wsi is not None:
+        att.wsi._close_now(reason)
+    return cc.racer.failed(att.n, reason, now)
+
+
+def _end(att: _Attempt, result: CaoResult, now: float, err: int = 0) -> None:
+    cao = att.cao
+    cao.ended = now
+    cao.result = result
+    cao.errno = err
+    if result is not CaoResult.WON:
+        cao.connect_us = _us(now - cao.started)
+
+
+def _won(wsi: Wsi, cc: ClientConnect, act: Won) -> None:
+    """The race has a winner: close the losers, move its socket to the user's wsi."""
+    ctx = wsi.ctx
+    now = ctx.pt.suls.clock()
+    cc.race_sul.cancel()
+    if cc.resolving is not None:  # the other family's answer is not needed any more
+        handle, cc.resolving = cc.resolving, None
+        handle.cancel()
+    db = ctx.cao_db
+    for n in act.losers:
+        loser = cc.attempts.pop(n)
+        _end(loser, CaoResult.LOST_RACE, now)
+        db.add(loser.cao)
+        if loser.wsi is not None:
+            loser.wsi._close_now("lost the race")
+    att = cc.attempts.pop(act.n)
+    cc.attempts = {}
+    aw = att.wsi
+    assert aw is not None and aw.sock is not None
+    sock = aw.sock
+    wsi.fd = sock.fileno()
+    ctx.pt.hand_over(aw, wsi)  # the socket changes hands: open, still in the selector
+    aw.sock = None
+    aw.state = WsiState.CLOSED
+    cao = att.cao
+    cao.ended = now
+    cao.result = CaoResult.WON
+    cc.caos.remove(cao)
+    cc.caos.insert(0, cao)  # the HEAD; the others stay in start order behind it
+    wsi.sock = sock
     try:
         peer = sock.getpeername()
         local = sock.getsockname()
-    except OSError as e:  # reset between the writable event and here
-        _fail(wsi, e.errno or errno.ECONNRESET, errno_reason(e.errno or errno.ECONNRESET))
+    except OSError as e:  # pragma: no cover - checked a moment ago in _attempt_writable
+        wsi._close_now(errno_reason(e.errno or errno.ECONNRESET))
         return
-    cc = wsi._client
-    assert cc is not None
-    cc.timeout_sul.cancel()
-    now = wsi.ctx.pt.suls.clock()
     wsi.peer = (peer[0], peer[1])
     wsi.local = (local[0], local[1])
-    cao = wsi.caos[-1]
-    cao.ended = now
-    cao.result = CaoResult.WON
     cao.local = wsi.local
-    cao.connect_us = _us(now - cao.started)
+    db.add(cao)
     if wsi.conmon is not None:
         wsi.conmon.peer = wsi.peer
         wsi.conmon.sockconn_us = cao.connect_us
@@ -232,18 +648,49 @@ def connect_finished(wsi: Wsi) -> None:
     wsi._rx_on = True
     wsi._announced = True
     wsi._update_events()
-    wsi.ctx._established(wsi)
+    ctx._established(wsi)
     wsi._call(Reason.RAW_CONNECTED)
 
 
-def _fail(wsi: Wsi, err: int, reason: str) -> None:
-    """The attempt (and, with one attempt, the connect) failed."""
-    if wsi.state >= WsiState.ESTABLISHED:
+def _gave_up(wsi: Wsi, cc: ClientConnect, act: GiveUp) -> None:
+    """The try failed: attempts still in flight timed out; retry, or report."""
+    now = wsi.ctx.pt.suls.clock()
+    cc.race_sul.cancel()
+    db = wsi.ctx.cao_db
+    for n in act.pending:
+        att = cc.attempts.pop(n)
+        _end(att, CaoResult.TIMED_OUT, now, errno.ETIMEDOUT)
+        db.add(att.cao)
+        if att.wsi is not None:
+            att.wsi._close_now("timed out")
+    _give_up(wsi, cc, act.reason)
+
+
+def _give_up(wsi: Wsi, cc: ClientConnect, reason: str | None) -> None:
+    if cc.resolving is not None:
+        handle, cc.resolving = cc.resolving, None
+        handle.cancel()
+    if reason is None:
+        reason = _dns_failure(cc)[1]
+    policy = cc.retry
+    if policy is not None and cc.retries < policy.conceal:
+        cc.retries += 1
+        cc.racer = None
+        cc.start_sul.schedule(policy.delay(cc.retries))
         return
-    if wsi.caos:
-        cao = wsi.caos[-1]
-        cao.ended = wsi.ctx.pt.suls.clock()
-        cao.result = _ERRNO_RESULT.get(err, CaoResult.ERROR)
-        cao.errno = err
-        cao.connect_us = _us(cao.ended - cao.started)
     wsi._close_now(reason)
+
+
+# -- what the netlink role calls --------------------------------------------------------
+
+
+def forget_paths(db: CaoDb, removed: Iterable[Route], links_down: Iterable[int]) -> None:
+    """A routing change made some history stale: a route deleted or replaced forgets the
+    attempts that took it (and, with a gateway, every attempt via that gateway); a link
+    down or deleted forgets every attempt over it."""
+    for route in removed:
+        db.forget(route_id=route.id)
+        if route.gateway is not None:
+            db.forget(gateway=route.gateway)
+    for ifindex in links_down:
+        db.forget(ifindex=ifindex)

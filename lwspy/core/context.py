@@ -20,10 +20,12 @@ from lwspy.core.hooks import Hooks, RouteService
 from lwspy.core.log import log
 from lwspy.core.protocol import INTERNAL, Protocol, Reason
 from lwspy.core.pt import Pt
+from lwspy.core.retry import RetryPolicy
 from lwspy.core.role import RoleOps
 from lwspy.core.sul import Sul
 from lwspy.core.vhost import Vhost
 from lwspy.core.wsi import CLOSED, EV_READ, EV_WRITE, Wsi, WsiState
+from lwspy.net.cao import CaoDb
 from lwspy.net.hosts import parse_hosts
 from lwspy.roles.listen import LISTEN
 from lwspy.roles.pipe import PIPE
@@ -119,10 +121,15 @@ class Context:
       dropped.
     * ``timeout_secs`` (15): bounds the flush of a closing wsi, and then the reading to the
       peer's end of stream after the shutdown (see the guide's "Closing").
-    * ``connect_timeout_secs`` (20): bounds a client connect as a whole ("timed out").
+    * ``connect_timeout_secs`` (20): bounds each try of a client connect ("timed out").
+    * ``happy_eyeballs_delay`` (0.25 s): the RFC 8305 Connection Attempt Delay while
+      ``cao_db`` has no connect times for a path (then it is derived from them).
+    * ``cao_history`` (1024) and ``cao_history_ttl`` (600 s): how many connect attempts
+      ``cao_db`` keeps, and for how long.
     * ``cpd_url``: the captive portal detection probe, an ``http://`` URL whose server
       answers 204 (e.g. ``"http://connectivity-check.test/generate_204"``); None (the
-      default): CPD is off. See ``ctx.cpd`` and the guide's "Captive portal detection".
+      default): CPD is off. See ``ctx.cpd`` and the docs page "HTTP client and captive
+      portal detection".
     * ``cpd_timeout_secs`` (3): bounds each CPD probe (and so the CPD_PRE_TIME hold).
     * ``on_callback_error``: told ``fn(wsi, reason, exc)`` of each exception a callback
       raised, after it was logged and its wsi closed; it may re-raise, which ends
@@ -134,7 +141,8 @@ class Context:
     ``wsis`` (the open connections and adopted fds), ``smd`` (the context's
     :class:`~lwspy.Smd` queue), ``system`` (the :class:`~lwspy.LwsSystem` state
     machine), ``routes`` (the live :class:`~lwspy.RouteTable`, None without netlink),
-    ``resolver`` (the in-loop DNS resolver, made on first use), ``cpd`` (the
+    ``resolver`` (the in-loop DNS resolver, made on first use), ``cao_db`` (the
+    :class:`~lwspy.CaoDb` of recent connect attempts), ``cpd`` (the
     :class:`~lwspy.CpdService`: captive portal detection),
     ``protocols``, ``hosts_file``, ``timeout_secs``, ``connect_timeout_secs`` (as
     given), ``destroyed``.
@@ -158,6 +166,9 @@ class Context:
         smd_ttl: float = 2.0,
         timeout_secs: float = 15,
         connect_timeout_secs: float = 20,
+        happy_eyeballs_delay: float = 0.25,
+        cao_history: int = 1024,
+        cao_history_ttl: float = 600,
         cpd_url: str | None = None,
         cpd_timeout_secs: float = 3.0,
         on_callback_error: CallbackErrorHandler | None = None,
@@ -183,6 +194,13 @@ class Context:
         self.hosts_file = os.fspath(hosts_file)
         self.timeout_secs = _seconds("timeout_secs", timeout_secs)
         self.connect_timeout_secs = _seconds("connect_timeout_secs", connect_timeout_secs)
+        self.happy_eyeballs_delay = _seconds(
+            "happy_eyeballs_delay", happy_eyeballs_delay, allow_zero=True
+        )
+        if isinstance(cao_history, bool) or not isinstance(cao_history, int):
+            raise TypeError(f"cao_history must be an int, not {type(cao_history).__name__}")
+        self.cao_db = CaoDb(cao_history, _seconds("cao_history_ttl", cao_history_ttl), clock)
+        """The database of recent connection attempts (:class:`~lwspy.CaoDb`)."""
         cpd_timeout = _seconds("cpd_timeout_secs", cpd_timeout_secs)
         if cpd_url is not None:
             _check_url(cpd_url)
@@ -650,14 +668,18 @@ class Context:
         vhost: str | Vhost | None = None,
         iface: str | None = None,
         conmon: bool = True,
+        retry: RetryPolicy | None = None,
     ) -> Wsi:
         """Start a client connection; returns its Wsi at once.
 
         The outcome comes from the loop, never from inside this call: exactly one of
         RAW_CONNECTED or CLIENT_CONNECTION_ERROR (data: the reason, e.g. "connect
         refused", "timed out", "DNS NO_RESULT: name"). Raises only for bad arguments.
-        ``host`` is an IP literal or a name from the hosts file; ``iface`` a source
-        address or an interface name to bind to.
+        ``host`` is an IP literal or a name; ``iface`` a source address or an interface
+        name to bind to. The candidates are raced (RFC 8305) in RFC 6724 order, re-ranked
+        by ``ctx.cao_db``; ``wsi.caos`` gets every attempt, the winner first. With
+        ``retry`` (a :class:`~lwspy.RetryPolicy`) a failed connect is tried again, up to
+        ``retry.conceal`` times, before the error is reported.
         """
         self._check_alive()
         if not isinstance(host, str):
@@ -682,10 +704,12 @@ class Context:
                     raise ValueError(f"no interface named {iface!r}") from None
         if not isinstance(conmon, bool):
             raise TypeError("conmon must be a bool")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise TypeError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
         wsi = Wsi(self, RAW_SKT, vh, proto)
         wsi.is_client = True
         self._wsis[wsi] = None
-        cc = client.ClientConnect(wsi, host, port, iface, conmon)
+        cc = client.ClientConnect(wsi, host, port, iface, conmon, retry)
         wsi._client = cc
         try:  # the user exists from the start, so even "context destroyed" carries it
             wsi.user = proto.user_factory()

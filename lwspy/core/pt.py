@@ -58,6 +58,15 @@ class Pt:
             self.sel.unregister(wsi.fd)
         wsi._events = events
 
+    def hand_over(self, old: Wsi, new: Wsi) -> None:
+        """Give ``old``'s fd, registration and all, to ``new`` (a race's winner socket moves
+        from its attempt to the user's wsi without leaving the selector)."""
+        fd = old.fd
+        self.fds[fd] = new
+        if old._events:
+            self.sel.modify(fd, old._events, new)
+        new._events, old._events = old._events, 0
+
     def forget(self, wsi: Wsi) -> None:
         """Take a wsi's fd out of the selector and the map (before the fd is closed)."""
         if wsi._events:

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from lwspy.core.log import DEBUG, log
 from lwspy.core.protocol import Protocol, Reason
 from lwspy.core.sul import Sul
-from lwspy.net.cao import CaoResult
 
 if TYPE_CHECKING:
     from lwspy.core.client import ClientConnect
@@ -419,14 +418,8 @@ class Wsi:
         self._tx = None
         self.tx_pending = 0
         self._want_writable = False
-        if self._client is not None:
-            self._client.start_sul.cancel()
-            self._client.timeout_sul.cancel()
-            now = self.ctx.pt.suls.clock()
-            for cao in self._client.caos:
-                if cao.result is CaoResult.PENDING:
-                    cao.result = CaoResult.ERROR
-                    cao.ended = now
+        if self._client is not None:  # its timers, attempt sockets and DNS query go too
+            self._client.abandon(self.ctx.pt.suls.clock())
         self.ctx.pt.forget(self)
         if graceful:
             self.role.close_graceful(self)

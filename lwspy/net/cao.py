@@ -1,17 +1,23 @@
-"""Connection Attempt Objects: one record per connect attempt, and the CONMON figures.
+"""Connection Attempt Objects: one record per connect attempt, the CONMON figures, and the
+database of recent attempts that the next connect asks first.
 
 Sans-I/O records filled in by the connect machinery in ``lwspy.core``. A client wsi owns a
-list of them, the HEAD (winning) attempt first.
+list of them, the HEAD (winning) attempt first. :class:`CaoDb` keeps the finished ones,
+bounded in count and age, with a dict index per key so that a query or a forget costs
+O(matches), never O(database).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
 from enum import IntEnum
+from itertools import islice
 from typing import Any
 
 from lwspy._record import Record
 
-__all__ = ["Cao", "CaoResult", "Conmon"]
+__all__ = ["FAILURES", "Cao", "CaoDb", "CaoResult", "CaoStats", "Conmon"]
 
 
 class CaoResult(IntEnum):
@@ -24,6 +30,14 @@ class CaoResult(IntEnum):
     UNREACHABLE = 4
     TIMED_OUT = 5
     ERROR = 6
+
+
+FAILURES = frozenset(
+    {CaoResult.REFUSED, CaoResult.UNREACHABLE, CaoResult.TIMED_OUT, CaoResult.ERROR}
+)
+"""The results that count as a failure of the path (a lost race is only a demotion)."""
+
+_DNS_DISP = {"OK": 1, "SERVER_UNREACHABLE": 2, "NO_RESULT": 3, "NXDOMAIN": 4}
 
 
 class Conmon(Record):
@@ -65,6 +79,28 @@ class Conmon(Record):
         self.protocol_specific: dict[str, Any] = (
             {} if protocol_specific is None else protocol_specific
         )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The figures under the names of lws's CONMON JSON, so tools reading lws's read these.
+
+        ``dns_disp`` is lws's number for the disposition (``LWSCONMON_DNS_*``: 0 none, 1 OK,
+        2 server unreachable, 3 no result; 4 is lwspy's NXDOMAIN, which lws folds into 3).
+
+        >>> Conmon(peer=("198.51.100.7", 80), dns_us=120, dns_results=["198.51.100.7"]).as_dict()
+        ... # doctest: +NORMALIZE_WHITESPACE
+        {'peer': '198.51.100.7', 'dns_us': 120, 'dns_disp': 1, 'sockconn_us': 0, 'tls_us': 0,
+         'txn_resp_us': 0, 'dns': ['198.51.100.7'], 'prot_specific': {}}
+        """
+        return {
+            "peer": self.peer[0] if self.peer is not None else "",
+            "dns_us": self.dns_us,
+            "dns_disp": _DNS_DISP.get(self.dns_disposition, 0),
+            "sockconn_us": self.sockconn_us,
+            "tls_us": self.tls_us,
+            "txn_resp_us": self.txn_resp_us,
+            "dns": list(self.dns_results),
+            "prot_specific": dict(self.protocol_specific),
+        }
 
 
 class Cao(Record):
@@ -118,3 +154,241 @@ class Cao(Record):
         self.errno = errno
         self.connect_us = connect_us
         self.conmon = conmon
+
+
+class CaoStats(Record):
+    """What the database knows of a slice of attempts (:meth:`CaoDb.stats`).
+
+    ``failures`` counts refused, unreachable, timed-out and errored attempts; ``lost`` the
+    lost races (no failure: the path worked, another was faster). ``median_connect_us`` is
+    the median handshake time of the attempts that won, None if none did.
+    """
+
+    __slots__ = ("attempts", "wins", "failures", "lost", "median_connect_us")  # noqa: RUF023
+
+    def __init__(
+        self,
+        attempts: int = 0,
+        wins: int = 0,
+        failures: int = 0,
+        lost: int = 0,
+        median_connect_us: int | None = None,
+    ) -> None:
+        self.attempts = attempts
+        self.wins = wins
+        self.failures = failures
+        self.lost = lost
+        self.median_connect_us = median_connect_us
+
+
+_KEYS = ("host", "address", "family", "ifindex", "gateway", "route_id")
+_Entry = tuple[Cao, float]  # the record and when it was added (clock seconds)
+
+
+class CaoDb:
+    """A bounded, multi-indexed database of recent connection attempts (``ctx.cao_db``).
+
+    ``history`` records at most, each kept ``ttl`` seconds (so a path that lost is tried
+    again in time). Every key (host, address, family, ifindex, gateway, route id) has a
+    dict index, so :meth:`query`, :meth:`stats` and :meth:`forget` cost O(matches)::
+
+        import socket
+        import time
+
+        from lwspy import Cao, CaoDb, CaoResult
+
+        db = CaoDb(history=1024, ttl=600, clock=time.monotonic)
+        lost = Cao("lab.test", 80, "2001:db8::1", socket.AF_INET6, 0.0, ifindex=3,
+                   result=CaoResult.LOST_RACE)
+        db.add(lost)                                          # a finished attempt
+        print(db.stats(host="lab.test", family=socket.AF_INET6))  # attempts=1, lost=1
+        print(db.forget(ifindex=3))                           # the link went down: 1
+
+    The clock is injected (the context's), so the database itself reads no time.
+    """
+
+    __slots__ = ("_index", "_records", "_serial", "clock", "history", "ttl")
+
+    def __init__(self, history: int, ttl: float, clock: Callable[[], float]) -> None:
+        if isinstance(history, bool) or not isinstance(history, int) or history < 0:
+            raise ValueError(f"cao_history must be an int >= 0, not {history!r}")
+        self.history = history
+        self.ttl = ttl
+        self.clock = clock
+        self._serial = 0
+        self._records: OrderedDict[int, _Entry] = OrderedDict()  # oldest first
+        self._index: dict[str, dict[object, dict[int, Cao]]] = {k: {} for k in _KEYS}
+
+    def __len__(self) -> int:
+        self._expire(self.clock())
+        return len(self._records)
+
+    def __iter__(self) -> Iterator[Cao]:
+        """Every live record, oldest first."""
+        self._expire(self.clock())
+        return iter([cao for cao, _ in self._records.values()])
+
+    def add(self, cao: Cao) -> None:
+        """Record a finished attempt (a PENDING one is refused: ValueError)."""
+        if cao.result is CaoResult.PENDING:
+            raise ValueError("only finished attempts go into the CAO database")
+        now = self.clock()
+        self._expire(now)
+        if self.history == 0:
+            return
+        while len(self._records) >= self.history:
+            self._drop(next(iter(self._records)))
+        self._serial += 1
+        serial = self._serial
+        self._records[serial] = (cao, now)
+        for key, index in self._index.items():
+            value = getattr(cao, key)
+            if value is not None:
+                index.setdefault(value, {})[serial] = cao
+
+    def query(
+        self,
+        *,
+        host: str | None = None,
+        address: str | None = None,
+        family: int | None = None,
+        ifindex: int | None = None,
+        gateway: str | None = None,
+        route_id: int | None = None,
+        limit: int | None = None,
+    ) -> list[Cao]:
+        """The records matching every filter given, newest first; at most ``limit`` of them
+        (the newest), found in O(limit) when one filter is given."""
+        want = {
+            "host": host,
+            "address": address,
+            "family": family,
+            "ifindex": ifindex,
+            "gateway": gateway,
+            "route_id": route_id,
+        }
+        return [self._records[s][0] for s in self._matching(want, limit)]
+
+    def stats(
+        self,
+        *,
+        host: str | None = None,
+        address: str | None = None,
+        family: int | None = None,
+        ifindex: int | None = None,
+        gateway: str | None = None,
+        route_id: int | None = None,
+    ) -> CaoStats:
+        """Counts and the median connect time of the records matching every filter given."""
+        cos = self.query(
+            host=host,
+            address=address,
+            family=family,
+            ifindex=ifindex,
+            gateway=gateway,
+            route_id=route_id,
+        )
+        return summarize(cos)
+
+    def forget(
+        self,
+        *,
+        ifindex: int | None = None,
+        gateway: str | None = None,
+        route_id: int | None = None,
+        host: str | None = None,
+        address: str | None = None,
+    ) -> int:
+        """Drop the history a change made stale: records matching every filter given.
+
+        At least one filter is needed (ValueError otherwise); returns how many went. The
+        netlink role calls it with ``route_id=`` (route deleted or replaced), ``ifindex=``
+        (link down or deleted) and ``gateway=`` (a route with that gateway removed).
+        """
+        want = {
+            "host": host,
+            "address": address,
+            "family": None,
+            "ifindex": ifindex,
+            "gateway": gateway,
+            "route_id": route_id,
+        }
+        if all(v is None for v in want.values()):
+            raise ValueError("forget() needs at least one filter")
+        serials = self._matching(want)
+        for serial in serials:
+            self._drop(serial)
+        return len(serials)
+
+    def clear(self) -> None:
+        """Drop every record."""
+        self._records.clear()
+        for index in self._index.values():
+            index.clear()
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _matching(self, want: Mapping[str, object], limit: int | None = None) -> list[int]:
+        """Serials (newest first) of the live records matching every given filter."""
+        self._expire(self.clock())
+        given = [(k, v) for k, v in want.items() if v is not None]
+        if not given:
+            return list(islice(reversed(self._records), limit))
+        # Walk the smallest index bucket; check the other filters on each of its records.
+        buckets = []
+        for key, value in given:
+            bucket = self._index[key].get(value)
+            if bucket is None:
+                return []
+            buckets.append((len(bucket), key, bucket))
+        buckets.sort(key=lambda b: b[0])
+        _, first_key, smallest = buckets[0]
+        rest = [(k, v) for k, v in given if k != first_key]
+        if not rest:  # one filter: the bucket is the answer
+            return list(islice(reversed(smallest), limit))
+        found = (
+            serial
+            for serial, cao in reversed(smallest.items())
+            if all(getattr(cao, k) == v for k, v in rest)
+        )
+        return list(islice(found, limit))
+
+    def _expire(self, now: float) -> None:
+        records = self._records
+        limit = now - self.ttl
+        while records:
+            serial = next(iter(records))
+            if records[serial][1] > limit:
+                return
+            self._drop(serial)
+
+    def _drop(self, serial: int) -> None:
+        cao, _ = self._records.pop(serial)
+        for key, index in self._index.items():
+            value = getattr(cao, key)
+            if value is not None:
+                bucket = index[value]
+                del bucket[serial]
+                if not bucket:
+                    del index[value]
+
+
+def summarize(caos: list[Cao]) -> CaoStats:
+    """The :class:`CaoStats` of a list of finished attempts."""
+    st = CaoStats(attempts=len(caos))
+    times: list[int] = []
+    for cao in caos:
+        result = cao.result
+        if result is CaoResult.WON:
+            st.wins += 1
+            times.append(cao.connect_us)
+        elif result is CaoResult.LOST_RACE:
+            st.lost += 1
+        elif result in FAILURES:
+            st.failures += 1
+    if times:
+        times.sort()
+        n = len(times)
+        mid = n // 2
+        st.median_connect_us = times[mid] if n % 2 else (times[mid - 1] + times[mid]) // 2
+    return st

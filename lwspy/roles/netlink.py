@@ -90,6 +90,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from lwspy.core.client import forget_paths
 from lwspy.core.log import INFO, log
 from lwspy.core.protocol import INTERNAL
 from lwspy.core.role import InternalRole
@@ -272,6 +273,7 @@ class _Batch:
     added: list[Route] = field(default_factory=list)
     removed: list[Route] = field(default_factory=list)
     gone_locals: set[str] = field(default_factory=set)
+    links_down: list[int] = field(default_factory=list)  # down or deleted
 
 
 class Phase(enum.Enum):
@@ -1145,6 +1147,8 @@ class RouteWatcher:
             prev = links.get(index)
             links[index] = rec
             if not rec.up and (prev is None or prev.up):
+                if dump is None:
+                    batch.links_down.append(index)
                 # Link down: the kernel killed its IPv4 paths (all but scope host ones)
                 # without a word; its IPv6 routes come as RTM_DELROUTEs.
                 removed.extend(table.link_down(index))
@@ -1155,6 +1159,8 @@ class RouteWatcher:
                 self._nh_change(table.flush_nexthops(index), removed)
         elif rec.type == RTM_DELLINK:
             links.pop(index, None)
+            if dump is None:
+                batch.links_down.append(index)
             self._nh_change(table.flush_nexthops(index), removed)
             removed.extend(table.link_down(index, force=True))
             removed.extend(table.drop_link(index))
@@ -1283,6 +1289,8 @@ class RouteWatcher:
 
     def _settle(self, batch: _Batch) -> None:
         """Re-check what the batch could have affected; announce it on SMD."""
+        if batch.removed or batch.links_down:  # the CAO history of those paths is stale
+            forget_paths(self.ctx.cao_db, batch.removed, batch.links_down)
         if not (batch.added or batch.removed or batch.gone_locals):
             return
         self.stats["batches"] += 1

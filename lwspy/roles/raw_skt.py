@@ -11,10 +11,9 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING
 
-from lwspy.core import client
 from lwspy.core.protocol import INTERNAL, Reason
 from lwspy.core.role import RX_CHUNK, InternalRole, RoleOps
-from lwspy.core.wsi import CONNECTING, ESTABLISHED, EV_READ, Wsi
+from lwspy.core.wsi import ESTABLISHED, EV_READ, Wsi
 
 if TYPE_CHECKING:
     from lwspy.core.context import Context
@@ -57,12 +56,6 @@ class RawSktRole(RoleOps):
             # Half-close: nothing more will come; what we still owe the peer is flushed.
             wsi._rx_on = False
             wsi.close("peer closed")
-
-    def on_writable(self, wsi: Wsi) -> None:
-        if wsi.state is CONNECTING:
-            client.connect_finished(wsi)
-            return
-        RoleOps.on_writable(self, wsi)
 
     def send(self, wsi: Wsi, data: bytes | memoryview | bytearray) -> int:
         sock = wsi.sock

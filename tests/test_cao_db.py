@@ -1,0 +1,198 @@
+"""CaoDb against a naive model (hypothesis), CaoStats, Conmon.as_dict."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import pytest
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from lwspy.net.cao import Cao, CaoDb, CaoResult, Conmon, summarize
+from tests.conftest import FakeClock
+
+HOSTS = ["a.test", "b.test"]
+ADDRS = ["198.51.100.1", "198.51.100.2", "2001:db8::1", "2001:db8::2"]
+GWS = [None, "198.51.100.254", "2001:db8::fe"]
+RESULTS = [r for r in CaoResult if r is not CaoResult.PENDING]
+
+
+def _cao(
+    host: str,
+    address: str,
+    ifindex: int | None,
+    gateway: str | None,
+    route_id: int | None,
+    result: CaoResult,
+    connect_us: int,
+) -> Cao:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    return Cao(
+        host,
+        80,
+        address,
+        int(family),
+        started=0.0,
+        ifindex=ifindex,
+        gateway=gateway,
+        route_id=route_id,
+        result=result,
+        connect_us=connect_us,
+    )
+
+
+caos = st.builds(
+    _cao,
+    st.sampled_from(HOSTS),
+    st.sampled_from(ADDRS),
+    st.sampled_from([None, 1, 2]),
+    st.sampled_from(GWS),
+    st.sampled_from([None, 10, 11, 12]),
+    st.sampled_from(RESULTS),
+    st.integers(0, 5000),
+)
+filters = st.fixed_dictionaries(
+    {},
+    optional={
+        "host": st.sampled_from(HOSTS),
+        "address": st.sampled_from(ADDRS),
+        "family": st.sampled_from([int(socket.AF_INET), int(socket.AF_INET6)]),
+        "ifindex": st.sampled_from([1, 2]),
+        "gateway": st.sampled_from([g for g in GWS if g is not None]),
+        "route_id": st.sampled_from([10, 11, 12]),
+    },
+)
+
+
+class CaoDbModel(RuleBasedStateMachine):
+    """Every operation on the database agrees with a list filtered by hand."""
+
+    @initialize(history=st.integers(0, 12), ttl=st.sampled_from([1.0, 5.0, 600.0]))
+    def setup(self, history: int, ttl: float) -> None:
+        self.clock = FakeClock()
+        self.db = CaoDb(history=history, ttl=ttl, clock=self.clock)
+        self.history, self.ttl = history, ttl
+        self.model: list[tuple[Cao, float]] = []
+
+    def _live(self) -> list[tuple[Cao, float]]:
+        now = self.clock.now
+        self.model = [(c, t) for c, t in self.model if t > now - self.ttl]
+        return self.model
+
+    @staticmethod
+    def _match(cao: Cao, want: dict[str, Any]) -> bool:
+        return all(getattr(cao, k) == v for k, v in want.items())
+
+    @rule(cao=caos)
+    def add(self, cao: Cao) -> None:
+        self.db.add(cao)
+        live = self._live()
+        if self.history:
+            live.append((cao, self.clock.now))
+            del live[: max(0, len(live) - self.history)]
+
+    @rule(seconds=st.sampled_from([0.0, 0.5, 1.0, 3.0]))
+    def tick(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    @rule(want=filters, limit=st.sampled_from([None, 0, 1, 3]))
+    def query(self, want: dict[str, Any], limit: int | None) -> None:
+        expect = [c for c, _ in reversed(self._live()) if self._match(c, want)]
+        got = self.db.query(**want)
+        assert [id(c) for c in got] == [id(c) for c in expect]
+        newest = self.db.query(**want, limit=limit)
+        assert [id(c) for c in newest] == [id(c) for c in expect[:limit]]
+        assert self.db.stats(**want) == summarize(expect)
+
+    @rule(want=filters)
+    def forget(self, want: dict[str, Any]) -> None:
+        want.pop("family", None)
+        if not want:
+            with pytest.raises(ValueError, match="at least one filter"):
+                self.db.forget()
+            return
+        gone = [c for c, _ in self._live() if self._match(c, want)]
+        assert self.db.forget(**want) == len(gone)
+        self.model = [(c, t) for c, t in self.model if not self._match(c, want)]
+
+    @invariant()
+    def same_records(self) -> None:
+        if hasattr(self, "db"):
+            assert [id(c) for c in self.db] == [id(c) for c, _ in self._live()]
+            assert len(self.db) == len(self.model)
+
+
+TestCaoDbModel = CaoDbModel.TestCase
+
+
+def test_stats_count_wins_failures_and_lost_races_and_take_the_median_of_wins() -> None:
+    clock = FakeClock()
+    db = CaoDb(history=10, ttl=60, clock=clock)
+    for result, us in [
+        (CaoResult.WON, 300),
+        (CaoResult.WON, 100),
+        (CaoResult.LOST_RACE, 9000),
+        (CaoResult.REFUSED, 5),
+        (CaoResult.TIMED_OUT, 5),
+        (CaoResult.WON, 200),
+    ]:
+        db.add(_cao("a.test", "2001:db8::1", 3, None, 7, result, us))
+    st6 = db.stats(host="a.test", family=socket.AF_INET6)
+    assert (st6.attempts, st6.wins, st6.failures, st6.lost) == (6, 3, 2, 1)
+    assert st6.median_connect_us == 200
+    db.add(_cao("a.test", "2001:db8::1", 3, None, 7, CaoResult.WON, 400))
+    assert db.stats(route_id=7).median_connect_us == 250  # even count: the mean of the middle two
+    assert db.stats(family=socket.AF_INET).attempts == 0
+    assert db.stats(host="nobody.test").median_connect_us is None
+    assert db.forget(route_id=7) == 7 and len(db) == 0
+
+
+def test_records_expire_after_the_ttl_and_the_bound_drops_the_oldest() -> None:
+    clock = FakeClock()
+    db = CaoDb(history=2, ttl=10, clock=clock)
+    first = _cao("a.test", "198.51.100.1", 1, None, None, CaoResult.WON, 1)
+    db.add(first)
+    clock.advance(6)
+    second = _cao("a.test", "198.51.100.2", 1, None, None, CaoResult.WON, 1)
+    third = _cao("a.test", "198.51.100.2", 1, None, None, CaoResult.REFUSED, 1)
+    db.add(second)
+    db.add(third)  # the bound: the first goes
+    assert db.query(host="a.test") == [third, second]
+    assert db.query(address="198.51.100.1") == []
+    clock.advance(5)
+    assert db.query() == [third, second]
+    clock.advance(5)  # both were added 10 s ago
+    assert db.query() == [] and len(db) == 0
+    db.clear()
+
+
+def test_add_refuses_a_pending_attempt_and_a_bad_bound() -> None:
+    db = CaoDb(history=4, ttl=1, clock=FakeClock())
+    with pytest.raises(ValueError, match="finished"):
+        db.add(Cao("a.test", 80, "198.51.100.1", int(socket.AF_INET), started=0.0))
+    with pytest.raises(ValueError, match="cao_history"):
+        CaoDb(history=-1, ttl=1, clock=FakeClock())
+
+
+def test_conmon_as_dict_uses_lws_conmon_json_names() -> None:
+    cm = Conmon(
+        peer=("2001:db8::1", 443),
+        dns_us=1234,
+        dns_disposition="NXDOMAIN",
+        dns_results=["2001:db8::1", "198.51.100.1"],
+        sockconn_us=99,
+        protocol_specific={"http": {"response": 204}},
+    )
+    assert cm.as_dict() == {
+        "peer": "2001:db8::1",
+        "dns_us": 1234,
+        "dns_disp": 4,
+        "sockconn_us": 99,
+        "tls_us": 0,
+        "txn_resp_us": 0,
+        "dns": ["2001:db8::1", "198.51.100.1"],
+        "prot_specific": {"http": {"response": 204}},
+    }
+    assert Conmon(dns_disposition="SERVER_UNREACHABLE").as_dict()["peer"] == ""
+    assert Conmon(dns_disposition="SERVER_UNREACHABLE").as_dict()["dns_disp"] == 2

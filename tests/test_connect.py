@@ -1,0 +1,401 @@
+"""The connect machinery on loopback: the race, the CAO database's say, retries, CONMON.
+
+Times are the context's fake clock: a test moves it and asserts when each attempt
+started, never how long anything took in real time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import select
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from lwspy import CaoResult, Context, Reason, RetryPolicy, Wsi, WsiState
+from lwspy.core.client import forget_paths
+from lwspy.net.cao import Cao, CaoDb
+from tests.conftest import FakeClock, Recorder, service_until
+from tests.dnsfake import FakeDns
+
+L4, L6 = "127.0.0.1", "::1"
+
+
+def _fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def _outcomes(rec: Recorder, wsi: Wsi) -> list[Reason]:
+    keep = (Reason.RAW_CONNECTED, Reason.CLIENT_CONNECTION_ERROR)
+    return [r for r in rec.reasons(wsi) if r in keep]
+
+
+@contextlib.contextmanager
+def dual_port(v6: str, v4: str) -> Iterator[tuple[int, list[socket.socket]]]:
+    """One port on ::1 and 127.0.0.1, each "listen", "refuse" or "hang" (a full backlog)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(20):
+            for s in socks:
+                s.close()
+            socks.clear()
+            try:
+                s6 = socket.socket(socket.AF_INET6)
+                socks.append(s6)
+                s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                s6.bind((L6, 0))
+                port = s6.getsockname()[1]
+                s4 = socket.socket(socket.AF_INET)
+                socks.append(s4)
+                s4.bind((L4, port))
+                break
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE:
+                    raise
+        else:  # pragma: no cover
+            raise AssertionError("no port free on both families")
+        for sock, how, fam, host in ((s6, v6, socket.AF_INET6, L6), (s4, v4, socket.AF_INET, L4)):
+            if how == "listen":
+                sock.listen(16)
+            elif how == "hang":
+                sock.listen(0)
+                _fill(sock, fam, host, port, socks)
+        yield port, socks
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _fill(lst: socket.socket, fam: int, host: str, port: int, socks: list[socket.socket]) -> None:
+    """Connect until the listen queue is full: the next SYN is dropped and hangs."""
+    for _ in range(16):
+        c = socket.socket(fam)
+        socks.append(c)
+        c.setblocking(False)
+        c.connect_ex((host, port))
+        _, w, _ = select.select([], [c], [], 0.5)
+        if not w:
+            return
+    raise AssertionError("the listen queue never filled")  # pragma: no cover
+
+
+@pytest.fixture
+def hosts(tmp_path: Path) -> Path:
+    path = tmp_path / "hosts"
+    path.write_text(f"{L6} dual.test\n{L4} dual.test\n")
+    return path
+
+
+def _ctx(rec: Recorder, hosts: Path, clock: FakeClock, **kw: object) -> Context:
+    return Context(protocols=[rec.protocol], hosts_file=hosts, clock=clock, netlink=False, **kw)  # type: ignore[arg-type]
+
+
+def test_a_hanging_first_address_loses_one_delay_later_and_is_skipped_next_time(
+    hosts: Path, clock: FakeClock
+) -> None:
+    rec = Recorder("p")
+    with dual_port("hang", "listen") as (port, _), _ctx(rec, hosts, clock) as ctx:
+        wsi = ctx.connect("dual.test", port)
+        service_until(ctx, lambda: len(wsi.caos) == 1)
+        assert [c.address for c in wsi.caos] == [L6]  # RFC 6724: ::1 first
+        for _ in range(3):  # real time passes; the fake clock does not
+            ctx.service(20)
+        assert len(wsi.caos) == 1 and wsi.state is WsiState.CONNECTING
+        clock.advance(0.25)  # happy_eyeballs_delay
+        service_until(ctx, lambda: Reason.RAW_CONNECTED in rec.reasons(wsi))
+        head, loser = wsi.caos
+        assert (head.address, head.result) == (L4, CaoResult.WON)
+        assert (loser.address, loser.result) == (L6, CaoResult.LOST_RACE)
+        assert head.started - loser.started == 0.25
+        assert wsi.peer == (L4, port) and head.local == wsi.local
+        assert rec.reasons(wsi)[:3] == [Reason.WSI_CREATE, Reason.CONNECTING, Reason.RAW_CONNECTED]
+        st = ctx.cao_db.stats(host="dual.test")
+        assert (st.attempts, st.wins, st.lost, st.failures) == (2, 1, 1, 0)
+
+        again = ctx.connect("dual.test", port)  # IPv6 lost: demoted; IPv4 won: first
+        service_until(ctx, lambda: Reason.RAW_CONNECTED in rec.reasons(again))
+        assert [(c.address, c.result) for c in again.caos] == [(L4, CaoResult.WON)]
+        assert ctx.cao_db.stats(host="dual.test", family=socket.AF_INET).wins == 2
+
+
+def test_a_refused_first_address_starts_the_next_at_once(hosts: Path, clock: FakeClock) -> None:
+    rec = Recorder("p")
+    with dual_port("refuse", "listen") as (port, _), _ctx(rec, hosts, clock) as ctx:
+        wsi = ctx.connect("dual.test", port)
+        service_until(ctx, lambda: Reason.RAW_CONNECTED in rec.reasons(wsi))  # clock still
+        head, refused = wsi.caos
+        assert (head.address, refused.address) == (L4, L6)
+        assert refused.result is CaoResult.REFUSED and refused.errno == errno.ECONNREFUSED
+        assert head.started == refused.started  # no delay: the failure started it
+        assert ctx.cao_db.stats(address=L6).failures == 1
+        conmon = wsi.conmon_take()
+        assert conmon is not None and wsi.conmon is None
+        assert conmon.dns_results == [L6, L4] and conmon.dns_disposition == "OK"
+        d = conmon.as_dict()
+        assert d["peer"] == L4 and d["dns"] == [L6, L4] and d["dns_disp"] == 1
+
+        again = ctx.connect("dual.test", port)
+        service_until(ctx, lambda: Reason.RAW_CONNECTED in rec.reasons(again))
+        assert [c.address for c in again.caos] == [L4]
+
+
+def test_every_address_dead_gives_one_error_and_every_attempt_in_start_order(
+    hosts: Path, clock: FakeClock
+) -> None:
+    rec = Recorder("p")
+    with dual_port("refuse", "refuse") as (port, _), _ctx(rec, hosts, clock) as ctx:
+        before = _fds()
+        wsi = ctx.connect("dual.test", port)
+        service_until(ctx, lambda: wsi.state is WsiState.CLOSED)
+        for _ in range(3):
+            ctx.service(10)
+        assert _outcomes(rec, wsi) == [Reason.CLIENT_CONNECTION_ERROR]
+        assert rec.data(Reason.CLIENT_CONNECTION_ERROR, wsi) == ["connect refused"]
+        assert [c.address for c in wsi.caos] == [L6, L4]
+        assert all(c.result is CaoResult.REFUSED for c in wsi.caos)
+        assert wsi.conmon is not None and wsi.conmon.peer is None
+        assert wsi.conmon.dns_results == [L6, L4]
+        assert _fds() == before
+
+
+def test_retries_are_silent_and_append_their_attempts(clock: FakeClock, tmp_path: Path) -> None:
+    rec = Recorder("p")
+    with Context(protocols=[rec.protocol], clock=clock, netlink=False) as ctx:
+        closed = socket.socket()
+        closed.bind((L4, 0))
+        port = closed.getsockname()[1]
+        wsi = ctx.connect(L4, port, retry=RetryPolicy([1.0, 2.0]))
+        service_until(ctx, lambda: len(wsi.caos) == 1 and wsi.caos[0].result is CaoResult.REFUSED)
+        for _ in range(3):
+            ctx.service(10)
+        assert _outcomes(rec, wsi) == [] and wsi.state is WsiState.CONNECTING
+        clock.advance(1.0)
+        service_until(ctx, lambda: len(wsi.caos) == 2 and wsi.caos[1].result is CaoResult.REFUSED)
+        assert wsi.caos[1].started - wsi.caos[0].started == 1.0
+        closed.close()
+        with socket.create_server((L4, port)):
+            clock.advance(2.0)
+            service_until(ctx, lambda: Reason.RAW_CONNECTED in rec.reasons(wsi))
+            assert [c.result for c in wsi.caos] == [
+                CaoResult.WON,
+                CaoResult.REFUSED,
+                CaoResult.REFUSED,
+            ]
+            assert wsi.caos[0].started - wsi.caos[2].started == 2.0
+            assert _outcomes(rec, wsi) == [Reason.RAW_CONNECTED]
+            assert rec.reasons(wsi).count(Reason.CONNECTING) == 1
+
+
+def test_retries_run_out_then_one_error(clock: FakeClock, tmp_path: Path) -> None:
+    rec = Recorder("p")
+    hosts = tmp_path / "hosts"
+    hosts.write_text("")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as no_dns:
+        no_dns.bind((L4, 0))  # a nameserver that is not there: ICMP port unreachable
+        ns = f"{L4}:{no_dns.getsockname()[1]}"
+    with (
+        Context(
+            protocols=[rec.protocol], clock=clock, netlink=False, hosts_file=hosts, nameservers=[ns]
+        ) as ctx,
+        socket.socket() as closed,
+    ):
+        closed.bind((L4, 0))
+        wsi = ctx.connect(L4, closed.getsockname()[1], retry=RetryPolicy([0.5], conceal=1))
+        service_until(ctx, lambda: len(wsi.caos) == 1 and wsi.caos[0].ended is not None)
+        clock.advance(0.5)
+        service_until(ctx, lambda: wsi.state is WsiState.CLOSED)
+        assert rec.data(Reason.CLIENT_CONNECTION_ERROR, wsi) == ["connect refused"]
+        assert len(wsi.caos) == 2
+
+        named = ctx.connect("nowhere.test", 80, retry=RetryPolicy([0.5, 0.5]))
+        service_until(ctx, lambda: named._client is not None and named._client.retries == 1)
+        assert _outcomes(rec, named) == [] and Reason.CONNECTING not in rec.reasons(named)
+        clock.advance(0.5)
+        service_until(ctx, lambda: named._client is not None and named._client.retries == 2)
+        clock.advance(0.5)
+        service_until(ctx, lambda: named.state is WsiState.CLOSED)
+        (reason,) = rec.data(Reason.CLIENT_CONNECTION_ERROR, named)
+        assert reason.startswith("DNS SERVER_UNREACHABLE")
+        assert named.conmon is not None
+        assert named.conmon.dns_disposition == "SERVER_UNREACHABLE"
+        assert named.caos == []
+
+
+def test_a_connecting_callback_that_closes_stops_the_race(hosts: Path, clock: FakeClock) -> None:
+    rec = Recorder("p", lambda w, r, d: 1 if r is Reason.CONNECTING else 0)
+    with dual_port("hang", "listen") as (port, _), _ctx(rec, hosts, clock) as ctx:
+        before = _fds()
+        wsi = ctx.connect("dual.test", port)
+        service_until(ctx, lambda: wsi.state is WsiState.CLOSED)
+        clock.advance(1)
+        for _ in range(3):
+            ctx.service(0)
+        assert _outcomes(rec, wsi) == [Reason.CLIENT_CONNECTION_ERROR]
+        assert [(c.address, c.result) for c in wsi.caos] == [(L6, CaoResult.ERROR)]
+        assert len(ctx.cao_db) == 0  # abandoned, not the path's fault
+        assert _fds() == before
+
+
+def test_destroy_mid_race_closes_every_attempt(hosts: Path, clock: FakeClock) -> None:
+    rec = Recorder("p")
+    with dual_port("hang", "hang") as (port, _):
+        before = _fds()
+        ctx = _ctx(rec, hosts, clock)
+        wsi = ctx.connect("dual.test", port)
+        service_until(ctx, lambda: len(wsi.caos) == 1)
+        clock.advance(0.25)
+        service_until(ctx, lambda: len(wsi.caos) == 2)
+        assert [c.result for c in wsi.caos] == [CaoResult.PENDING, CaoResult.PENDING]
+        ctx.destroy()
+        assert rec.data(Reason.CLIENT_CONNECTION_ERROR, wsi) == ["context destroyed"]
+        assert [c.result for c in wsi.caos] == [CaoResult.ERROR, CaoResult.ERROR]
+        assert _fds() == before
+
+
+def test_the_connect_timeout_times_out_every_attempt_in_flight(
+    hosts: Path, clock: FakeClock
+) -> None:
+    rec = Recorder("p")
+    with (
+        dual_port("hang", "hang") as (port, _),
+        _ctx(rec, hosts, clock, connect_timeout_secs=2) as ctx,
+    ):
+        wsi = ctx.connect("dual.test", port)
+        service_until(ctx, lambda: len(wsi.caos) == 1)
+        clock.advance(0.25)
+        service_until(ctx, lambda: len(wsi.caos) == 2)
+        clock.advance(1.75)
+        service_until(ctx, lambda: wsi.state is WsiState.CLOSED)
+        assert rec.data(Reason.CLIENT_CONNECTION_ERROR, wsi) == ["timed out"]
+        assert [c.result for c in wsi.caos] == [CaoResult.TIMED_OUT] * 2
+        assert [c.connect_us for c in wsi.caos] == [2_000_000, 1_750_000]
+        assert ctx.cao_db.stats(host="dual.test").failures == 2
+
+
+def test_a_source_address_binds_only_its_family(hosts: Path, clock: FakeClock) -> None:
+    rec = Recorder("p")
+    with dual_port("listen", "listen") as (port, _), _ctx(rec, hosts, clock) as ctx:
+        wsi = ctx.connect("dual.test", port, iface=L4)
+        service_until(ctx, lambda: Reason.RAW_CONNECTED in rec.reasons(wsi))
+        assert [c.address for c in wsi.caos] == [L4]
+        assert wsi.conmon is not None and wsi.conmon.dns_results == [L6, L4]  # all it had
+
+
+def test_a_bind_failure_ends_that_attempt_only(hosts: Path, clock: FakeClock) -> None:
+    rec = Recorder("p")
+    with dual_port("listen", "listen") as (port, _), _ctx(rec, hosts, clock) as ctx:
+        wsi = ctx.connect(L6, port, iface="198.51.100.1")  # an IPv4 source for IPv6: refused
+        service_until(ctx, lambda: wsi.state is WsiState.CLOSED)
+        (reason,) = rec.data(Reason.CLIENT_CONNECTION_ERROR, wsi)
+        assert reason.startswith(("DNS NO_RESULT", "bind to"))
+        wsi = ctx.connect(L4, port, iface="198.51.100.1")  # not an address of this host
+        service_until(ctx, lambda: wsi.state is WsiState.CLOSED)
+        (reason,) = rec.data(Reason.CLIENT_CONNECTION_ERROR, wsi)
+        assert reason.startswith("bind to 198.51.100.1")
+        assert [c.result for c in wsi.caos] == [CaoResult.ERROR]
+        assert len(ctx.cao_db) == 0  # the path did nothing wrong
+
+
+def test_connect_and_context_reject_bad_race_arguments() -> None:
+    rec = Recorder("p")
+    with (
+        Context(protocols=[rec.protocol], netlink=False) as ctx,
+        pytest.raises(TypeError, match="RetryPolicy"),
+    ):
+        ctx.connect(L4, 80, retry=[1])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="happy_eyeballs_delay"):
+        Context(happy_eyeballs_delay=-1)
+    with pytest.raises(TypeError, match="cao_history"):
+        Context(cao_history="many")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="cao_history"):
+        Context(cao_history=-1)
+    with pytest.raises(ValueError, match="cao_history_ttl"):
+        Context(cao_history_ttl=0)
+    with Context(cao_history=5, cao_history_ttl=9, netlink=False) as ctx:
+        assert (ctx.cao_db.history, ctx.cao_db.ttl) == (5, 9.0)
+
+
+def test_forget_paths_drops_routes_gateways_and_links() -> None:
+    db = CaoDb(history=100, ttl=60, clock=FakeClock())
+
+    def add(address: str, ifindex: int, gateway: str | None, route_id: int) -> None:
+        fam = socket.AF_INET6 if ":" in address else socket.AF_INET
+        db.add(
+            Cao(
+                "h",
+                80,
+                address,
+                int(fam),
+                0.0,
+                ifindex=ifindex,
+                gateway=gateway,
+                route_id=route_id,
+                result=CaoResult.WON,
+            )
+        )
+
+    add("2001:db8::1", 2, None, 10)
+    add("203.0.113.1", 2, "198.51.100.2", 11)
+    add("203.0.113.9", 3, "198.51.100.2", 12)  # same gateway, another route
+    add("198.51.100.7", 3, None, 13)
+    forget_paths(db, [SimpleNamespace(id=10, gateway=None)], [])  # type: ignore[list-item]
+    assert db.stats(family=socket.AF_INET6).attempts == 0 and len(db) == 3
+    forget_paths(db, [SimpleNamespace(id=11, gateway="198.51.100.2")], [])  # type: ignore[list-item]
+    assert [c.address for c in db] == ["198.51.100.7"]
+    forget_paths(db, [], [3])
+    assert len(db) == 0
+
+
+def test_a_name_from_dns_races_both_families_and_conmon_has_the_answers(tmp_path: Path) -> None:
+    rec = Recorder("p")
+    hosts = tmp_path / "hosts"
+    hosts.write_text("")
+    with (
+        dual_port("refuse", "listen") as (port, _),
+        FakeDns() as srv,
+        Context(
+            protocols=[rec.protocol], hosts_file=hosts, nameservers=[srv.address], netlink=False
+        ) as ctx,
+    ):
+        srv.zone["dns.test"] = [("AAAA", L6), ("A", L4)]
+        wsi = ctx.connect("dns.test", port)
+        for _ in range(400):
+            if Reason.RAW_CONNECTED in rec.reasons(wsi):
+                break
+            ctx.service(5)
+            srv.pump()
+        assert [(c.address, c.result) for c in wsi.caos] == [
+            (L4, CaoResult.WON),
+            (L6, CaoResult.REFUSED),
+        ]
+        cm = wsi.conmon
+        assert cm is not None and sorted(cm.dns_results) == sorted([L6, L4])
+        assert cm.dns_disposition == "OK" and cm.dns_us > 0
+        assert cm.as_dict()["peer"] == L4
+
+
+def test_destroy_mid_query_reports_context_destroyed_and_closes_every_socket(
+    tmp_path: Path,
+) -> None:
+    rec = Recorder("p")
+    hosts = tmp_path / "hosts"
+    hosts.write_text("")
+    with FakeDns(behaviour=lambda srv, q, wire, tcp: []) as srv:  # hears, never answers
+        before = _fds()
+        ctx = Context(
+            protocols=[rec.protocol], hosts_file=hosts, nameservers=[srv.address], netlink=False
+        )
+        wsi = ctx.connect("silent.test", 80)
+        for _ in range(20):
+            ctx.service(5)
+            srv.pump()
+        assert srv.queries and wsi.state is WsiState.PENDING and wsi.caos == []
+        ctx.destroy()
+        assert rec.data(Reason.CLIENT_CONNECTION_ERROR, wsi) == ["context destroyed"]
+        assert _outcomes(rec, wsi) == [Reason.CLIENT_CONNECTION_ERROR]
+        assert _fds() == before
