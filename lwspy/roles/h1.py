@@ -206,7 +206,7 @@ class HttpRequest:
             return
         self.done = True
         self._timer.cancel()
-        self.wsi.close("cancelled")
+        self.wsi._close_now("cancelled")
 
     # -- driven by the protocol callback -------------------------------------------------
 
@@ -267,7 +267,14 @@ class HttpRequest:
         if reason != "peer closed":  # a reset, a route lost, the context destroyed, ...
             self._finish(reason or "closed", bad=False)
             return
-        self._rx(b"")  # the end of stream: it ends a body delimited by the close
+        if self._received:
+            import h11
+
+            try:  # the end of stream: it ends a body delimited by the close
+                self._conn.receive_data(b"")
+                self._events(h11)
+            except h11.RemoteProtocolError:
+                pass
         if not self.done:
             bad = self._received > 0
             self._finish("closed mid-response" if bad else "closed without a response", bad)
@@ -289,7 +296,10 @@ class HttpRequest:
         resp.body = bytes(self._body)
         resp.conmon = wsi.conmon
         resp.caos = wsi.caos
-        wsi.close(error or "done")
+        if error is None:
+            wsi.close("done")
+        else:  # abandoned: what the server still sends is not wanted (no drain, a reset)
+            wsi._close_now(error)
         self._on_response(resp)
 
     def __repr__(self) -> str:
