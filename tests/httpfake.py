@@ -42,6 +42,19 @@ def close_after(raw: bytes) -> Behaviour:
     return answer(raw)
 
 
+def stall_after(raw: bytes) -> Behaviour:
+    """Send ``raw``, then hold the connection open, sending nothing, until the client closes."""
+
+    def run(conn: socket.socket) -> None:
+        read_request(conn)
+        conn.sendall(raw)
+        with contextlib.suppress(OSError):
+            while conn.recv(4096):
+                pass
+
+    return run
+
+
 def reset(conn: socket.socket) -> None:
     """Read the request, then close with a reset (SO_LINGER 0)."""
     read_request(conn)
