@@ -311,3 +311,51 @@ def test_no_fd_leak_over_many_requests() -> None:
         assert len(os.listdir("/proc/self/fd")) == fds_before
     finally:
         srv.close()
+
+
+def test_ipv6_literal_and_informational_responses() -> None:
+    srv6 = socket.create_server(("::1", 0), family=socket.AF_INET6)
+    port = srv6.getsockname()[1]
+    seen: list[bytes] = []
+
+    def serve() -> None:
+        from tests.httpfake import read_request
+
+        conn, _ = srv6.accept()
+        with conn:
+            seen.append(read_request(conn))
+            conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with Context(netlink=False, on_callback_error=reraise) as ctx:
+            resp = get(ctx, f"http://[::1]:{port}/")
+        assert resp.status == 204 and resp.error is None
+        assert f"Host: [::1]:{port}\r\n".encode() in seen[0]
+    finally:
+        thread.join(5)
+        srv6.close()
+
+
+def test_a_connection_closed_event_ends_the_response(ctx: Context) -> None:
+    # h11 gives ConnectionClosed only once the server's side is done; the client never
+    # asks for it, but an event it does not wait for must still end the request.
+    srv = HttpFake(None)
+    try:
+        got: list[HttpResponse] = []
+        req = ctx.http_get(srv.url(), got.append, timeout=5)
+        service_until(ctx, lambda: req.wsi.peer is not None)
+        req.wsi.conmon_take()  # the user took CONMON: nothing to fill
+
+        class Closed:
+            def next_event(self) -> object:
+                return h11.ConnectionClosed()
+
+        req._conn = Closed()  # type: ignore[assignment]
+        req._received = 1
+        req._events(h11)
+        assert got[0].error == "closed mid-response" and got[0].bad_response
+        assert got[0].conmon is None
+    finally:
+        srv.close()

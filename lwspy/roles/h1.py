@@ -262,8 +262,6 @@ class HttpRequest:
 
     def _closed(self, reason: str | None) -> None:
         """The connection closed before the response was complete."""
-        if self.done:
-            return
         if reason != "peer closed":  # a reset, a route lost, the context destroyed, ...
             self._finish(reason or "closed", bad=False)
             return
