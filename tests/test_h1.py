@@ -302,15 +302,16 @@ def test_random_bytes_never_raise_out_of_the_loop(raw: bytes) -> None:
 
 
 def test_no_fd_leak_over_many_requests() -> None:
-    srv = HttpFake(answer(b"HTTP/1.1 204 No Content\r\n\r\n"))
+    fds_before = len(os.listdir("/proc/self/fd"))  # the server's sockets are ours too
+    srv = HttpFake(*[answer(b"HTTP/1.1 204 No Content\r\n\r\n")] * 20, None)
     try:
-        fds_before = len(os.listdir("/proc/self/fd"))
         with Context(netlink=False, on_callback_error=reraise) as ctx:
             for _ in range(20):
                 assert get(ctx, srv.url()).status == 204
-        assert len(os.listdir("/proc/self/fd")) == fds_before
+            assert get(ctx, srv.url(), timeout=0.1).error == "timed out"  # held by the server
     finally:
         srv.close()
+    assert len(os.listdir("/proc/self/fd")) == fds_before
 
 
 def test_ipv6_literal_and_informational_responses() -> None:

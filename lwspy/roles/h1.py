@@ -141,10 +141,9 @@ class HttpRequest:
         "_max_body",
         "_on_response",
         "_received",
-        "_request_head",
+        "_request",
         "_response",
         "_sent_at",
-        "_target",
         "_timer",
         "ctx",
         "done",
@@ -181,13 +180,12 @@ class HttpRequest:
         hostport = host if port == 80 else f"{host}:{port}"
         names = {k.lower() for k, _ in headers}
         base = [("Host", hostport), ("User-Agent", USER_AGENT), ("Accept", "*/*")]
-        # The request head, kept for RAW_CONNECTED (h11 makes the bytes then).
-        self._request_head = [(k, v) for k, v in base if k.lower() not in names]
-        self._request_head += headers
-        self._request_head.append(("Connection", "close"))
-        self._target = target
-        # Validate the request now (bad header text raises here, not in the loop).
-        h11.Request(method="GET", target=target, headers=self._request_head)
+        head = [(k, v) for k, v in base if k.lower() not in names]
+        head += headers
+        head.append(("Connection", "close"))
+        # Made (and so validated: bad header text raises here, not in the loop) now, sent
+        # on RAW_CONNECTED.
+        self._request = h11.Request(method="GET", target=target, headers=head)
         vh = ctx.vhosts.get(HTTP_VHOST) or ctx.create_vhost(HTTP_VHOST, protocols=[PROTOCOL])
         self.wsi: Wsi = ctx.connect(
             host.strip("[]"), port, protocol=PROTOCOL, vhost=vh, iface=iface
@@ -214,7 +212,7 @@ class HttpRequest:
         import h11
 
         conn = self._conn
-        data = conn.send(h11.Request(method="GET", target=self._target, headers=self._request_head))
+        data = conn.send(self._request)
         data = (data or b"") + (conn.send(h11.EndOfMessage()) or b"")
         self._sent_at = self.ctx.now()
         self.wsi.write(data)
