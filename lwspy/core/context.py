@@ -15,7 +15,6 @@ from threading import get_ident
 from typing import TYPE_CHECKING, Any
 
 from lwspy.core import client
-from lwspy.core.cpd import CpdService
 from lwspy.core.hooks import Hooks, RouteService
 from lwspy.core.log import log
 from lwspy.core.protocol import INTERNAL, Protocol, Reason
@@ -35,6 +34,7 @@ from lwspy.system.smd import Smd
 from lwspy.system.state import LwsSystem, SystemState
 
 if TYPE_CHECKING:
+    from lwspy.core.cpd import CpdService
     from lwspy.core.resolver import Resolver
     from lwspy.net.route import RouteTable
     from lwspy.roles.h1 import HttpRequest, HttpResponse
@@ -232,7 +232,10 @@ class Context:
         # needs time (netlink cold plug) holds the machine with a notifier until it is ready.
         self._boot = Sul(self.pt.suls, lambda: self.system.transition(SystemState.OPERATIONAL))
         self._boot.schedule(0)
-        self.cpd = CpdService(self, cpd_url, cpd_timeout)
+        self._cpd: CpdService | None = None
+        self._cpd_timeout = cpd_timeout
+        if cpd_url is not None:  # its start-up probe is scheduled now
+            self._new_cpd(cpd_url)
         self.vhosts: dict[str, Vhost] = {}
         wake = Wsi(self, PIPE, None, INTERNAL, fd=self.pt.wake_r)
         wake.state = WsiState.ESTABLISHED
@@ -287,6 +290,18 @@ class Context:
             return self._new_resolver()
         return self._resolver
 
+    def _new_cpd(self, url: str | None) -> CpdService:
+        # Imported on first use: a context without CPD never loads it.
+        from lwspy.core.cpd import CpdService
+
+        self._cpd = CpdService(self, url, self._cpd_timeout)
+        return self._cpd
+
+    @property
+    def cpd(self) -> CpdService:
+        """Captive portal detection (:class:`~lwspy.CpdService`); off without ``cpd_url``."""
+        return self._cpd if self._cpd is not None else self._new_cpd(None)
+
     @property
     def routes(self) -> RouteTable | None:
         """The host's routing table, kept live by the netlink role (None without netlink)."""
@@ -333,7 +348,8 @@ class Context:
         self._destroying = True
         try:
             self._boot.cancel()
-            self.cpd.close()
+            if self._cpd is not None:
+                self._cpd.close()
             self.system.transition(SystemState.CONTEXT_DESTROYING)
             # Every step runs even if on_callback_error re-raises; the first error is
             # raised once every fd is closed.
