@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from lwspy.core.log import log
 from lwspy.core.sul import Sul
-from lwspy.system.cpd import RESULT_TEXT, Action, Cpd, CpdResult, CpdState
+from lwspy.system.cpd import RESULT_TEXT, Action, Cpd, CpdResult
 from lwspy.system.smd import SmdClass
 from lwspy.system.state import SystemState
 
@@ -138,9 +138,7 @@ class CpdService:
         """Hold CPD_PRE_TIME -> TIME_VALID until the first result."""
         if step is not SystemState.TIME_VALID or self._machine.result is not CpdResult.UNKNOWN:
             return True
-        self._holding = True
-        if self._machine.state is CpdState.IDLE:
-            self._do(self._machine.trigger(self._ctx.now()))
+        self._holding = True  # the start-up probe is queued or running: its result resumes
         return False
 
     def _on_kick(self) -> None:
