@@ -84,7 +84,8 @@ def test_the_request_is_a_plain_get(ctx: Context) -> None:
 
     srv = HttpFake(record)
     try:
-        resp = get(ctx, srv.url("/a/b?c=d"), headers=[("X-Probe", "yes"), ("Accept", "text/*")])
+        extra = [("X-Probe", "yes"), ("Accept", "text/*"), ("Connection", "keep-alive")]
+        resp = get(ctx, srv.url("/a/b?c=d"), headers=extra)
         assert resp.status == 200 and resp.body == b"hi"
         server = h11.Connection(h11.SERVER)
         server.receive_data(seen[0])
@@ -96,6 +97,7 @@ def test_the_request_is_a_plain_get(ctx: Context) -> None:
         assert headers[b"connection"] == b"close"
         assert headers[b"x-probe"] == b"yes" and headers[b"accept"] == b"text/*"
         assert [k for k, _ in req.headers].count(b"accept") == 1
+        assert [k for k, _ in req.headers].count(b"connection") == 1
     finally:
         srv.close()
 

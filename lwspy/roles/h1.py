@@ -181,8 +181,8 @@ class HttpRequest:
         names = {k.lower() for k, _ in headers}
         base = [("Host", hostport), ("User-Agent", USER_AGENT), ("Accept", "*/*")]
         head = [(k, v) for k, v in base if k.lower() not in names]
-        head += headers
-        head.append(("Connection", "close"))
+        head += [(k, v) for k, v in headers if k.lower() != "connection"]
+        head.append(("Connection", "close"))  # one request per connection, always
         # Made (and so validated: bad header text raises here, not in the loop) now, sent
         # on RAW_CONNECTED.
         self._request = h11.Request(method="GET", target=target, headers=head)
