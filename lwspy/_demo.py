@@ -29,6 +29,7 @@ from lwspy.core.context import Context
 from lwspy.core.protocol import Protocol, Reason
 from lwspy.core.wsi import Wsi, WsiState
 from lwspy.net.cao import Cao, CaoResult
+from lwspy.system.cpd import CpdResult
 from lwspy.system.smd import SmdClass
 from lwspy.system.state import SystemState
 
@@ -266,15 +267,12 @@ def _losers(caos: list[Cao]) -> list[Cao]:
 
 def lab_part(say: Narrator, lab: _lab.Lab, peer: Peer) -> None:
     """The lab story; ``lab`` is built and this thread is in its namespace "a"."""
-    options: dict[str, Any] = {}
-    if cpd_available():
-        options["cpd_url"] = f"http://{lab.CHECK}/generate_204"
     ctx = Context(
         protocols=_protocols(),
         netlink=True,
         nameservers=[lab.B_ADDR],
         hosts_file="/dev/null",
-        **options,
+        cpd_url=f"http://{lab.CHECK}/generate_204",
     )
     try:
         _lab_story(say, lab, peer, ctx)
@@ -291,8 +289,9 @@ def _lab_story(say: Narrator, lab: _lab.Lab, peer: Peer, ctx: Context) -> None:
         f'lwspy\'s context in "a" read the routing table over netlink ({len(routes or [])} '
         "routes) and follows every change from now on, in the same loop."
     )
-    cpd: Any = getattr(ctx, "cpd", None)
-    if cpd is not None and cpd.probes:
+    cpd = ctx.cpd
+    say.check(cpd.result is CpdResult.NO_INTERNET, "CPD at start-up found a way out")
+    if cpd.probes:
         say.para(
             f"At start-up captive portal detection found {cpd.result.name}: the probe's "
             f"host, {lab.CHECK} ({lab.PORTAL_ADDR}), has no route yet."
@@ -349,7 +348,7 @@ def _lab_story(say: Narrator, lab: _lab.Lab, peer: Peer, ctx: Context) -> None:
         "retransmissions time out, minutes later."
     )
     seen = len(smd)
-    probes = cpd.probes if cpd is not None else 0
+    probes = cpd.probes
     t0 = time.monotonic()
     lab.ip("a", "route", "del", lab.PEER_NET)
     gone = _until(ctx, lambda: u2.closed_at is not None, 5)
@@ -368,14 +367,13 @@ def _lab_story(say: Narrator, lab: _lab.Lab, peer: Peer, ctx: Context) -> None:
             f"({_render.human_seconds(rtt)})."
         )
     _until(ctx, lambda: len(smd) > seen, 1)
-    if cpd is not None:  # the delete removed a route with a gateway: CPD runs again
-        _until(ctx, lambda: cpd.probes > probes and not cpd.probing, cpd.timeout + 2)
+    # The delete removed a route with a gateway: CPD runs again.
+    _until(ctx, lambda: cpd.probes > probes and not cpd.probing, cpd.timeout + 2)
     _show_smd(say, smd[seen:])
-    if cpd is not None:
-        say.para(
-            f"  That route had a gateway, so lwspy also ran CPD again: {cpd.result.name} "
-            f"(the probe's host, {lab.PORTAL_ADDR}, has no route now)."
-        )
+    say.para(
+        f"  That route had a gateway, so lwspy also ran CPD again: {cpd.result.name} "
+        f"(the probe's host, {lab.PORTAL_ADDR}, has no route now)."
+    )
     say.say()
     _cpd_step(say, lab, ctx, smd)
     if loop is not None:
@@ -390,11 +388,6 @@ def _show_smd(say: Narrator, messages: list[tuple[SmdClass, bytes]]) -> None:
         say.lines([f"    {p}" for p in net])
 
 
-def cpd_available() -> bool:
-    """Whether this build of lwspy has captive portal detection (``ctx.cpd``)."""
-    return "cpd_url" in Context.__init__.__code__.co_varnames
-
-
 def _cpd_step(
     say: Narrator, lab: _lab.Lab, ctx: Context, smd: list[tuple[SmdClass, bytes]]
 ) -> None:
@@ -403,21 +396,13 @@ def _cpd_step(
         "gateway there may be a captive portal, so lwspy checks (CPD, captive portal "
         f"detection: an HTTP GET of a probe URL, {lab.CHECK} here, that must answer 204)."
     )
-    cpd: Any = getattr(ctx, "cpd", None)
-    before = cpd.probes if cpd is not None else 0
+    cpd = ctx.cpd
+    before = cpd.probes
     seen = len(smd)
     t0 = time.monotonic()
     lab.ip("a", "route", "add", "default", "via", lab.B_ADDR)
     heard = _until(ctx, lambda: any(b"cpdcheck" in p for _, p in smd[seen:]), 3)
     say.check(heard, "no cpdcheck message after the gateway change")
-    if cpd is None:
-        _show_smd(say, smd[seen:])
-        say.para(
-            "Captive portal detection is not in this build of lwspy, so the check stops "
-            f"here; a portal is waiting in the lab at {lab.PORTAL_ADDR} port 80.",
-            "  ",
-        )
-        return
     done = _until(ctx, lambda: cpd.probes > before and not cpd.probing, cpd.timeout + 2)
     _show_smd(say, smd[seen:])
     result = cpd.result.name
@@ -475,7 +460,7 @@ def _lab_run(say: Narrator) -> None:
             "What this showed: lwspy records every connect attempt (CAOs) and learns from "
             "them; it follows the routing table and closes a connection the moment its "
             "route goes, leaving the others alone; and it notices a gateway change"
-            + (" and checks for a captive portal." if cpd_available() else ".")
+            + " and checks for a captive portal."
             + " The client side was one single-threaded lwspy loop; the lab's servers ran "
             "in a second one, in a thread of their own."
         )

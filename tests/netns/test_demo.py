@@ -66,13 +66,11 @@ def _check_story(text: str) -> None:
     assert flat.count('{"trigger":"cpdcheck","src":"gw-change"}') == 2
     for term in _demo.TERMS:  # each explained exactly once
         assert flat.count(f" {term}: {_demo.TERMS[term][:24]}") == 1, term
-    if _demo.cpd_available():
-        assert "At start-up captive portal detection found NO_INTERNET" in flat
-        assert "so lwspy also ran CPD again: NO_INTERNET" in flat
-        assert "result CAPTIVE_PORTAL, portal URL http://portal.lab.test/login," in flat
-        assert flat.count('{"type":"cpd","result":"Captive"}') == 1
-    else:
-        assert "Captive portal detection is not in this build of lwspy" in flat
+    assert "At start-up captive portal detection found NO_INTERNET" in flat
+    assert "so lwspy also ran CPD again: NO_INTERNET" in flat
+    assert "result CAPTIVE_PORTAL, portal URL http://portal.lab.test/login," in flat
+    assert flat.count('{"type":"cpd","result":"No internet"}') == 1  # after the delete
+    assert flat.count('{"type":"cpd","result":"Captive"}') == 1  # after the gateway change
     assert "!! unexpected" not in text
     assert lines[-1].startswith("Demo finished in ")
 
