@@ -98,3 +98,16 @@ def test_demo_help_has_an_example_and_the_exit_codes(capsys: pytest.CaptureFixtu
     assert exit_.value.code == 0
     text = capsys.readouterr().out
     assert "example:" in text and "lwspy demo --no-lab" in text and "130 interrupted" in text
+
+
+def test_without_iproute2_on_the_path_it_runs_the_loopback_part(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "lwspy", "demo"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
+        env={**os.environ, "PATH": str(tmp_path)},  # an empty directory: no ip, no setpriv
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    _check_loopback_story(r.stdout)
+    flat = " ".join(r.stdout.split())
+    why = "iproute2's ip command is not installed" if os.geteuid() == 0 else "needs root"
+    assert why in flat
