@@ -155,6 +155,32 @@ class _Clock:
         return (time.monotonic() if when is None else when) - self.start
 
 
+class _Lines:
+    """Prints watch lines, flushed; a reader that went away (``BrokenPipeError`` inside a
+    callback, where the loop would only log it) stops the loop, and :meth:`check` raises
+    it again outside."""
+
+    __slots__ = ("broken", "ctx", "out")
+
+    def __init__(self, out: TextIO, ctx: Context) -> None:
+        self.out = out
+        self.ctx = ctx
+        self.broken = False
+
+    def __call__(self, text: str) -> None:
+        if self.broken:
+            return
+        try:
+            print(text, file=self.out, flush=True)
+        except BrokenPipeError:
+            self.broken = True
+            self.ctx.stop()
+
+    def check(self) -> None:
+        if self.broken:
+            raise BrokenPipeError
+
+
 def _run_for(ctx: Context, seconds: float | None) -> None:
     """Run the loop until ``ctx.stop()``, ``seconds`` or Ctrl-C (which ends it quietly)."""
     if seconds is not None:
@@ -254,6 +280,7 @@ def _routes(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             return EXIT_OK
         clock = _Clock()
         seen = {r.id: r for r in table}
+        say = _Lines(out, ctx)
 
         def changed(cls: SmdClass, ts: float, payload: bytes) -> None:
             now = {r.id: r for r in table}
@@ -266,18 +293,19 @@ def _routes(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 for word, batch in (("del", gone), ("add", came)):
                     for r in batch:
                         event = {"t": round(clock.since(ts), 6), "event": word}
-                        print(json.dumps({**event, "route": route_dict(r)}), file=out)
+                        say(json.dumps({**event, "route": route_dict(r)}))
                 smd = {"t": round(clock.since(ts), 6), "event": "smd", "class": cls.name}
-                print(json.dumps({**smd, "payload": text}), file=out, flush=True)
+                say(json.dumps({**smd, "payload": text}))
                 return
             stamp = f"{clock.since(ts):8.3f} s"
             for sign, batch, paint in (("-", gone, style.bad), ("+", came, style.good)):
                 for row in table_lines(_ROUTE_HEADERS, [_route_row(r) for r in batch])[1:]:
-                    print(f"{stamp}  {paint(sign)} {row}", file=out)
-            print(f"{stamp}  {style.dim('smd NETWORK')} {text}", file=out, flush=True)
+                    say(f"{stamp}  {paint(sign)} {row}")
+            say(f"{stamp}  {style.dim('smd NETWORK')} {text}")
 
         ctx.smd.register(changed, SmdClass.NETWORK)
         _run_for(ctx, args.seconds)
+        say.check()
     return EXIT_OK
 
 
@@ -321,21 +349,27 @@ def _smd(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     style = Style(out)
     count = [0]
     with Context(netlink=None) as ctx:
+        say = _Lines(out, ctx)
 
         def show(cls: SmdClass, ts: float, payload: bytes) -> None:
+            if args.count is not None and count[0] >= args.count:
+                return  # the rest of this pass's messages, after ctx.stop()
             text = payload.decode("utf-8", "replace")
             if args.json:
-                line = {"t": round(clock.since(ts), 6), "class": _class_name(cls), "payload": text}
-                print(json.dumps(line), file=out, flush=True)
+                say(
+                    json.dumps(
+                        {"t": round(clock.since(ts), 6), "class": _class_name(cls), "payload": text}
+                    )
+                )
             else:
-                name = _class_name(cls).ljust(12)
-                print(f"{clock.since(ts):8.3f} s  {style.bold(name)}  {text}", file=out, flush=True)
+                say(f"{clock.since(ts):8.3f} s  {style.bold(_class_name(cls).ljust(12))}  {text}")
             count[0] += 1
             if args.count is not None and count[0] >= args.count:
                 ctx.stop()
 
         ctx.smd.register(show, args.classes)
         _run_for(ctx, args.seconds)
+        say.check()
     return EXIT_OK
 
 
@@ -466,8 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
         parents=[common],
     )
-    demo.add_argument("--clients", type=int, default=3, help="number of clients (default 3)")
-    demo.add_argument("--size", type=int, default=65536, help="bytes each client echoes")
+    demo.add_argument("--clients", type=_positive, default=3, help="number of clients (3)")
+    demo.add_argument("--size", type=_positive, default=65536, help="bytes each client echoes")
     demo.set_defaults(run=_run_demo)
 
     routes = sub.add_parser(
@@ -515,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
         "number for user classes (all)",
     )
     smd.add_argument("--json", action="store_true", help="one JSON object per message")
-    smd.add_argument("--count", type=int, help="stop after N messages")
+    smd.add_argument("--count", type=_positive, help="stop after N messages")
     smd.add_argument("--for", dest="seconds", type=float, help="stop after SECONDS")
     smd.set_defaults(run=_smd)
 
@@ -551,10 +585,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, not {value}")
+    return value
+
+
 def _run_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    if args.clients < 1 or args.size < 1:
-        print("lwspy demo: --clients and --size must be >= 1", file=err)
-        return EXIT_USAGE
     return _demo(args.clients, args.size, out)
 
 
