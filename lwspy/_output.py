@@ -86,7 +86,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]
         for i, cell in enumerate(row):
             widths[i] = max(widths[i], len(cell))
     numeric = [
-        bool(rows) and all(isinstance(row[i], int) or row[i] == "-" for row in rows)
+        any(isinstance(row[i], int) for row in rows)
+        and all(isinstance(row[i], int) or row[i] == "-" for row in rows)
         for i in range(len(headers))
     ]
     out = []
