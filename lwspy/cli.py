@@ -202,6 +202,15 @@ def _netlink_context(err: TextIO, prog: str) -> Context | None:
     return ctx
 
 
+def _payload(payload: bytes) -> object:
+    """An SMD payload for --json: the JSON it holds, else its text."""
+    text = payload.decode("utf-8", "replace")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 # -- lwspy routes ----------------------------------------------------------------------
 
 
@@ -295,7 +304,7 @@ def _routes(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                         event = {"t": round(clock.since(ts), 6), "event": word}
                         say(json.dumps({**event, "route": route_dict(r)}))
                 smd = {"t": round(clock.since(ts), 6), "event": "smd", "class": cls.name}
-                say(json.dumps({**smd, "payload": text}))
+                say(json.dumps({**smd, "payload": _payload(payload)}))
                 return
             stamp = f"{clock.since(ts):8.3f} s"
             for sign, batch, paint in (("-", gone, style.bad), ("+", came, style.good)):
@@ -358,7 +367,11 @@ def _smd(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             if args.json:
                 say(
                     json.dumps(
-                        {"t": round(clock.since(ts), 6), "class": _class_name(cls), "payload": text}
+                        {
+                            "t": round(clock.since(ts), 6),
+                            "class": _class_name(cls),
+                            "payload": _payload(payload),
+                        }
                     )
                 )
             else:

@@ -88,7 +88,7 @@ def test_smd_json_is_one_object_a_line_until_operational() -> None:
     assert done.returncode == 0, done.stderr
     messages = [json.loads(line) for line in done.stdout.splitlines()]
     assert {m["class"] for m in messages} <= {"SYSTEM_STATE", "NETWORK"}
-    states = [json.loads(m["payload"])["state"] for m in messages if m["class"] == "SYSTEM_STATE"]
+    states = [m["payload"]["state"] for m in messages if m["class"] == "SYSTEM_STATE"]
     assert states[0] == "INITIALIZED" and states[-1] == "OPERATIONAL"
     times = [m["t"] for m in messages]
     assert times == sorted(times) and times[0] >= 0
@@ -315,3 +315,9 @@ def test_tables_align_and_units_are_human() -> None:
         "1000.0 ms",
         "1.00 s",
     ]
+
+
+def test_json_payloads_are_objects_when_they_hold_json() -> None:
+    assert cli._payload(b'{"rt":"add"}') == {"rt": "add"}
+    assert cli._payload(b"tick 3") == "tick 3"
+    assert cli._payload(b"\xff") == "\ufffd"
