@@ -321,3 +321,45 @@ def test_json_payloads_are_objects_when_they_hold_json() -> None:
     assert cli._payload(b'{"rt":"add"}') == {"rt": "add"}
     assert cli._payload(b"tick 3") == "tick 3"
     assert cli._payload(b"\xff") == "\ufffd"
+
+
+def test_a_watch_line_to_a_gone_reader_stops_the_loop_then_raises() -> None:
+    class Gone(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    from lwspy import Context
+
+    with Context(netlink=False) as ctx:
+        say = cli._Lines(Gone(), ctx)
+        say.check()  # nothing written yet: fine
+        ctx.call_later(0, say, "a line")
+        ctx.call_later(30, ctx.stop)  # a bound: say() must stop the loop long before
+        ctx.run()
+        assert say.broken
+        say("more")  # dropped, no second error
+        with pytest.raises(BrokenPipeError):
+            say.check()
+
+
+def test_in_process_cpd_and_bench_without_tools(monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, err = run("cpd", "http://portal.test/")
+    assert code == EXIT_UNAVAILABLE and out == "" and "not in this build" in err
+    monkeypatch.setattr(cli, "find_tools", lambda given: None)
+    code, out, err = run("bench")
+    assert code == EXIT_UNAVAILABLE and out == "" and "tools/ folder" in err
+
+
+def test_unknown_link_index_is_shown_as_a_number() -> None:
+    assert cli._ifname(None) == "-"
+    assert cli._ifname(2**31 - 1) == str(2**31 - 1)
+    assert cli._ifname(1) == "lo"
+
+
+def test_smd_class_errors_in_process() -> None:
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown class 'nope'"):
+        cli._classes("network,nope")
+    with pytest.raises(argparse.ArgumentTypeError, match="no class given"):
+        cli._classes("0")
