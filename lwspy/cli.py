@@ -485,11 +485,14 @@ def _example(*lines: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``lwspy`` argument parser, with every subcommand."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)"
-    )
-    common.add_argument("-q", "--quiet", action="count", default=0, help="log errors only")
+    # -v/-q before the command (top level, default 0) or after it (a subcommand's, whose
+    # default must not overwrite the top level's: SUPPRESS)
+    top, common = (argparse.ArgumentParser(add_help=False) for _ in range(2))
+    for p, default in ((top, 0), (common, argparse.SUPPRESS)):
+        p.add_argument(
+            "-v", "--verbose", action="count", default=default, help="log more (-v info, -vv debug)"
+        )
+        p.add_argument("-q", "--quiet", action="count", default=default, help="log errors only")
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="lwspy",
@@ -498,7 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
         + EXIT_CODES
         + "\n\nAlso runs as: python -m lwspy. Each command has --help.",
         formatter_class=fmt,
-        parents=[common],
+        parents=[top],
     )
     parser.add_argument("--version", action="version", version=f"lwspy {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -363,3 +363,12 @@ def test_smd_class_errors_in_process() -> None:
         cli._classes("network,nope")
     with pytest.raises(argparse.ArgumentTypeError, match="no class given"):
         cli._classes("0")
+
+
+def test_verbose_and_quiet_count_before_or_after_the_command() -> None:
+    parser = cli.build_parser()
+    assert parser.parse_args(["-v", "smd"]).verbose == 1
+    assert parser.parse_args(["smd", "-vv"]).verbose == 2
+    assert parser.parse_args(["-q", "routes"]).quiet == 1
+    args = parser.parse_args(["bench"])
+    assert (args.verbose, args.quiet) == (0, 0)
