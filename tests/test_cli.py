@@ -180,7 +180,8 @@ def test_route_rows_name_links_and_paths() -> None:
 
 
 def test_bench_runs_a_benchmark_and_prints_its_ratios() -> None:
-    code, out, _ = run("bench", "--only", "smd")
+    # --tools: under tox the package comes from site-packages, far from tools/
+    code, out, _ = run("bench", "--only", "smd", "--tools", str(ROOT / "tools"))
     assert code == 0
     assert "smd / floor" in out and "smd / blinker" in out
     assert out.splitlines()[-1].split()[:2] == ["smd", "ok"]
@@ -215,7 +216,7 @@ def test_bench_skips_namespace_benchmarks_without_root(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    code, out, _ = run("bench", "--only", "connect")
+    code, out, _ = run("bench", "--only", "connect", "--tools", str(ROOT / "tools"))
     assert code == 0
     assert out.splitlines()[-1].split() == [
         "connect",
