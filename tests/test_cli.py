@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -183,7 +184,7 @@ def test_bench_runs_a_benchmark_and_prints_its_ratios() -> None:
     # --tools: under tox the package comes from site-packages, far from tools/
     code, out, _ = run("bench", "--only", "smd", "--tools", str(ROOT / "tools"))
     assert code == 0
-    assert "smd / floor" in out and "smd / blinker" in out
+    assert re.search(r"^smd / floor +=  ?[0-9.]+$", out, re.M)  # blinker: only if installed
     assert out.splitlines()[-1].split()[:2] == ["smd", "ok"]
 
 
