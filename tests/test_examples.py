@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -255,7 +256,9 @@ def test_every_public_name_is_importable_from_lwspy_and_documented() -> None:
     assert lwspy.MAX_PAYLOAD == smd.MAX_PAYLOAD == 384
     for name in lwspy.__all__:
         obj: Any = getattr(lwspy, name)
-        if inspect.isclass(obj) or inspect.isfunction(obj):
+        # a type alias (Callback) is documented in the reference; Python 3.10 calls its
+        # generic alias a class
+        if typing.get_origin(obj) is None and (inspect.isclass(obj) or inspect.isfunction(obj)):
             assert obj.__doc__, name
     reference = "".join(p.read_text(encoding="utf-8") for p in DOCS.glob("*.rst"))
     missing = [n for n in lwspy.__all__ if n not in reference]

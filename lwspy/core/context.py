@@ -8,6 +8,7 @@ import os
 import re
 import socket
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -28,7 +29,7 @@ from lwspy.net.cao import CaoDb
 from lwspy.net.hosts import parse_hosts
 from lwspy.roles.listen import LISTEN
 from lwspy.roles.pipe import PIPE
-from lwspy.roles.raw_file import RAW_FILE
+from lwspy.roles.raw_file import RAW_FILE, byte_stream
 from lwspy.roles.raw_skt import RAW_SKT, RAW_SKT_SHUTDOWN
 from lwspy.system.smd import Smd
 from lwspy.system.state import LwsSystem, SystemState
@@ -141,9 +142,10 @@ class Context:
 
     Threads: the context belongs to one thread, the one that made it or, from then on,
     the one that last ran ``service()``/``run()``. Only ``cancel_service()``,
-    ``call_from_thread()`` and ``smd.post()`` may be called from another thread; the
-    loop-only calls (``connect``, ``create_vhost``, ``adopt_socket``, ``adopt_file``,
-    ``sul``, ``call_later``) raise RuntimeError there.
+    ``call_from_thread()``, ``stop()`` and ``smd.post()`` may be called from another
+    thread; the loop-only calls (``connect``, ``create_vhost``, ``adopt_socket``,
+    ``adopt_file``, ``sul``, ``call_later``, ``destroy``) raise RuntimeError there
+    (``destroy`` only while the loop's thread is alive).
     """
 
     def __init__(
@@ -310,40 +312,59 @@ class Context:
 
         A connect still in progress ends with CLIENT_CONNECTION_ERROR "context destroyed".
         ``destroying`` is True from the start; it may be called from a callback (a close
-        callback included). What is still buffered is dropped; a socket already shut down
-        by ``close()`` is closed after reading what has arrived, so the kernel still
-        delivers what it holds.
+        callback included), and nothing else runs in the pass that called it. What is
+        still buffered in a wsi is dropped; before a connected stream socket is closed
+        (one shut down by ``close()`` included), what is queued for reading is read and
+        discarded, so the close is a FIN and the kernel still sends what it holds (the
+        guide's "Closing" says what that guarantees). An exception a callback raises
+        here, ``SystemExit`` and ``KeyboardInterrupt`` included, does not stop the rest:
+        every wsi is still closed and every fd released, then the first one is raised.
+
+        Loop thread only, like ``connect``: while the loop's thread is alive, a call from
+        another thread raises RuntimeError; use ``ctx.call_from_thread(ctx.destroy)``, or
+        ``ctx.stop()``, join the loop's thread, then destroy. Once the loop's thread has
+        ended, any thread may destroy the context (so leaving a ``with`` block after
+        joining the worker that ran the loop is fine).
         """
-        if self._destroyed or self._destroying:
+        if self._destroyed:
+            return
+        self._check_destroy_thread()
+        if self._destroying:
             return
         self._destroying = True
+        # Every step runs even if a callback raises (SystemExit included) or
+        # on_callback_error re-raises; the first error is raised once every fd is closed.
+        errors: list[BaseException] = []
         try:
             self._boot.cancel()
-            self.system.transition(SystemState.CONTEXT_DESTROYING)
-            # Every step runs even if on_callback_error re-raises; the first error is
-            # raised once every fd is closed.
-            errors: list[BaseException] = []
-            while self._wsis:  # a closing wsi leaves _wsis before its callbacks run
-                self._keep_going(errors, next(iter(self._wsis))._close_now, "context destroyed")
+            self._keep_going(errors, self.system.transition, SystemState.CONTEXT_DESTROYING)
+            wsis = self._wsis
+            while wsis:  # a closing wsi leaves _wsis before its callbacks run
+                wsi = next(iter(wsis))
+                del wsis[wsi]  # so that this loop ends whatever _close_now does
+                self._keep_going(errors, wsi._close_now, "context destroyed")
             for vh in self.vhosts.values():
                 if vh._backoff_sul is not None:
                     vh._backoff_sul.cancel()
                 if vh.listener is not None:
-                    vh.listener._close_now("context destroyed")
+                    self._keep_going(errors, vh.listener._close_now, "context destroyed")
                 for p in vh.protocols:
                     self._keep_going(errors, self._call_protocol, p, Reason.PROTOCOL_DESTROY)
         finally:
             for w in [w for w in self.pt.fds.values() if w.role is RAW_SKT_SHUTDOWN]:
-                w._close_now("context destroyed", graceful=True)
+                self._keep_going(errors, w._close_now, "context destroyed", True)
             if self._netlink is not None:
-                self._netlink.close()
+                self._keep_going(errors, self._netlink.close)
             if self._resolver is not None:
-                self._resolver.close()
+                self._keep_going(errors, self._resolver.close)
             self.pt.suls.clear()  # user timers too: none fires on a destroyed context
+            self._calls.clear()  # nor a call_from_thread function queued before
+            self._cancel_pending = False
             self._wake_wsi._close_now("context destroyed")
             self.pt.close()
             self.smd.close()
             self._destroyed = True
+            self._escalated = None
         if errors:
             raise errors[0]
 
@@ -351,7 +372,7 @@ class Context:
     def _keep_going(errors: list[BaseException], fn: Callable[..., Any], *args: Any) -> None:
         try:
             fn(*args)
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt: raised at the end
             errors.append(exc)
 
     def _wake(self) -> None:
@@ -365,6 +386,19 @@ class Context:
                 "this call belongs to the context's loop thread; from another thread, "
                 "use ctx.call_from_thread(fn, *args) to run it in the loop"
             )
+
+    def _check_destroy_thread(self) -> None:
+        """Guard of ``destroy()``: the loop's thread, or any once that thread has ended."""
+        me = get_ident()
+        if me == self._thread:
+            return
+        if any(t.ident == self._thread for t in threading.enumerate()):
+            raise RuntimeError(
+                "destroy() belongs to the context's loop thread; from another thread, use "
+                "ctx.call_from_thread(ctx.destroy), or ctx.stop(), join the loop's thread "
+                "and then destroy it"
+            )
+        self._thread = me  # the loop's thread has ended (joined): this one takes over
 
     def _check_alive(self) -> None:
         """Guard of the loop-only calls: the loop's thread, and the context is alive."""
@@ -441,15 +475,20 @@ class Context:
             self._stopping = False
 
     def stop(self) -> None:
-        """Make ``run()`` return after the current pass (or at once, if it is not running)."""
+        """Make ``run()`` return after the current pass (or at once, if it is not running).
+
+        Safe from any thread (it sets a flag and wakes the loop), and the way to end a
+        loop that another thread runs: ``ctx.stop()``, join that thread, then
+        ``ctx.destroy()`` (or leave the ``with`` block).
+        """
         self._stopping = True
         self._wake()
 
     def cancel_service(self) -> None:
         """Wake the loop from any thread; every protocol gets EVENT_WAIT_CANCELLED.
 
-        This, ``call_from_thread`` and ``smd.post`` are the only calls safe from another
-        thread.
+        This, ``call_from_thread``, ``stop`` and ``smd.post`` are the only calls safe from
+        another thread.
         """
         self._cancel_pending = True
         self._wake()
@@ -486,13 +525,19 @@ class Context:
                     log.error("lwspy: call_from_thread function %r raised", fn, exc_info=exc)
                     if self._on_callback_error is not None:
                         self._on_callback_error(None, None, exc)
+                if self._destroying:  # fn destroyed the context: nothing more runs
+                    return
         finally:
-            if calls:  # on_callback_error re-raised: the rest run on the next pass
+            if self._destroying:
+                calls.clear()
+            elif calls:  # on_callback_error re-raised: the rest run on the next pass
                 self._wake()
         if self._cancel_pending:
             self._cancel_pending = False
             for vh in list(self.vhosts.values()):
                 for p in vh.protocols:
+                    if self._destroying:  # an EVENT_WAIT_CANCELLED callback destroyed it
+                        return
                     self._call_protocol(p, Reason.EVENT_WAIT_CANCELLED)
 
     # -- timers --------------------------------------------------------------------------
@@ -732,8 +777,9 @@ class Context:
     ) -> Wsi:
         """Adopt a pollable fd (pipe, tty, char device) as a raw_file wsi (RAW_ADOPT_FILE).
 
-        Reads arrive as RAW_RX_FILE, ``write`` buffers as for sockets, and the context
-        closes the fd with the wsi. A regular file cannot be polled: ValueError.
+        Reads arrive as RAW_RX_FILE, ``write`` buffers as for sockets (on a packet fd,
+        such as a datagram socket or a tun device, each write stays one packet), and the
+        context closes the fd with the wsi. A regular file cannot be polled: ValueError.
         """
         self._check_alive()
         if isinstance(fd, bool) or not isinstance(fd, int):
@@ -743,12 +789,13 @@ class Context:
         if fd in self.pt.fds:
             raise ValueError(f"fd {fd} is already in this context")
         try:
-            os.fstat(fd)
+            mode = os.fstat(fd).st_mode
         except OSError:
             raise ValueError(f"fd {fd} is not open") from None
         vh = self._resolve_vhost(vhost)
         proto = self._adopt_protocol(vh, protocol)
         wsi = Wsi(self, RAW_FILE, vh, proto, fd=fd)
+        wsi._stream = byte_stream(fd, mode)
         try:
             self.pt.add(wsi, EV_READ)
         except PermissionError:
