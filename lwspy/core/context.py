@@ -35,8 +35,10 @@ from lwspy.system.smd import Smd
 from lwspy.system.state import LwsSystem, SystemState
 
 if TYPE_CHECKING:
+    from lwspy.core.cpd import CpdService
     from lwspy.core.resolver import Resolver
     from lwspy.net.route import RouteTable
+    from lwspy.roles.h1 import HttpRequest, HttpResponse
 
 __all__ = ["CallbackErrorHandler", "Context"]
 
@@ -125,6 +127,11 @@ class Context:
       ``cao_db`` has no connect times for a path (then it is derived from them).
     * ``cao_history`` (1024) and ``cao_history_ttl`` (600 s): how many connect attempts
       ``cao_db`` keeps, and for how long.
+    * ``cpd_url``: the captive portal detection probe, an ``http://`` URL whose server
+      answers 204 (e.g. ``"http://connectivity-check.test/generate_204"``); None (the
+      default): CPD is off. See ``ctx.cpd`` and the docs page "HTTP client and captive
+      portal detection".
+    * ``cpd_timeout_secs`` (3): bounds each CPD probe (and so the CPD_PRE_TIME hold).
     * ``on_callback_error``: told ``fn(wsi, reason, exc)`` of each exception a callback
       raised, after it was logged and its wsi closed; it may re-raise, which ends
       ``service()`` with that exception (for tests).
@@ -136,7 +143,8 @@ class Context:
     :class:`~lwspy.Smd` queue), ``system`` (the :class:`~lwspy.LwsSystem` state
     machine), ``routes`` (the live :class:`~lwspy.RouteTable`, None without netlink),
     ``resolver`` (the in-loop DNS resolver, made on first use), ``cao_db`` (the
-    :class:`~lwspy.CaoDb` of recent connect attempts),
+    :class:`~lwspy.CaoDb` of recent connect attempts), ``cpd`` (the
+    :class:`~lwspy.CpdService`: captive portal detection),
     ``protocols``, ``hosts_file``, ``timeout_secs``, ``connect_timeout_secs`` (as
     given), ``destroyed``.
 
@@ -163,6 +171,8 @@ class Context:
         happy_eyeballs_delay: float = 0.25,
         cao_history: int = 1024,
         cao_history_ttl: float = 600,
+        cpd_url: str | None = None,
+        cpd_timeout_secs: float = 3.0,
         on_callback_error: CallbackErrorHandler | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -193,6 +203,9 @@ class Context:
             raise TypeError(f"cao_history must be an int, not {type(cao_history).__name__}")
         self.cao_db = CaoDb(cao_history, _seconds("cao_history_ttl", cao_history_ttl), clock)
         """The database of recent connection attempts (:class:`~lwspy.CaoDb`)."""
+        cpd_timeout = _seconds("cpd_timeout_secs", cpd_timeout_secs)
+        if cpd_url is not None:
+            _check_url(cpd_url)
         self._on_callback_error = on_callback_error
         self._clock = clock
         self._hosts: tuple[float, dict[str, list[str]]] | None = None
@@ -221,6 +234,10 @@ class Context:
         # needs time (netlink cold plug) holds the machine with a notifier until it is ready.
         self._boot = Sul(self.pt.suls, lambda: self.system.transition(SystemState.OPERATIONAL))
         self._boot.schedule(0)
+        self._cpd: CpdService | None = None
+        self._cpd_timeout = cpd_timeout
+        if cpd_url is not None:  # its start-up probe is scheduled now
+            self._new_cpd(cpd_url)
         self.vhosts: dict[str, Vhost] = {}
         wake = Wsi(self, PIPE, None, INTERNAL, fd=self.pt.wake_r)
         wake.state = WsiState.ESTABLISHED
@@ -274,6 +291,18 @@ class Context:
             self._check_alive()
             return self._new_resolver()
         return self._resolver
+
+    def _new_cpd(self, url: str | None) -> CpdService:
+        # Imported on first use: a context without CPD never loads it.
+        from lwspy.core.cpd import CpdService
+
+        self._cpd = CpdService(self, url, self._cpd_timeout)
+        return self._cpd
+
+    @property
+    def cpd(self) -> CpdService:
+        """Captive portal detection (:class:`~lwspy.CpdService`); off without ``cpd_url``."""
+        return self._cpd if self._cpd is not None else self._new_cpd(None)
 
     @property
     def routes(self) -> RouteTable | None:
@@ -337,6 +366,8 @@ class Context:
         errors: list[BaseException] = []
         try:
             self._boot.cancel()
+            if self._cpd is not None:
+                self._keep_going(errors, self._cpd.close)
             self._keep_going(errors, self.system.transition, SystemState.CONTEXT_DESTROYING)
             wsis = self._wsis
             while wsis:  # a closing wsi leaves _wsis before its callbacks run
@@ -747,6 +778,56 @@ class Context:
             cc.user_error = exc
         return wsi
 
+    def http_get(
+        self,
+        url: str,
+        on_response: Callable[[HttpResponse], object],
+        *,
+        timeout: float = 10.0,
+        max_head: int = 16384,
+        max_body: int = 1 << 20,
+        headers: Iterable[tuple[str, str]] = (),
+        iface: str | None = None,
+    ) -> HttpRequest:
+        """GET an ``http://`` URL; ``on_response(resp)`` is called once, from the loop.
+
+        A small HTTP/1.1 client (h11 parses; it is imported on the first call) on a
+        client wsi made by :meth:`connect`, so the name is resolved in the loop and the
+        connect is raced and recorded like any other. ``resp`` is an
+        :class:`~lwspy.HttpResponse`: ``status``, ``headers``, ``body``, or ``error`` and
+        ``bad_response`` saying why it ended early (a connect error, "timed out" after
+        ``timeout`` seconds from this call, "body too large" beyond ``max_body`` bytes, a
+        malformed answer or one whose head exceeds ``max_head`` bytes). Redirects are
+        not followed. Returns the :class:`~lwspy.HttpRequest` (``cancel()`` ends it
+        without a callback). Raises only for bad arguments::
+
+            from lwspy import Context, HttpResponse
+
+            with Context(netlink=False) as ctx:
+
+                def done(resp: HttpResponse) -> None:
+                    print(resp.status, resp.error)  # None connect refused
+                    ctx.stop()
+
+                ctx.http_get("http://127.0.0.1:9/", done, timeout=2)
+                ctx.run()
+
+        The connections are made on a vhost of their own, "lwspy-http".
+        """
+        self._check_alive()
+        from lwspy.roles.h1 import http_get
+
+        return http_get(
+            self,
+            url,
+            on_response,
+            timeout=timeout,
+            max_head=max_head,
+            max_body=max_body,
+            headers=headers,
+            iface=iface,
+        )
+
     def adopt_socket(
         self,
         sock: socket.socket,
@@ -902,6 +983,17 @@ class Context:
             except BaseException as e:
                 self._escalated = e
                 raise
+
+
+def _check_url(url: object) -> None:
+    """A ``cpd_url`` must be an ``http://`` URL that ``connect`` can take the host of."""
+    if not isinstance(url, str):
+        raise TypeError(f"cpd_url must be a str, not {type(url).__name__}")
+    from lwspy.roles.h1 import split_url
+
+    host = split_url(url)[0]
+    if client.literal_address(host) is None and not _HOSTNAME.match(host):
+        raise ValueError(f"cpd_url {url!r}: {host!r} is neither an IP address nor a host name")
 
 
 def _somaxconn() -> int:
