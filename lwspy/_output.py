@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 __all__ = [
+    "EXIT_CAPTIVE",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
@@ -40,6 +41,8 @@ EXIT_USAGE = 2
 """Bad arguments (argparse's own code)."""
 EXIT_UNAVAILABLE = 3
 """Not available here: no netlink, a feature this build lacks, tools/ not found."""
+EXIT_CAPTIVE = 4
+"""``lwspy cpd``: a captive portal answered in place of the probe URL."""
 EXIT_INTERRUPTED = 130
 """Stopped by Ctrl-C (128 + SIGINT, as a shell reports it)."""
 

@@ -24,12 +24,14 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from lwspy import USER_BASE, Context, Protocol, Reason, SmdClass, SystemState, Wsi, __version__
 from lwspy._output import (
+    EXIT_CAPTIVE,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
     Style,
+    human_us,
 )
 from lwspy._output import table as table_lines
 
@@ -116,6 +118,7 @@ EXIT_CODES = f"""exit status:
   {EXIT_USAGE}    bad arguments
   {EXIT_UNAVAILABLE}    not available here (no netlink, a feature this build lacks,
        the benchmarks' tools/ folder not found)
+  {EXIT_CAPTIVE}    cpd: a captive portal answered
   {EXIT_INTERRUPTED}  interrupted by Ctrl-C (commands that are not watches)"""
 
 _TABLES = {254: "main", 255: "local"}
@@ -389,6 +392,14 @@ def _smd(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 # -- lwspy cpd -------------------------------------------------------------------------
 
 
+_CPD_WORDS = {
+    "INTERNET_OK": "the internet is reachable (the probe URL answered 204)",
+    "CAPTIVE_PORTAL": "a captive portal answered in place of the probe URL",
+    "NO_INTERNET": "no answer: the name, the connect or the response failed or timed out",
+    "UNKNOWN": "no result within the time allowed",
+}
+
+
 def _cpd(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if importlib.util.find_spec("lwspy.system.cpd") is None:
         print(
@@ -396,7 +407,45 @@ def _cpd(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             file=err,
         )
         return EXIT_UNAVAILABLE
-    raise NotImplementedError  # the probe lands with issue 11
+    from lwspy.system.cpd import CpdResult
+
+    started = time.monotonic()
+    try:
+        ctx = Context(cpd_url=args.url, cpd_timeout_secs=args.timeout)
+    except (TypeError, ValueError) as e:
+        print(f"lwspy cpd: {e}", file=err)
+        return EXIT_USAGE
+    with ctx:
+        ended: list[float] = []
+
+        def reported(cls: SmdClass, ts: float, payload: bytes) -> None:
+            if b'"cpd"' in payload and not ended:  # {"type":"cpd","result":...}
+                ended.append(ts)
+                ctx.stop()
+
+        ctx.smd.register(reported, SmdClass.NETWORK)
+        ctx.call_later(args.timeout + 2.0, ctx.stop)  # the probe's own bound comes first
+        ctx.run()
+        result, portal = ctx.cpd.result, ctx.cpd.portal_url
+    ms = ((ended[0] if ended else time.monotonic()) - started) * 1000
+    if args.json:
+        line = {"url": args.url, "result": result.name, "portal_url": portal, "ms": round(ms, 3)}
+        print(json.dumps(line), file=out)
+    else:
+        style = Style(out)
+        paint = style.good if result is CpdResult.INTERNET_OK else style.bad
+        rows: list[list[object]] = [
+            ["probe", args.url],
+            ["result", f"{paint(result.name)}: {_CPD_WORDS[result.name]}"],
+        ]
+        if portal is not None:
+            rows.append(["portal", portal])
+        rows.append(["time", human_us(ms * 1000)])
+        for row in table_lines(["", ""], rows)[1:]:
+            print(row, file=out)
+    if result is CpdResult.INTERNET_OK:
+        return EXIT_OK
+    return EXIT_CAPTIVE if result is CpdResult.CAPTIVE_PORTAL else EXIT_FAILED
 
 
 # -- lwspy bench -----------------------------------------------------------------------
@@ -572,13 +621,17 @@ def build_parser() -> argparse.ArgumentParser:
     cpd = sub.add_parser(
         "cpd",
         help="captive portal detection against URL",
-        description="Probe URL the way CPD does (an HTTP GET; 204 means internet, any "
-        "other answer a captive portal) and print the result and the portal's URL.",
+        description="Probe URL the way CPD does (an HTTP GET through lwspy's own client: "
+        "204 means the internet is reachable, any other answer a captive portal, no answer "
+        "no internet) and print the result and the portal's URL. Exit status 0 for "
+        f"internet, {EXIT_CAPTIVE} for a captive portal, {EXIT_FAILED} for no internet.",
         epilog=_example("lwspy cpd http://connectivity-check.test/generate_204"),
         formatter_class=fmt,
         parents=[common],
     )
-    cpd.add_argument("url", metavar="URL")
+    cpd.add_argument("url", metavar="URL", help="an http:// URL that answers 204")
+    cpd.add_argument("--json", action="store_true", help="one JSON object")
+    cpd.add_argument("--timeout", type=float, default=3.0, help="seconds the probe may take (3)")
     cpd.set_defaults(run=_cpd)
 
     bench = sub.add_parser(

@@ -4,21 +4,26 @@ against ``ip -j route``, ``--watch``) are in tests/netns/test_cli.py."""
 
 from __future__ import annotations
 
+import contextlib
+import http.server
+import importlib.util
 import io
 import json
 import logging
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from lwspy import SmdClass, cli
-from lwspy._output import EXIT_FAILED, EXIT_UNAVAILABLE, Style, human_us, table
+from lwspy._output import EXIT_CAPTIVE, EXIT_FAILED, EXIT_UNAVAILABLE, Style, human_us, table
 from lwspy.net.nlmsg import Route
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,11 +115,78 @@ def test_smd_classes_take_names_numbers_and_all() -> None:
     assert done.returncode == 2 and "must be >= 1" in done.stderr
 
 
-def test_cpd_says_it_is_not_available_yet() -> None:
-    done = lwspy("cpd", "http://portal.test/generate_204")
-    assert done.returncode == EXIT_UNAVAILABLE
-    assert "captive portal detection is not in this build" in done.stderr
-    assert "Traceback" not in done.stderr
+class _Probe(http.server.BaseHTTPRequestHandler):
+    answer = 204  # set per server, below
+
+    def do_GET(self) -> None:
+        self.send_response(self.answer)
+        if self.answer == 302:
+            self.send_header("Location", "http://portal.test/login")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def probe_server(answer: int) -> Iterator[str]:
+    """An HTTP server on 127.0.0.1 answering every GET with ``answer``; yields its URL."""
+    handler = type("Handler", (_Probe,), {"answer": answer})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/generate_204"
+    finally:
+        server.shutdown()
+        server.server_close()
+        t.join()
+
+
+def test_cpd_reports_the_internet() -> None:
+    with probe_server(204) as url:
+        done = lwspy("cpd", url)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split(None, 1) for line in done.stdout.splitlines()]
+    assert rows[0] == ["probe", url]
+    assert rows[1][0] == "result" and rows[1][1].startswith("INTERNET_OK: ")
+    assert rows[2][0] == "time" and rows[2][1].endswith(" ms")
+    assert len(rows) == 3
+
+
+def test_cpd_reports_a_captive_portal_and_its_url() -> None:
+    with probe_server(302) as url:
+        code, out, err = run("cpd", url)
+        assert code == EXIT_CAPTIVE, err
+        assert "result  CAPTIVE_PORTAL: a captive portal answered" in out
+        assert "portal  http://portal.test/login" in out
+        code, out, _ = run("cpd", "--json", url)
+    assert code == EXIT_CAPTIVE
+    line = json.loads(out)
+    assert line["url"] == url and line["result"] == "CAPTIVE_PORTAL"
+    assert line["portal_url"] == "http://portal.test/login" and line["ms"] > 0
+
+
+def test_cpd_reports_no_internet_and_bad_urls() -> None:
+    with socket.socket() as bound:  # bound, never listening: the probe's connect is refused
+        bound.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{bound.getsockname()[1]}/generate_204"
+        code, out, _ = run("cpd", "--json", "--timeout", "2", url)
+    assert code == EXIT_FAILED
+    assert json.loads(out)["result"] == "NO_INTERNET"
+    code, out, err = run("cpd", "ftp://portal.test/")
+    assert code == 2 and out == "" and "ftp://portal.test/" in err
+
+
+def test_cpd_says_when_this_build_has_no_cpd(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "lwspy.system.cpd" else real(name)
+    )
+    code, out, err = run("cpd", "http://portal.test/generate_204")
+    assert code == EXIT_UNAVAILABLE and out == ""
+    assert "captive portal detection is not in this build" in err
 
 
 def test_routes_lists_what_the_json_holds() -> None:
@@ -272,7 +344,6 @@ def test_ctrl_c_is_exit_130(monkeypatch: pytest.MonkeyPatch) -> None:
     def interrupted(args: object, out: object, err: object) -> int:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_cpd", interrupted)
     monkeypatch.setattr(cli, "build_parser", _parser_with_cpd(interrupted))
     assert run("cpd", "http://portal.test/")[0] == 130
 
@@ -344,9 +415,7 @@ def test_a_watch_line_to_a_gone_reader_stops_the_loop_then_raises() -> None:
             say.check()
 
 
-def test_in_process_cpd_and_bench_without_tools(monkeypatch: pytest.MonkeyPatch) -> None:
-    code, out, err = run("cpd", "http://portal.test/")
-    assert code == EXIT_UNAVAILABLE and out == "" and "not in this build" in err
+def test_in_process_bench_without_tools(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cli, "find_tools", lambda given: None)
     code, out, err = run("bench")
     assert code == EXIT_UNAVAILABLE and out == "" and "tools/ folder" in err

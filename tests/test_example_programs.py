@@ -220,3 +220,20 @@ def test_examples_type_check_under_mypy_strict() -> None:
         cwd=ROOT,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_cpd_notifier_holds_the_state_until_the_internet() -> None:
+    done = run_example("cpd_notifier.py")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "notifier: holding at POLICY_VALID until CPD finds the internet"
+    assert lines[1:3] == [
+        'smd: {"type":"cpd","result":"Captive"}',
+        lines[2],
+    ] and re.fullmatch(r"cpd: captive portal, log in at http://127\.0\.0\.1:\d+/login", lines[2])
+    assert lines[3:] == [
+        'smd: {"type":"cpd","result":"OK"}',
+        "cpd: internet OK",
+        "notifier: OPERATIONAL",
+        "state OPERATIONAL, 2 probes",
+    ]
