@@ -112,6 +112,13 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 1 if failed else 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, not {value}")
+    return value
+
+
 def add_parser(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Register ``connect`` on the ``lwspy`` subparsers ``sub``; ``parents`` give ``-v``
     and ``-q`` (a count: with one or more the explanation of the terms is left out)."""
@@ -127,7 +134,7 @@ def add_parser(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> argparse
     )
     p.add_argument("host", help="a name or an IP address")
     p.add_argument("port", type=int, help="TCP port")
-    p.add_argument("-n", type=int, default=1, metavar="N", help="connects to make (default 1)")
+    p.add_argument("-n", type=_positive, default=1, metavar="N", help="connects to make (1)")
     p.add_argument("--json", action="store_true", help="one JSON object per connect, a line each")
     p.add_argument("--iface", metavar="IF", help="source interface name or address")
     p.set_defaults(run=run)
