@@ -97,7 +97,9 @@ def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["connect", "--help"], io.StringIO())
     assert exit_.value.code == 0
-    assert "example:" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "example:\n  lwspy connect " in text and "130 interrupted" in text
+    assert "-v, --verbose" in text and "-q, --quiet" in text
 
 
 def _cao(address: str, family: int, start: float, end: float | None, result: CaoResult) -> Cao:
