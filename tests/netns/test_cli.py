@@ -175,7 +175,7 @@ def test_routes_watch_text_in_process(lab: Lab) -> None:
 
     def ready() -> bool:
         text = out.getvalue()
-        if text.startswith("ID") and not done:
+        if text.lstrip().startswith("ID") and not done:
             done.append("add")
             lab.ip("a", "route", "add", EXTRA, "via", Lab.B_ADDR)
         if " s  + " in text and done == ["add"]:
