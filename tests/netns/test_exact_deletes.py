@@ -304,3 +304,33 @@ def test_a_carrier_loss_that_flushes_a_nexthop_object_culls_too(net: Net, family
     agree(net, far, near)
     assert net.alive(near)
     same_as_kernel(net)
+
+
+def test_a_nexthop_object_lost_with_an_overflow_is_found_by_the_re_dump(net: Net) -> None:
+    far, near = _wg_over_nexthop(net, socket.AF_INET)
+    watcher = net.a._netlink
+    assert watcher is not None
+    net.lab.ip("a", "nexthop", "del", "id", "5")
+    watcher._overflow()  # as at ENOBUFS: the pending events (the delete) are dropped
+    net.service_until(lambda: far.state is WsiState.CLOSED)
+    agree(net, far, near)
+    assert net.alive(near) and watcher.stats["resyncs"] == 1
+    same_as_kernel(net)
+
+
+def test_a_connection_table_default_routes_over_a_nexthop_object_is_culled_with_it(
+    net: Net,
+) -> None:
+    lab = net.lab
+    lab.ip("a", "nexthop", "add", "id", "5", "via", B2_ADDR, "dev", "va2")
+    lab.ip("a", "route", "add", "203.0.113.0/24", "nhid", "5", "table", "default")
+    far, near = connect(net, Lab.PEER), connect(net, Lab.B_ADDR)
+    lab.ip("a", "route", "del", "203.0.113.0/24")  # only table default routes the peer now
+    agree(net, far, near)
+    watcher = net.a._netlink
+    assert watcher is not None and far in watcher._orphans and net.alive(far)
+    lab.ip("a", "nexthop", "del", "id", "5")  # table default's route goes silently
+    net.service_until(lambda: far.state is WsiState.CLOSED)
+    agree(net, far, near)
+    assert net.alive(near)
+    same_as_kernel(net)
