@@ -168,8 +168,20 @@ def test_holds_is_a_delete_that_would_find_its_route() -> None:
         oif=5,
         nexthops=(("198.51.100.2", 5), ("198.51.100.3", 6)),
     )
-    table.load(dump(a, multi))
+    multi6 = rt(
+        "2001:db8:9::/64",
+        gateway="2001:db8:1::2",
+        oif=5,
+        nexthops=(("2001:db8:1::2", 5), ("2001:db8:1::3", 6)),
+    )
+    nh6 = rt("2001:db8:8::/64", oif=None, nhid=7)
+    table.load(dump(a, multi, multi6, nh6))
     assert table.holds(copy(a)) and not table.holds(copy(a, oif=6))
-    assert table.holds(rt("203.0.113.0/24", gateway="198.51.100.3", oif=6))  # one path
-    assert not table.holds(rt("203.0.113.0/24", gateway="198.51.100.4", oif=6))
+    # An IPv4 DELROUTE carries the whole route: one path of it names no route.
+    assert not table.holds(rt("203.0.113.0/24", gateway="198.51.100.3", oif=6))
+    assert table.holds(copy(multi))
+    assert table.holds(rt("2001:db8:9::/64", gateway="2001:db8:1::3", oif=6))  # one sibling
+    assert not table.holds(rt("2001:db8:9::/64", gateway="2001:db8:1::4", oif=6))
+    assert table.holds(rt("2001:db8:8::/64", oif=None, nhid=7))
+    assert not table.holds(rt("2001:db8:8::/64", oif=None, nhid=8))  # another object's
     assert not table.holds(rt("203.0.113.0/24", table=7))

@@ -113,8 +113,19 @@ def test_nexthop_objects_come_from_the_dump_even_when_no_route_changed() -> None
 
 def test_holds_looks_for_a_path_only_within_the_deletes_key() -> None:
     table = RouteTable()
-    table.load(dump(_multipath()))
-    one_path = rt("203.0.113.0/24", gateway="203.0.113.194", oif=3)
-    assert table.holds(one_path)
+    multi = _multipath()
+    table.load(dump(multi))
+    # IPv4: the kernel's DELROUTE carries the whole route; one path of it is no route.
+    assert table.holds(copy(multi))
+    assert not table.holds(rt("203.0.113.0/24", gateway="203.0.113.194", oif=3))
+    multi6 = rt(
+        "2001:db8:9::/64",
+        gateway="2001:db8:1::2",
+        oif=2,
+        nexthops=(("2001:db8:1::2", 2), ("2001:db8:3::2", 3)),
+    )
+    table.load(dump(multi6))
+    one_path = rt("2001:db8:9::/64", gateway="2001:db8:3::2", oif=3)
+    assert table.holds(one_path)  # IPv6: one sibling of a multipath route
     assert not table.holds(one_path._replace(priority=5))  # another metric: another key
     assert not table.holds(rt("203.0.113.0/24", table=7))  # a table not kept

@@ -22,9 +22,12 @@ append`` / ``prepend``, as long as they differ in type or in what ``fib_info`` h
 (protocol, scope, preferred source, metrics such as ``mtu``, the nexthops with their
 ``onlink`` flag and weight, the nexthop object); ``NLM_F_REPLACE`` replaces the first.
 IPv6 (``fib6_add_rt2leaf``) keeps, per (table, dst, src, metric), one route per nexthop
-(device and gateway): ``fe80::/64`` on two links is two routes; gatewayed routes that may
-form ECMP join into one multipath route, which the kernel announces whole. A replaced
-route is a new :class:`Route` with a new ``id``.
+(device and gateway; or nexthop object: two routes over different objects are two routes,
+whatever paths they show): ``fe80::/64`` on two links is two routes; gatewayed routes that
+may form ECMP join into one multipath route, which the kernel announces whole. A replaced
+route is a new :class:`Route` with a new ``id``. An ``RTM_DELROUTE`` carries the whole
+route the kernel deleted: it removes that route (or, IPv6, the paths it names of a
+multipath one) and nothing else; one that finds no such route changes nothing.
 
 The kernel also drops routes without a message, and the table mirrors each rule (see
 the methods): an IPv4 route dies when all its paths are dead (link down, except
@@ -235,10 +238,13 @@ def _parse(addr: Address) -> tuple[int, int]:
 class NexthopChange:
     """What one nexthop message (or a link taking its nexthop objects along) did to the
     routes: ``removed`` went with their nexthop object, ``changed`` still use one whose
-    paths changed (a replaced nexthop, a group that lost a member)."""
+    paths changed (a replaced nexthop, a group that lost a member). ``nexthops`` are the
+    objects that went or changed, whether or not a route of tables main and local uses
+    them (routes of other tables, not kept here, may: the kernel tells nothing of them)."""
 
     removed: list[Route] = field(default_factory=list)
     changed: list[Route] = field(default_factory=list)
+    nexthops: set[int] = field(default_factory=set)
 
 
 class RouteTable:
@@ -420,7 +426,8 @@ class RouteTable:
 
     def delete(self, route: Route) -> RouteChange | None:
         """Remove the route an ``RTM_DELROUTE`` names (it echoes the deleted route's
-        content); return the change, or None if no route of that identity is here."""
+        content); return the change, or None if no route of that identity is here (the
+        table then stays as it is: no other route of the same key is taken instead)."""
         fib = self._fibs.get((route.family, route.table))
         if fib is None or route.rtm_flags & RTM_F_CLONED:
             return None
@@ -478,10 +485,10 @@ class RouteTable:
             return NexthopChange()
         old = self.nexthops.get(msg.id)
         self.nexthops[msg.id] = msg
-        if old is None or _nh_paths(old) == _nh_paths(msg):
+        if old is None or nh_paths(old) == nh_paths(msg):
             return NexthopChange()
         self._generation += 1
-        return NexthopChange(changed=self._retype(self._users({msg.id})))
+        return NexthopChange(changed=self._retype(self._users({msg.id})), nexthops={msg.id})
 
     def flush_nexthops(self, ifindex: int) -> NexthopChange:
         """The link ``ifindex`` went down or lost its carrier: the kernel removes its
@@ -650,9 +657,9 @@ class RouteTable:
 
     def holds(self, route: Route) -> bool:
         """True if an ``RTM_DELROUTE`` naming ``route`` finds it here: a route of the same
-        content, or a multipath route of its key with one of its paths. An event replayed
-        over a fresh dump may delete what the dump no longer has; it must then change
-        nothing (not take another route of the same key, as a live delete may).
+        content, or (IPv6) the route of its key with its kernel identity (its paths, or
+        its nexthop object). An event replayed over a fresh dump may delete what the dump
+        no longer has; it then changes nothing, as a live delete that finds nothing does.
 
         >>> gone = Route(2, 0, 0, 254, 0, 0, None, 0, 1, None, 2, None, 4, 0, (), 0, (), 0,
         ...              0, 0, 0.0, 1)
@@ -660,16 +667,7 @@ class RouteTable:
         False
         """
         fib = self._fibs.get((route.family, route.table))
-        if fib is None:
-            return False
-        content = _content(route)
-        key = route[_KEY]
-        paths = set(_paths(route))
-        return any(
-            _content(other) == content
-            or (bool(other.nexthops) and other[_KEY] == key and not paths.isdisjoint(_paths(other)))
-            for other in fib.bucket(route)
-        )
+        return fib is not None and _named(fib.bucket(route), route)[0] >= 0
 
     def snapshot(self) -> RouteTable:
         """An independent copy (routes are immutable and shared; ids are kept)."""
@@ -960,35 +958,17 @@ class RouteTable:
     def _delete(self, fib: _Fib, route: Route) -> RouteChange | None:
         """Remove the route a ``RTM_DELROUTE`` names; the caller bumps the generation."""
         bucket = fib.bucket(route)
-        key = route[_KEY]
-        same = [i for i, other in enumerate(bucket) if other[_KEY] == key]
-        if not same:
-            return None
-        content = _content(route)
-        at = next((i for i in same if _content(bucket[i]) == content), -1)
-        added: Route | None = None
+        at, left = _named(bucket, route)
         if at < 0:
-            # Not an exact echo: the route of that key with a path in common (IPv6 deletes
-            # one path of a multipath route alone), else (IPv4) the first of that key. An
-            # IPv6 route of that key on another path is another route: left alone.
-            at = same[0] if route.family == AF_INET else -1
-            gone = set(_paths(route))
-            for i in same:
-                if gone.intersection(_paths(bucket[i])):
-                    at = i
-                    hops = bucket[i].nexthops
-                    left = tuple(hop for hop in hops if hop[:2] not in gone)
-                    if left:
-                        added = _with_paths(bucket[i], left)
-                    break
-            if at < 0:
-                return None
+            return None
         removed = bucket[at]
-        if added is None:
+        added: Route | None = None
+        if left:
+            added = _with_paths(removed, left)
+            fib.put(route, (*bucket[:at], added, *bucket[at + 1 :]))
+        else:
             fib.put(route, bucket[:at] + bucket[at + 1 :])
             self._count -= 1
-        else:
-            fib.put(route, (*bucket[:at], added, *bucket[at + 1 :]))
         self._unindex(removed)
         if added is not None:
             self._index(added)
@@ -1112,7 +1092,7 @@ class RouteTable:
         changed = [route for nhid in shrunk for route in by_nhid.get(nhid, {}).values()]
         if changed and not removed:
             self._generation += 1
-        return NexthopChange(self._remove_all(removed), self._retype(changed))
+        return NexthopChange(self._remove_all(removed), self._retype(changed), gone | shrunk)
 
     def _remove_all(self, routes: list[Route]) -> list[Route]:
         """Remove routes known to be in the table; one generation bump for all."""
@@ -1193,15 +1173,51 @@ def _plain(slot: _Slot, expired: set[int]) -> Route | None:
 def _same_v6(bucket: _Bucket, same: list[int], route: Route, nl_flags: int) -> int:
     """Which IPv6 route of ``route``'s (metric, source) a NEWROUTE replaces, or -1 to
     add it beside them (``fib6_add_rt2leaf``): with ``NLM_F_REPLACE`` the first one that
-    can form ECMP as it can (else the first); otherwise the one it shares a path with
-    (the kernel announces a joined ECMP route whole), if any."""
+    can form ECMP as it can (else the first); otherwise the one it is the kernel's
+    duplicate of (:func:`_hops6`: a joined ECMP route is announced whole), if any."""
     if nl_flags & NLM_F_REPLACE:
         ecmp = _ecmp6(route)
         return next((i for i in same if _ecmp6(bucket[i]) == ecmp), same[0])
-    paths = set(_paths(route))
-    return next((i for i in same if paths.intersection(_paths(bucket[i]))), -1)
+    hops = _hops6(route)
+    return next((i for i in same if not hops.isdisjoint(_hops6(bucket[i]))), -1)
 
 
-def _nh_paths(nh: NexthopMsg) -> tuple[object, ...]:
-    """What a nexthop object forwards by (for telling a real replacement)."""
+def _hops6(route: Route) -> set[object]:
+    """What tells IPv6 routes of one (table, dst, src, metric) apart, as the kernel's
+    ``rt6_duplicate_nexthop`` does: the nexthop object if the route uses one (two routes
+    over different objects are two routes, whatever paths they show), else its (gateway,
+    oif) paths."""
+    if route.nhid:
+        return {("nhid", route.nhid)}
+    return set(_paths(route))
+
+
+def _named(bucket: _Bucket, route: Route) -> tuple[int, tuple[NextHop, ...]]:
+    """Which route of a prefix bucket a ``RTM_DELROUTE`` for ``route`` deletes, and the
+    paths it leaves (empty: the whole route goes); ``(-1, ())`` if none.
+
+    The kernel's message carries the whole route it deleted, so the route of the same
+    content is the one (an IPv4 delete never means another, even of the same key: that
+    one may be another link's, the message's own being gone already, flushed silently).
+    An IPv6 route is also named by its key and :func:`_hops6` (its kernel identity;
+    its metrics may have changed unannounced): a multipath route loses the paths the
+    message names (one sibling deleted alone), or goes if none is left.
+    """
+    content = _content(route)
+    for i, other in enumerate(bucket):
+        if _content(other) == content:
+            return i, ()
+    if route.family != AF_INET6:
+        return -1, ()
+    key = route[_KEY]
+    hops = _hops6(route)
+    for i, other in enumerate(bucket):
+        if other[_KEY] == key and not hops.isdisjoint(_hops6(other)):
+            gone = set(_paths(route))
+            return i, tuple(hop for hop in other.nexthops if hop[:2] not in gone)
+    return -1, ()
+
+
+def nh_paths(nh: NexthopMsg) -> tuple[object, ...]:
+    """What a nexthop object forwards by (for telling a real replacement from a repeat)."""
     return (nh.oif, nh.gateway, nh.blackhole, nh.group, nh.fdb)

@@ -134,7 +134,14 @@ from lwspy.net.nlmsg import (
     dump_request,
     fibmatch_request,
 )
-from lwspy.net.route import NOT_ROUTABLE, RESYNC_SLICE, NexthopChange, RouteDiff, RouteTable
+from lwspy.net.route import (
+    NOT_ROUTABLE,
+    RESYNC_SLICE,
+    NexthopChange,
+    RouteDiff,
+    RouteTable,
+    nh_paths,
+)
 from lwspy.net.rule import RTMGRP_RULES, RuleMsg, RuleSet, decode_rules, rule_dump_request
 from lwspy.system.smd import SmdClass
 from lwspy.system.state import SystemState
@@ -274,6 +281,9 @@ class _Batch:
     removed: list[Route] = field(default_factory=list)
     gone_locals: set[str] = field(default_factory=set)
     links_down: list[int] = field(default_factory=list)  # down or deleted
+    # Nexthop objects went or changed: routes of other tables over them may have gone
+    # silently, so the connections the kernel decides for are asked about.
+    nexthops: bool = False
 
 
 class Phase(enum.Enum):
@@ -800,10 +810,14 @@ class RouteWatcher:
             if conn is not None and (conn.probe or wsi in orphans):
                 self._probes[wsi] = None
 
-    def _probe_all(self, family: int | None = None) -> None:
-        """Queue every kernel-decided connection (of ``family``)."""
+    def _probe_all(self, family: int | None = None, orphans: bool = False) -> None:
+        """Queue every kernel-decided connection (of ``family``), and with ``orphans``
+        the table-decided ones the kernel routes by a table not kept here."""
         for wsi, conn in self._keys.items():
             if conn.probe and (family is None or conn.family == family):
+                self._probes[wsi] = None
+        if orphans:
+            for wsi in self._orphans:
                 self._probes[wsi] = None
 
     def _run_probes(self) -> None:
@@ -1000,6 +1014,7 @@ class RouteWatcher:
                 self.phase = Phase.SWAPPING
                 self._work.schedule(0)
         elif phase is Phase.SWAPPING and dump is not None and self._resync is not None:
+            old_nexthops = self.table.nexthops  # the last step puts the dump's in its place
             try:
                 delta = next(self._resync)
             except RuntimeError:  # the live table changed under the swap: compare again
@@ -1013,6 +1028,7 @@ class RouteWatcher:
             old_locals = set(self.local_count)
             self._adopt(dump)
             batch = _Batch(delta.added, delta.removed, old_locals - set(self.local_count))
+            batch.nexthops = self._nexthops_lost(old_nexthops)
             self._expiries(batch)
             self._settle(batch)
             self.phase = Phase.CATCHING_UP
@@ -1026,6 +1042,16 @@ class RouteWatcher:
                 self._work.schedule(0)
             else:
                 self.phase = Phase.LIVE
+
+    def _nexthops_lost(self, before: dict[int, NexthopMsg]) -> bool:
+        """Whether a resync took away or changed nexthop objects of ``before`` (events
+        about them may have been lost with the overflow)."""
+        now = self.table.nexthops
+        for nhid, nh in before.items():
+            other = now.get(nhid)
+            if other is None or nh_paths(other) != nh_paths(nh):
+                return True
+        return False
 
     def _replay(self, batch: _Batch) -> None:
         """Apply a slice of the queued events, oldest first (onto the dump's state while
@@ -1156,25 +1182,30 @@ class RouteWatcher:
                 table.link_up(index)
             if not rec.up or not rec.flags & (IFF_RUNNING | IFF_LOWER_UP):
                 # Down or no carrier: its nexthop objects are gone (nh_netdev_event).
-                self._nh_change(table.flush_nexthops(index), removed)
+                self._nh_change(table.flush_nexthops(index), removed, dump, batch)
         elif rec.type == RTM_DELLINK:
             links.pop(index, None)
             if dump is None:
                 batch.links_down.append(index)
-            self._nh_change(table.flush_nexthops(index), removed)
+            self._nh_change(table.flush_nexthops(index), removed, dump, batch)
             removed.extend(table.link_down(index, force=True))
             removed.extend(table.drop_link(index))
 
     @staticmethod
-    def _nh_change(change: NexthopChange, removed: list[Route]) -> None:
+    def _nh_change(
+        change: NexthopChange, removed: list[Route], dump: _Dump | None, batch: _Batch
+    ) -> None:
         """Routes a nexthop change took away, or changed under their connections: both are
-        looked at again."""
+        looked at again; and (live) the batch notes that nexthop objects changed."""
         removed.extend(change.removed)
         removed.extend(change.changed)
+        if change.nexthops and dump is None:
+            batch.nexthops = True
 
     def _nexthop(self, rec: NexthopMsg, dump: _Dump | None, batch: _Batch) -> None:
         table = dump.routes if dump is not None else self.table
-        self._nh_change(table.apply_nexthop(rec), batch.removed if dump is None else [])
+        removed = batch.removed if dump is None else []
+        self._nh_change(table.apply_nexthop(rec), removed, dump, batch)
 
     def _addr(self, rec: AddrMsg, dump: _Dump | None, batch: _Batch) -> None:
         key = _addr_key(rec)
@@ -1291,7 +1322,14 @@ class RouteWatcher:
         """Re-check what the batch could have affected; announce it on SMD."""
         if batch.removed or batch.links_down:  # the CAO history of those paths is stale
             forget_paths(self.ctx.cao_db, batch.removed, batch.links_down)
+        if batch.nexthops and (self._probing or self._orphans):
+            # Routes of other tables over those nexthop objects went (or changed) without
+            # a message (IPv4 always, IPv6 under nexthop_compat_mode=0), and the policy
+            # socket hears nothing of a carrier loss's flush: ask the kernel.
+            self._probe_all(orphans=True)
         if not (batch.added or batch.removed or batch.gone_locals):
+            if batch.nexthops:
+                self._run_probes()
             return
         self.stats["batches"] += 1
         if batch.gone_locals:  # a kept probe socket must not outlive its address
