@@ -167,6 +167,22 @@ def test_records_expire_after_the_ttl_and_the_bound_drops_the_oldest() -> None:
     db.clear()
 
 
+def test_an_edited_record_does_not_unhook_the_index() -> None:
+    """wsi.caos hands out the records the database holds: an application that edits one
+    (here its address and route id) changes nothing the database found it by."""
+    db = CaoDb(history=2, ttl=10, clock=FakeClock())
+    first = _cao("a.test", "198.51.100.1", 1, None, 7, CaoResult.WON, 1)
+    db.add(first)
+    first.address, first.route_id, first.ifindex = "198.51.100.2", 8, None
+    assert db.query(address="198.51.100.1") == [first]
+    assert db.query(address="198.51.100.1", ifindex=1, route_id=7) == [first]
+    assert db.query(address="198.51.100.2") == [] and db.query(route_id=8) == []
+    db.add(_cao("a.test", "198.51.100.2", 1, None, None, CaoResult.WON, 1))
+    db.add(_cao("a.test", "198.51.100.2", 1, None, None, CaoResult.WON, 1))  # evicts first
+    assert db.query(address="198.51.100.1") == [] and len(db) == 2
+    assert db.forget(route_id=7) == 0 and db.forget(ifindex=1) == 2 and len(db) == 0
+
+
 def test_add_refuses_a_pending_attempt_and_a_bad_bound() -> None:
     db = CaoDb(history=4, ttl=1, clock=FakeClock())
     with pytest.raises(ValueError, match="finished"):

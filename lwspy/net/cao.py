@@ -182,7 +182,9 @@ class CaoStats(Record):
 
 
 _KEYS = ("host", "address", "family", "ifindex", "gateway", "route_id")
-_Entry = tuple[Cao, float]  # the record and when it was added (clock seconds)
+# The record, when it was added (clock seconds), and its index keys as they were then: the
+# record is the application's too (wsi.caos), so an edit of it must not unhook the index.
+_Entry = tuple[Cao, float, tuple[object, ...]]
 
 
 class CaoDb:
@@ -226,7 +228,7 @@ class CaoDb:
     def __iter__(self) -> Iterator[Cao]:
         """Every live record, oldest first."""
         self._expire(self.clock())
-        return iter([cao for cao, _ in self._records.values()])
+        return iter([entry[0] for entry in self._records.values()])
 
     def add(self, cao: Cao) -> None:
         """Record a finished attempt (a PENDING one is refused: ValueError)."""
@@ -240,9 +242,9 @@ class CaoDb:
             self._drop(next(iter(self._records)))
         self._serial += 1
         serial = self._serial
-        self._records[serial] = (cao, now)
-        for key, index in self._index.items():
-            value = getattr(cao, key)
+        keys = tuple(getattr(cao, key) for key in _KEYS)
+        self._records[serial] = (cao, now, keys)
+        for index, value in zip(self._index.values(), keys, strict=True):
             if value is not None:
                 index.setdefault(value, {})[serial] = cao
 
@@ -343,13 +345,14 @@ class CaoDb:
             buckets.append((len(bucket), key, bucket))
         buckets.sort(key=lambda b: b[0])
         _, first_key, smallest = buckets[0]
-        rest = [(k, v) for k, v in given if k != first_key]
+        rest = [(_KEYS.index(k), v) for k, v in given if k != first_key]
         if not rest:  # one filter: the bucket is the answer
             return list(islice(reversed(smallest), limit))
+        records = self._records
         found = (
             serial
-            for serial, cao in reversed(smallest.items())
-            if all(getattr(cao, k) == v for k, v in rest)
+            for serial in reversed(smallest)
+            if all(records[serial][2][i] == v for i, v in rest)
         )
         return list(islice(found, limit))
 
@@ -363,9 +366,8 @@ class CaoDb:
             self._drop(serial)
 
     def _drop(self, serial: int) -> None:
-        cao, _ = self._records.pop(serial)
-        for key, index in self._index.items():
-            value = getattr(cao, key)
+        keys = self._records.pop(serial)[2]
+        for index, value in zip(self._index.values(), keys, strict=True):
             if value is not None:
                 bucket = index[value]
                 del bucket[serial]
