@@ -343,12 +343,25 @@ def test_forget_paths_drops_routes_gateways_and_links() -> None:
     add("203.0.113.1", 2, "198.51.100.2", 11)
     add("203.0.113.9", 3, "198.51.100.2", 12)  # same gateway, another route
     add("198.51.100.7", 3, None, 13)
-    forget_paths(db, [SimpleNamespace(id=10, gateway=None)], [])  # type: ignore[list-item]
+    forget_paths(db, [SimpleNamespace(id=10, gateway=None, oif=2)], [])  # type: ignore[list-item]
     assert db.stats(family=socket.AF_INET6).attempts == 0 and len(db) == 3
-    forget_paths(db, [SimpleNamespace(id=11, gateway="198.51.100.2")], [])  # type: ignore[list-item]
+    gone = SimpleNamespace(id=11, gateway="198.51.100.2", oif=2)
+    forget_paths(db, [gone], [])  # type: ignore[list-item]
     assert [c.address for c in db] == ["198.51.100.7"]
     forget_paths(db, [], [3])
     assert len(db) == 0
+    # A link-local gateway means something only with its link: fe80::1 on link 2 is not
+    # fe80::1 on link 3 (nor is 169.254.0.1), so only the removed route's link forgets it.
+    add("2001:db8:a::9", 2, "fe80::1", 20)
+    add("2001:db8:b::9", 3, "fe80::1", 21)
+    add("203.0.113.5", 2, "169.254.0.1", 22)
+    add("203.0.113.6", 3, "169.254.0.1", 23)
+    removed = [
+        SimpleNamespace(id=30, gateway="fe80::1", oif=2),
+        SimpleNamespace(id=31, gateway="169.254.0.1", oif=3),
+    ]
+    forget_paths(db, removed, [])  # type: ignore[arg-type]
+    assert [c.address for c in db] == ["2001:db8:b::9", "203.0.113.5"]
 
 
 def test_a_name_from_dns_races_both_families_and_conmon_has_the_answers(tmp_path: Path) -> None:

@@ -686,11 +686,16 @@ def _give_up(wsi: Wsi, cc: ClientConnect, reason: str | None) -> None:
 
 def forget_paths(db: CaoDb, removed: Iterable[Route], links_down: Iterable[int]) -> None:
     """A routing change made some history stale: a route deleted or replaced forgets the
-    attempts that took it (and, with a gateway, every attempt via that gateway); a link
-    down or deleted forgets every attempt over it."""
+    attempts that took it (and, with a gateway, every attempt via that gateway; a
+    link-local gateway only on the route's own link, where alone it means that router);
+    a link down or deleted forgets every attempt over it."""
     for route in removed:
         db.forget(route_id=route.id)
-        if route.gateway is not None:
-            db.forget(gateway=route.gateway)
+        gateway = route.gateway
+        if gateway is not None:
+            if ipaddress.ip_address(gateway.partition("%")[0]).is_link_local:
+                db.forget(gateway=gateway, ifindex=route.oif)
+            else:
+                db.forget(gateway=gateway)
     for ifindex in links_down:
         db.forget(ifindex=ifindex)

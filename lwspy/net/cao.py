@@ -305,7 +305,10 @@ class CaoDb:
 
         At least one filter is needed (ValueError otherwise); returns how many went. The
         netlink role calls it with ``route_id=`` (route deleted or replaced), ``ifindex=``
-        (link down or deleted) and ``gateway=`` (a route with that gateway removed).
+        (link down or deleted) and ``gateway=`` (a route with that gateway removed); for a
+        link-local gateway (``fe80::/10``, ``169.254.0.0/16``) with ``gateway=`` and
+        ``ifindex=`` together, since the same link-local address is another router on
+        another link.
         """
         want = {
             "host": host,
