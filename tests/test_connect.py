@@ -277,6 +277,31 @@ def test_the_connect_timeout_times_out_every_attempt_in_flight(
         assert ctx.cao_db.stats(host="dual.test").failures == 2
 
 
+def test_the_connect_timeout_bounds_a_resolve_that_never_answers(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    rec = Recorder("p")
+    hosts = tmp_path / "hosts"
+    hosts.write_text("")
+    with (
+        FakeDns(behaviour=lambda srv, q, wire, tcp: []) as srv,  # hears, never answers
+        _ctx(rec, hosts, clock, nameservers=[srv.address], connect_timeout_secs=2) as ctx,
+    ):
+        before = _fds()
+        wsi = ctx.connect("silent.test", 80)
+        for _ in range(3):
+            ctx.service(0)
+            srv.pump()
+        assert srv.queries and wsi.state is WsiState.PENDING
+        clock.advance(1.999)
+        ctx.service(0)
+        assert wsi.state is WsiState.PENDING
+        clock.advance(0.001)  # the resolver would wait its 5 s per server: the bound is 2 s
+        service_until(ctx, lambda: wsi.state is WsiState.CLOSED)
+        assert rec.data(Reason.CLIENT_CONNECTION_ERROR, wsi) == ["timed out"]
+        assert wsi.caos == [] and _fds() == before  # the resolver's socket went too
+
+
 def test_a_source_address_binds_only_its_family(hosts: Path, clock: FakeClock) -> None:
     rec = Recorder("p")
     with dual_port("listen", "listen") as (port, _), _ctx(rec, hosts, clock) as ctx:
