@@ -48,6 +48,10 @@ def test_resolv_conf_parsing() -> None:
     assert d.parse_resolv_conf("search a.test\ndomain b.test c.test").search == [(b"b", b"test")]
     capped = d.parse_resolv_conf("options ndots:99 timeout:0 attempts:0 timeout:1e9")
     assert (capped.ndots, capped.timeout, capped.attempts) == (15, 30.0, 1)
+    # glibc's minimum: a try waits at least 1 s (res_send), not 0 or 1 ms
+    assert d.parse_resolv_conf("options timeout:0").timeout == 1.0
+    assert d.parse_resolv_conf("options timeout:-2").timeout == 1.0
+    assert d.parse_resolv_conf("options timeout:0.25").timeout == 0.25
 
 
 @pytest.mark.parametrize(

@@ -622,7 +622,8 @@ def parse_resolv_conf(text: str, source: str = "resolv.conf") -> ResolvConf:
     """Parse resolv.conf text: ``nameserver``, ``search``/``domain``, ``options ndots:
     timeout: attempts:``. Unknown lines and bad values are skipped, as glibc does.
 
-    ``timeout`` may have a fraction of a second here (glibc reads whole seconds).
+    ``timeout`` may have a fraction of a second here (glibc reads whole seconds); 0 or
+    less means 1 s, glibc's minimum (``res_send``: ``if (seconds <= 0) seconds = 1``).
 
     >>> conf = parse_resolv_conf("nameserver 198.51.100.53\\nsearch lab.test\\noptions ndots:2")
     >>> conf.nameservers, conf.search, conf.ndots
@@ -656,9 +657,9 @@ def parse_resolv_conf(text: str, source: str = "resolv.conf") -> ResolvConf:
                     if got is not None:
                         conf.ndots = int(got)
                 elif name == "timeout":
-                    got = _option_number(value, 0.001, 30)
-                    if got is not None:
-                        conf.timeout = got
+                    got = _option_number(value, -math.inf, 30)
+                    if got is not None:  # glibc res_send: a try waits at least 1 s
+                        conf.timeout = max(got, 0.001) if got > 0 else 1.0
                 elif name == "attempts":
                     got = _option_number(value, 1, 5)
                     if got is not None:
