@@ -266,7 +266,7 @@ def _begin_try(wsi: Wsi, cc: ClientConnect) -> None:
     prefer = _preferred_family(ctx.cao_db, cc.host) if literal is None and not addrs else _V6
     cc.racer = Racer(
         families,
-        lambda pool: _order(ctx, cc, pool),
+        lambda pool, after: _order(ctx, cc, pool, after),
         lambda address: _delay(ctx, cc, address),
         now,
         ctx.connect_timeout_secs,
@@ -442,8 +442,9 @@ def _same_path(cao: Cao, path: _Path) -> bool:
     return cao.ifindex == path.ifindex and cao.gateway == path.gateway
 
 
-def _order(ctx: Context, cc: ClientConnect, pool: list[str]) -> list[str]:
-    """The racer's candidates, best first (see :func:`lwspy.net.sort.order`)."""
+def _order(ctx: Context, cc: ClientConnect, pool: list[str], after: int | None) -> list[str]:
+    """The racer's candidates, best first (see :func:`lwspy.net.sort.order`); ``after``:
+    the family of the attempt started last (mid-race), whose other family goes next."""
     if len(pool) < 2:
         return list(pool)
     db = ctx.cao_db
@@ -457,7 +458,7 @@ def _order(ctx: Context, cc: ClientConnect, pool: list[str]) -> list[str]:
                 return sort.RANK_WON if cao.result is CaoResult.WON else sort.RANK_DEMOTED
         return sort.RANK_UNKNOWN
 
-    return sort.order(pool, lambda a: _source(ctx, cc, a), rank)
+    return sort.order(pool, lambda a: _source(ctx, cc, a), rank, after)
 
 
 def _delay(ctx: Context, cc: ClientConnect, address: str) -> float:
