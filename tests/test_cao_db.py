@@ -183,6 +183,27 @@ def test_an_edited_record_does_not_unhook_the_index() -> None:
     assert db.forget(route_id=7) == 0 and db.forget(ifindex=1) == 2 and len(db) == 0
 
 
+def test_a_forget_while_an_attempt_is_in_flight_keeps_it_out() -> None:
+    db = CaoDb(history=8, ttl=10, clock=FakeClock())
+    old = _cao("a.test", "198.51.100.1", 1, None, 7, CaoResult.PENDING, 0)
+    other = _cao("a.test", "198.51.100.2", 2, None, 8, CaoResult.PENDING, 0)
+    gone = _cao("a.test", "198.51.100.3", 1, None, 7, CaoResult.PENDING, 0)
+    for cao in (old, other, gone):
+        db.started(cao)
+    assert db.forget(route_id=7) == 0  # nothing recorded yet; two in flight took route 7
+    old.result = other.result = CaoResult.TIMED_OUT
+    assert db.add(old) is False and db.add(other) is True
+    assert db.query() == [other]
+    db.ended(gone)  # abandoned: nothing kept of it
+    assert db.add(old) is True  # once ended, the record is no more marked
+    assert db._flying == {} and db._stale == {}
+    late = _cao("a.test", "198.51.100.4", 3, None, 9, CaoResult.PENDING, 0)
+    db.started(late)
+    db.clear()  # forget all: what is in flight too
+    late.result = CaoResult.WON
+    assert db.add(late) is False and len(db) == 0
+
+
 def test_add_refuses_a_pending_attempt_and_a_bad_bound() -> None:
     db = CaoDb(history=4, ttl=1, clock=FakeClock())
     with pytest.raises(ValueError, match="finished"):

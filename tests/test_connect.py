@@ -277,6 +277,27 @@ def test_the_connect_timeout_times_out_every_attempt_in_flight(
         assert ctx.cao_db.stats(host="dual.test").failures == 2
 
 
+def test_an_attempt_whose_path_was_forgotten_in_flight_stays_out_of_the_database(
+    hosts: Path, clock: FakeClock
+) -> None:
+    rec = Recorder("p")
+    with (
+        dual_port("hang", "hang") as (port, _),
+        _ctx(rec, hosts, clock, connect_timeout_secs=2) as ctx,
+    ):
+        wsi = ctx.connect("dual.test", port)
+        service_until(ctx, lambda: len(wsi.caos) == 1)
+        # What the netlink role does when the route of the SYN in flight is deleted (here
+        # by host: without netlink the attempts carry no route id)
+        assert ctx.cao_db.forget(host="dual.test") == 0
+        clock.advance(0.25)
+        service_until(ctx, lambda: len(wsi.caos) == 2)  # started after the forget: recorded
+        clock.advance(1.75)
+        service_until(ctx, lambda: wsi.state is WsiState.CLOSED)
+        assert [c.result for c in wsi.caos] == [CaoResult.TIMED_OUT] * 2
+        assert ctx.cao_db.query(host="dual.test") == [wsi.caos[1]]
+
+
 def test_the_connect_timeout_bounds_a_resolve_that_never_answers(
     tmp_path: Path, clock: FakeClock
 ) -> None:

@@ -164,6 +164,7 @@ class ClientConnect:
         "answers",
         "attempts",
         "caos",
+        "db",
         "host",
         "iface",
         "paths",
@@ -195,6 +196,7 @@ class ClientConnect:
         self.retry = retry
         self.retries = 0
         self.user_error: Exception | None = None
+        self.db = wsi.ctx.cao_db
         self.caos: list[Cao] = []  # every attempt of every try, in start order (wsi.caos)
         self.racer: Racer | None = None
         self.attempts: dict[int, _Attempt] = {}  # the current try's, by attempt number
@@ -211,6 +213,7 @@ class ClientConnect:
         Attempts still pending end as ERROR and stay out of the database: their path did
         nothing wrong.
         """
+        db = self.db
         self.start_sul.cancel()
         self.race_sul.cancel()
         if self.resolving is not None:
@@ -221,6 +224,7 @@ class ClientConnect:
             if att.cao.result is CaoResult.PENDING:
                 att.cao.result = CaoResult.ERROR
                 att.cao.ended = now
+            db.ended(att.cao)
             if att.wsi is not None:
                 att.wsi._close_now("abandoned")
 
@@ -513,6 +517,7 @@ def _start_attempt(wsi: Wsi, cc: ClientConnect, n: int, address: str, now: float
     path = _path(ctx, cc, address)
     cao.ifindex, cao.gateway, cao.route_id = path.ifindex, path.gateway, path.route_id
     cc.caos.append(cao)
+    cc.db.started(cao)  # a forget() of its path from now on keeps it out of the database
     att = _Attempt(wsi, n, cao, None)
     cc.attempts[n] = att
     if wsi.state is WsiState.PENDING:
@@ -588,7 +593,9 @@ def _attempt_failed(
     assert cc is not None and cc.racer is not None
     _end(att, _ERRNO_RESULT.get(err, CaoResult.ERROR), now, err)
     if record:
-        wsi.ctx.cao_db.add(att.cao)
+        cc.db.add(att.cao)
+    else:
+        cc.db.ended(att.cao)
     cc.attempts.pop(att.n, None)
     if att.wsi is not None:
         att.wsi._close_now(reason)
