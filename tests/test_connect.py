@@ -298,6 +298,38 @@ def test_an_attempt_whose_path_was_forgotten_in_flight_stays_out_of_the_database
         assert ctx.cao_db.query(host="dual.test") == [wsi.caos[1]]
 
 
+def test_an_invalid_host_name_is_one_connect_error_from_the_loop(tmp_path: Path) -> None:
+    rec = Recorder("p")
+    hosts = tmp_path / "hosts"
+    hosts.write_text("")
+    long = ".".join(["a" * 63] * 3 + ["b" * 61])  # 253 characters: the longest name
+    with Context(
+        protocols=[rec.protocol], hosts_file=hosts, nameservers=["127.0.0.1:9"], netlink=False
+    ) as ctx:
+        bad = ["bad host!", "a..b", "x" * 64 + ".test", "", "-x.test", long + "b", long + "b."]
+        wsis = [ctx.connect(name, 80) for name in bad]  # nothing raised
+        assert all(w.state is WsiState.PENDING for w in wsis)
+        service_until(ctx, lambda: all(w.state is WsiState.CLOSED for w in wsis))
+        for name, wsi in zip(bad, wsis, strict=True):
+            assert _outcomes(rec, wsi) == [Reason.CLIENT_CONNECTION_ERROR]
+            [why] = rec.data(Reason.CLIENT_CONNECTION_ERROR, wsi)
+            assert why.startswith("invalid host name '"), why
+            assert name[:20] in why and len(why) < 100 and wsi.caos == []
+            assert wsi.conmon is not None and wsi.conmon.dns_disposition == "NO_RESULT"
+        assert rec.data(Reason.CLIENT_CONNECTION_ERROR, wsis[0]) == [
+            "invalid host name 'bad host!'"
+        ]
+        # 253 characters and the root's dot: valid for connect() as for resolve()
+        for name in (long, long + "."):
+            ctx.resolver.resolve(name, lambda a: None).cancel()
+            wsi = ctx.connect(name, 80)
+            ctx.service(0)
+            assert wsi.state is WsiState.PENDING  # asking DNS
+            wsi.close()
+        with pytest.raises(ValueError, match="not a valid host name"):
+            ctx.resolver.resolve(long + "b.", lambda a: None)
+
+
 def test_the_connect_timeout_bounds_a_resolve_that_never_answers(
     tmp_path: Path, clock: FakeClock
 ) -> None:

@@ -33,6 +33,7 @@ from lwspy.core.wsi import EV_WRITE, Wsi, WsiState, errno_reason
 from lwspy.net import sort
 from lwspy.net.cao import Cao, CaoDb, CaoResult, Conmon, summarize
 from lwspy.net.connect import GiveUp, Racer, Start, Won, attempt_delay
+from lwspy.net.hosts import HOSTNAME
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -258,6 +259,15 @@ def _begin_try(wsi: Wsi, cc: ClientConnect) -> None:
         cm = wsi.conmon
         cm.dns_us, cm.dns_disposition, cm.dns_results = 0, "OK", []
     literal = literal_address(cc.host)
+    if literal is None and not HOSTNAME.match(cc.host):
+        # No retry makes it valid: the error at once, from the loop like any outcome.
+        host = cc.host
+        kind = "IP address" if ":" in host else "host name"
+        shown = host if len(host) <= 64 else host[:61] + "..."
+        if wsi.conmon is not None:
+            wsi.conmon.dns_disposition = "NO_RESULT"
+        wsi._close_now(f"invalid {kind} {shown!r}")
+        return
     bound = literal_address(cc.iface) if cc.iface is not None else None
     if literal is not None:
         families: tuple[int, ...] = (_family(literal),)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import secrets
 import socket
 from collections.abc import Callable, Iterable, Iterator
@@ -45,6 +44,7 @@ from lwspy.net.dns import (
     parse_resolv_conf,
     search_names,
 )
+from lwspy.net.hosts import HOSTNAME
 from lwspy.roles.udp import open_tcp, open_udp
 
 if TYPE_CHECKING:
@@ -54,10 +54,6 @@ __all__ = ["DnsAnswer", "ResolveHandle", "Resolver"]
 
 OnAnswer = Callable[[DnsAnswer], None]
 
-HOSTNAME = re.compile(
-    r"^(?=.{1,253}\.?$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_-]{1,63})*\.?$"
-)
-"""What ``resolve()`` accepts besides IP literals: LDH labels (and ``_``), at most 253 chars."""
 
 _FAMILIES = ((socket.AF_INET6, TYPE_AAAA), (socket.AF_INET, TYPE_A))
 

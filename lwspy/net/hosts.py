@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
-__all__ = ["parse_hosts"]
+__all__ = ["HOSTNAME", "parse_hosts"]
+
+HOSTNAME = re.compile(
+    r"^(?=.{1,253}\.?$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_-]{1,63})*\.?$"
+)
+"""A host name as connect() and resolve() take it: LDH labels (and ``_``), each 1..63
+characters, at most 253 characters without the trailing dot (254 with it)."""
 
 
 def parse_hosts(text: str) -> dict[str, list[str]]:
