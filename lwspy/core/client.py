@@ -287,13 +287,13 @@ def _begin_try(wsi: Wsi, cc: ClientConnect) -> None:
         prefer,
         lambda address: _source(ctx, cc, address) is not None,
     )
-    # The whole connect is bounded from its start, DNS included: the racer's timer is set
-    # again by each of its actions, but a resolve that never answers gives it none.
-    cc.race_sul.schedule(ctx.connect_timeout_secs)
     if literal is not None:
         _answered(wsi, cc, _family(literal), [literal], "OK", "", 0.0)
         return
     if not addrs:
+        # The whole connect is bounded from its start, DNS included: the racer's timer is
+        # set by each of its actions, but a resolve that never answers gives it none.
+        cc.race_sul.schedule(ctx.connect_timeout_secs)
         _resolve(wsi, cc)
         return
     # The hosts file has it (the resolver would answer from it too, a pass later): both
