@@ -5,7 +5,8 @@ discard until the peer's end of stream (bounded by ``timeout_secs``) before clos
 answers a close with unread data by a reset that also drops what is still queued for the
 peer; reading to the end first means everything ``write()`` accepted arrives. For the
 same reason a closing wsi still reads (and discards) while it flushes, and ``destroy()``
-reads what is queued before it closes a socket.
+reads what is queued before it closes a socket. A socket with nothing of ours
+unacknowledged and nothing to read needs none of it: it is closed at once (a FIN).
 """
 
 from __future__ import annotations
