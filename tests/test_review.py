@@ -222,6 +222,28 @@ def test_an_idle_socket_closes_at_once_with_a_fin(clock: FakeClock) -> None:
         assert peer.recv(100) == b""  # a FIN, not a reset
 
 
+def test_a_close_during_destroy_reads_what_waits_so_that_it_is_a_fin() -> None:
+    first, first_peer = tcp_pair()
+    ours, peer = tcp_pair()
+    wsis: list[Wsi] = []
+
+    def on(wsi: Wsi | None, reason: Reason, data: Any) -> None:
+        if reason is Reason.RAW_CLOSE and wsi is wsis[0]:
+            wsis[1].close()  # a graceful close while destroy() runs: no loop to wait in
+
+    rec = Recorder("p", on)
+    ctx = Context(protocols=[rec.protocol], netlink=False)
+    with first_peer, peer:
+        wsis += [ctx.adopt_socket(first), ctx.adopt_socket(ours)]
+        wsis[1].write(b"bye")
+        peer.sendall(b"unread")  # not idle: the shutdown path
+        select.select([ours], [], [], 1.0)
+        ctx.destroy()
+        assert ours.fileno() == -1 and wsis[1].close_reason == "closed"
+        assert peer.recv(100) == b"bye"
+        assert peer.recv(100) == b""  # a FIN, not a reset
+
+
 def test_idle_means_all_acknowledged_and_nothing_to_read() -> None:
     ours, peer = tcp_pair(peer_rcvbuf=4096)
     with ours, peer:
