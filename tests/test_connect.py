@@ -306,7 +306,8 @@ def test_an_invalid_host_name_is_one_connect_error_from_the_loop(tmp_path: Path)
     with Context(
         protocols=[rec.protocol], hosts_file=hosts, nameservers=["127.0.0.1:9"], netlink=False
     ) as ctx:
-        bad = ["bad host!", "a..b", "x" * 64 + ".test", "", "-x.test", long + "b", long + "b."]
+        bad = ["bad host!", "a..b", "x" * 64 + ".test", "", "-x.test", "a-.test", "a.-b.test"]
+        bad += [long + "b", long + "b."]
         wsis = [ctx.connect(name, 80) for name in bad]  # nothing raised
         assert all(w.state is WsiState.PENDING for w in wsis)
         service_until(ctx, lambda: all(w.state is WsiState.CLOSED for w in wsis))
@@ -353,6 +354,8 @@ def test_the_connect_timeout_bounds_a_resolve_that_never_answers(
         service_until(ctx, lambda: wsi.state is WsiState.CLOSED)
         assert rec.data(Reason.CLIENT_CONNECTION_ERROR, wsi) == ["timed out"]
         assert wsi.caos == [] and _fds() == before  # the resolver's socket went too
+        cm = wsi.conmon
+        assert cm is not None and (cm.dns_disposition, cm.dns_us) == ("SERVER_UNREACHABLE", 2e6)
 
 
 def test_a_source_address_binds_only_its_family(hosts: Path, clock: FakeClock) -> None:

@@ -176,6 +176,7 @@ class ClientConnect:
         "retries",
         "retry",
         "start_sul",
+        "started",
         "user_error",
         "want_conmon",
     )
@@ -204,6 +205,7 @@ class ClientConnect:
         self.paths: dict[str, _Path] = {}
         self.answers: list[tuple[str, str]] = []  # (disposition, detail) per DNS answer
         self.resolving: Any = None  # the resolver's handle while a resolve is pending
+        self.started = 0.0  # when the current try began (clock seconds)
         self.start_sul = Sul(suls, lambda: _start(wsi))
         self.race_sul = Sul(suls, lambda: _race_timer(wsi))
         self.start_sul.schedule(0)
@@ -255,6 +257,7 @@ def _begin_try(wsi: Wsi, cc: ClientConnect) -> None:
     now = ctx.pt.suls.clock()
     cc.paths = {}
     cc.answers = []
+    cc.started = now
     if wsi.conmon is not None:
         cm = wsi.conmon
         cm.dns_us, cm.dns_disposition, cm.dns_results = 0, "OK", []
@@ -684,6 +687,12 @@ def _gave_up(wsi: Wsi, cc: ClientConnect, act: GiveUp) -> None:
         db.add(att.cao)
         if att.wsi is not None:
             att.wsi._close_now("timed out")
+    cm = wsi.conmon
+    if cm is not None and cc.resolving is not None and not cm.dns_results:
+        # The bound came while DNS had given nothing yet: CONMON says so (no answer in
+        # time), so that this is told apart from a dead path.
+        cm.dns_disposition = "SERVER_UNREACHABLE"
+        cm.dns_us = _us(now - cc.started)
     _give_up(wsi, cc, act.reason)
 
 

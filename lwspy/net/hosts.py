@@ -7,11 +7,11 @@ import re
 
 __all__ = ["HOSTNAME", "parse_hosts"]
 
-HOSTNAME = re.compile(
-    r"^(?=.{1,253}\.?$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_-]{1,63})*\.?$"
-)
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+HOSTNAME = re.compile(rf"^(?=.{{1,253}}\.?$){_LABEL}(?:\.{_LABEL})*\.?$")
 """A host name as connect() and resolve() take it: LDH labels (and ``_``), each 1..63
-characters, at most 253 characters without the trailing dot (254 with it)."""
+characters, none starting or ending with a hyphen (RFC 1123 §2.1), at most 253
+characters without the trailing dot (254 with it)."""
 
 
 def parse_hosts(text: str) -> dict[str, list[str]]:
