@@ -238,6 +238,7 @@ def test_a_connecting_callback_that_closes_stops_the_race(hosts: Path, clock: Fa
         assert _outcomes(rec, wsi) == [Reason.CLIENT_CONNECTION_ERROR]
         assert [(c.address, c.result) for c in wsi.caos] == [(L6, CaoResult.ERROR)]
         assert len(ctx.cao_db) == 0  # abandoned, not the path's fault
+        assert ctx.cao_db._flying == {} and ctx.cao_db._stale == {}  # nothing left marked
         assert _fds() == before
 
 
@@ -254,6 +255,7 @@ def test_destroy_mid_race_closes_every_attempt(hosts: Path, clock: FakeClock) ->
         ctx.destroy()
         assert rec.data(Reason.CLIENT_CONNECTION_ERROR, wsi) == ["context destroyed"]
         assert [c.result for c in wsi.caos] == [CaoResult.ERROR, CaoResult.ERROR]
+        assert ctx.cao_db._flying == {}
         assert _fds() == before
 
 
@@ -296,6 +298,7 @@ def test_an_attempt_whose_path_was_forgotten_in_flight_stays_out_of_the_database
         service_until(ctx, lambda: wsi.state is WsiState.CLOSED)
         assert [c.result for c in wsi.caos] == [CaoResult.TIMED_OUT] * 2
         assert ctx.cao_db.query(host="dual.test") == [wsi.caos[1]]
+        assert ctx.cao_db._flying == {} and ctx.cao_db._stale == {}
 
 
 def test_an_invalid_host_name_is_one_connect_error_from_the_loop(tmp_path: Path) -> None:
