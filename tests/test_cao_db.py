@@ -167,6 +167,43 @@ def test_records_expire_after_the_ttl_and_the_bound_drops_the_oldest() -> None:
     db.clear()
 
 
+def test_an_edited_record_does_not_unhook_the_index() -> None:
+    """wsi.caos hands out the records the database holds: an application that edits one
+    (here its address and route id) changes nothing the database found it by."""
+    db = CaoDb(history=2, ttl=10, clock=FakeClock())
+    first = _cao("a.test", "198.51.100.1", 1, None, 7, CaoResult.WON, 1)
+    db.add(first)
+    first.address, first.route_id, first.ifindex = "198.51.100.2", 8, None
+    assert db.query(address="198.51.100.1") == [first]
+    assert db.query(address="198.51.100.1", ifindex=1, route_id=7) == [first]
+    assert db.query(address="198.51.100.2") == [] and db.query(route_id=8) == []
+    db.add(_cao("a.test", "198.51.100.2", 1, None, None, CaoResult.WON, 1))
+    db.add(_cao("a.test", "198.51.100.2", 1, None, None, CaoResult.WON, 1))  # evicts first
+    assert db.query(address="198.51.100.1") == [] and len(db) == 2
+    assert db.forget(route_id=7) == 0 and db.forget(ifindex=1) == 2 and len(db) == 0
+
+
+def test_a_forget_while_an_attempt_is_in_flight_keeps_it_out() -> None:
+    db = CaoDb(history=8, ttl=10, clock=FakeClock())
+    old = _cao("a.test", "198.51.100.1", 1, None, 7, CaoResult.PENDING, 0)
+    other = _cao("a.test", "198.51.100.2", 2, None, 8, CaoResult.PENDING, 0)
+    gone = _cao("a.test", "198.51.100.3", 1, None, 7, CaoResult.PENDING, 0)
+    for cao in (old, other, gone):
+        db.started(cao)
+    assert db.forget(route_id=7) == 0  # nothing recorded yet; two in flight took route 7
+    old.result = other.result = CaoResult.TIMED_OUT
+    assert db.add(old) is False and db.add(other) is True
+    assert db.query() == [other]
+    db.ended(gone)  # abandoned: nothing kept of it
+    assert db.add(old) is True  # once ended, the record is no more marked
+    assert db._flying == {} and db._stale == {}
+    late = _cao("a.test", "198.51.100.4", 3, None, 9, CaoResult.PENDING, 0)
+    db.started(late)
+    db.clear()  # forget all: what is in flight too
+    late.result = CaoResult.WON
+    assert db.add(late) is False and len(db) == 0
+
+
 def test_add_refuses_a_pending_attempt_and_a_bad_bound() -> None:
     db = CaoDb(history=4, ttl=1, clock=FakeClock())
     with pytest.raises(ValueError, match="finished"):

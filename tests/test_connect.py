@@ -238,6 +238,7 @@ def test_a_connecting_callback_that_closes_stops_the_race(hosts: Path, clock: Fa
         assert _outcomes(rec, wsi) == [Reason.CLIENT_CONNECTION_ERROR]
         assert [(c.address, c.result) for c in wsi.caos] == [(L6, CaoResult.ERROR)]
         assert len(ctx.cao_db) == 0  # abandoned, not the path's fault
+        assert ctx.cao_db._flying == {} and ctx.cao_db._stale == {}  # nothing left marked
         assert _fds() == before
 
 
@@ -254,6 +255,7 @@ def test_destroy_mid_race_closes_every_attempt(hosts: Path, clock: FakeClock) ->
         ctx.destroy()
         assert rec.data(Reason.CLIENT_CONNECTION_ERROR, wsi) == ["context destroyed"]
         assert [c.result for c in wsi.caos] == [CaoResult.ERROR, CaoResult.ERROR]
+        assert ctx.cao_db._flying == {}
         assert _fds() == before
 
 
@@ -275,6 +277,88 @@ def test_the_connect_timeout_times_out_every_attempt_in_flight(
         assert [c.result for c in wsi.caos] == [CaoResult.TIMED_OUT] * 2
         assert [c.connect_us for c in wsi.caos] == [2_000_000, 1_750_000]
         assert ctx.cao_db.stats(host="dual.test").failures == 2
+
+
+def test_an_attempt_whose_path_was_forgotten_in_flight_stays_out_of_the_database(
+    hosts: Path, clock: FakeClock
+) -> None:
+    rec = Recorder("p")
+    with (
+        dual_port("hang", "hang") as (port, _),
+        _ctx(rec, hosts, clock, connect_timeout_secs=2) as ctx,
+    ):
+        wsi = ctx.connect("dual.test", port)
+        service_until(ctx, lambda: len(wsi.caos) == 1)
+        # What the netlink role does when the route of the SYN in flight is deleted (here
+        # by host: without netlink the attempts carry no route id)
+        assert ctx.cao_db.forget(host="dual.test") == 0
+        clock.advance(0.25)
+        service_until(ctx, lambda: len(wsi.caos) == 2)  # started after the forget: recorded
+        clock.advance(1.75)
+        service_until(ctx, lambda: wsi.state is WsiState.CLOSED)
+        assert [c.result for c in wsi.caos] == [CaoResult.TIMED_OUT] * 2
+        assert ctx.cao_db.query(host="dual.test") == [wsi.caos[1]]
+        assert ctx.cao_db._flying == {} and ctx.cao_db._stale == {}
+
+
+def test_an_invalid_host_name_is_one_connect_error_from_the_loop(tmp_path: Path) -> None:
+    rec = Recorder("p")
+    hosts = tmp_path / "hosts"
+    hosts.write_text("")
+    long = ".".join(["a" * 63] * 3 + ["b" * 61])  # 253 characters: the longest name
+    with Context(
+        protocols=[rec.protocol], hosts_file=hosts, nameservers=["127.0.0.1:9"], netlink=False
+    ) as ctx:
+        bad = ["bad host!", "a..b", "x" * 64 + ".test", "", "-x.test", "a-.test", "a.-b.test"]
+        bad += [long + "b", long + "b."]
+        wsis = [ctx.connect(name, 80) for name in bad]  # nothing raised
+        assert all(w.state is WsiState.PENDING for w in wsis)
+        service_until(ctx, lambda: all(w.state is WsiState.CLOSED for w in wsis))
+        for name, wsi in zip(bad, wsis, strict=True):
+            assert _outcomes(rec, wsi) == [Reason.CLIENT_CONNECTION_ERROR]
+            [why] = rec.data(Reason.CLIENT_CONNECTION_ERROR, wsi)
+            assert why.startswith("invalid host name '"), why
+            assert name[:20] in why and len(why) < 100 and wsi.caos == []
+            assert wsi.conmon is not None and wsi.conmon.dns_disposition == "NO_RESULT"
+        assert rec.data(Reason.CLIENT_CONNECTION_ERROR, wsis[0]) == [
+            "invalid host name 'bad host!'"
+        ]
+        # 253 characters and the root's dot: valid for connect() as for resolve()
+        for name in (long, long + "."):
+            ctx.resolver.resolve(name, lambda a: None).cancel()
+            wsi = ctx.connect(name, 80)
+            ctx.service(0)
+            assert wsi.state is WsiState.PENDING  # asking DNS
+            wsi.close()
+        with pytest.raises(ValueError, match="not a valid host name"):
+            ctx.resolver.resolve(long + "b.", lambda a: None)
+
+
+def test_the_connect_timeout_bounds_a_resolve_that_never_answers(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    rec = Recorder("p")
+    hosts = tmp_path / "hosts"
+    hosts.write_text("")
+    with (
+        FakeDns(behaviour=lambda srv, q, wire, tcp: []) as srv,  # hears, never answers
+        _ctx(rec, hosts, clock, nameservers=[srv.address], connect_timeout_secs=2) as ctx,
+    ):
+        before = _fds()
+        wsi = ctx.connect("silent.test", 80)
+        for _ in range(3):
+            ctx.service(0)
+            srv.pump()
+        assert srv.queries and wsi.state is WsiState.PENDING
+        clock.advance(1.999)
+        ctx.service(0)
+        assert wsi.state is WsiState.PENDING
+        clock.advance(0.001)  # the resolver would wait its 5 s per server: the bound is 2 s
+        service_until(ctx, lambda: wsi.state is WsiState.CLOSED)
+        assert rec.data(Reason.CLIENT_CONNECTION_ERROR, wsi) == ["timed out"]
+        assert wsi.caos == [] and _fds() == before  # the resolver's socket went too
+        cm = wsi.conmon
+        assert cm is not None and (cm.dns_disposition, cm.dns_us) == ("SERVER_UNREACHABLE", 2e6)
 
 
 def test_a_source_address_binds_only_its_family(hosts: Path, clock: FakeClock) -> None:
@@ -343,12 +427,25 @@ def test_forget_paths_drops_routes_gateways_and_links() -> None:
     add("203.0.113.1", 2, "198.51.100.2", 11)
     add("203.0.113.9", 3, "198.51.100.2", 12)  # same gateway, another route
     add("198.51.100.7", 3, None, 13)
-    forget_paths(db, [SimpleNamespace(id=10, gateway=None)], [])  # type: ignore[list-item]
+    forget_paths(db, [SimpleNamespace(id=10, gateway=None, oif=2)], [])  # type: ignore[list-item]
     assert db.stats(family=socket.AF_INET6).attempts == 0 and len(db) == 3
-    forget_paths(db, [SimpleNamespace(id=11, gateway="198.51.100.2")], [])  # type: ignore[list-item]
+    gone = SimpleNamespace(id=11, gateway="198.51.100.2", oif=2)
+    forget_paths(db, [gone], [])  # type: ignore[list-item]
     assert [c.address for c in db] == ["198.51.100.7"]
     forget_paths(db, [], [3])
     assert len(db) == 0
+    # A link-local gateway means something only with its link: fe80::1 on link 2 is not
+    # fe80::1 on link 3 (nor is 169.254.0.1), so only the removed route's link forgets it.
+    add("2001:db8:a::9", 2, "fe80::1", 20)
+    add("2001:db8:b::9", 3, "fe80::1", 21)
+    add("203.0.113.5", 2, "169.254.0.1", 22)
+    add("203.0.113.6", 3, "169.254.0.1", 23)
+    removed = [
+        SimpleNamespace(id=30, gateway="fe80::1", oif=2),
+        SimpleNamespace(id=31, gateway="169.254.0.1", oif=3),
+    ]
+    forget_paths(db, removed, [])  # type: ignore[arg-type]
+    assert [c.address for c in db] == ["2001:db8:b::9", "203.0.113.5"]
 
 
 def test_a_name_from_dns_races_both_families_and_conmon_has_the_answers(tmp_path: Path) -> None:

@@ -48,6 +48,10 @@ def test_resolv_conf_parsing() -> None:
     assert d.parse_resolv_conf("search a.test\ndomain b.test c.test").search == [(b"b", b"test")]
     capped = d.parse_resolv_conf("options ndots:99 timeout:0 attempts:0 timeout:1e9")
     assert (capped.ndots, capped.timeout, capped.attempts) == (15, 30.0, 1)
+    # glibc's minimum: a try waits at least 1 s (res_send), not 0 or 1 ms
+    assert d.parse_resolv_conf("options timeout:0").timeout == 1.0
+    assert d.parse_resolv_conf("options timeout:-2").timeout == 1.0
+    assert d.parse_resolv_conf("options timeout:0.25").timeout == 0.25
 
 
 @pytest.mark.parametrize(
@@ -394,10 +398,12 @@ def test_malformed_answer_moves_on_and_is_the_detail() -> None:
 
 
 def test_transition_table_is_complete_for_live_states() -> None:
+    driver_only = (QEvent.START, QEvent.NEXT, QEvent.STOP)  # what the driver says, not a server
     for state in (QState.UDP, QState.TCP):
         for event in QEvent:
-            if event is not QEvent.START:
+            if event not in driver_only:
                 assert (state, event) in d.TRANSITIONS
+    assert {e for s, e in d.TRANSITIONS if s is QState.PAUSED} == {QEvent.NEXT, QEvent.STOP}
     assert d.TRANSITIONS[(QState.IDLE, QEvent.START)] == "send_udp"
     assert not any(
         s in (QState.IDLE, QState.DONE) for s, e in d.TRANSITIONS if e is not QEvent.START
@@ -406,6 +412,27 @@ def test_transition_table_is_complete_for_live_states() -> None:
         d.QueryMachine(
             [], d.TYPE_A, [("198.51.100.1", 53)], timeout=1, attempts=1, rand16=int, started=0
         )
+
+
+def test_lockstep_pauses_between_names_until_the_driver_says() -> None:
+    other = (b"www", b"corp", b"test")
+    m = machine([NAME, other])
+    m.lockstep = True
+    assert m.resume(10.0) is None and m.stop(10.0) is None  # only when PAUSED
+    s = start(m)
+    assert m.receive(reply(s, rcode=3, authority=[soa()]), 10.1) is None  # NXDOMAIN here
+    assert m.state is QState.PAUSED and m.deadline is None
+    assert m.timer(99.0) is None and m.receive(b"junk", 10.2) is None
+    nxt = m.resume(10.2)  # neither family had a record: the next name
+    assert isinstance(nxt, d.Send) and m.state is QState.UDP
+    assert d.decode_message(nxt.payload).questions[0].name == other
+    stopped = machine([NAME, other])
+    stopped.lockstep = True
+    s = start(stopped)
+    assert stopped.receive(reply(s, authority=[soa()]), 10.1) is None  # NODATA here
+    end = done(stopped.stop(10.3))  # the other family had records at this name
+    assert (end.answer.disposition, end.answer.addresses, end.ttl) == ("NO_RESULT", [], 60.0)
+    assert stopped.resume(10.4) is None and stopped.stop(10.4) is None
 
 
 def test_machine_repr_free_records() -> None:

@@ -912,8 +912,6 @@ def test_connect_rejects_bad_arguments_and_registers_nothing() -> None:
         bad: list[tuple[tuple[Any, ...], dict[str, Any], type[Exception], str]] = [
             ((b"127.0.0.1", 80), {}, TypeError, "host must be a str, not bytes"),
             ((3, 80), {}, TypeError, "host must be a str, not int"),
-            (("bad host!", 80), {}, ValueError, "neither an IP address nor a valid host name"),
-            (("", 80), {}, ValueError, "neither an IP"),
             ((LOOP4, 0), {}, ValueError, r"port must be in 1\.\.65535, not 0"),
             ((LOOP4, 65536), {}, ValueError, r"1\.\.65535"),
             ((LOOP4, -5), {}, ValueError, r"1\.\.65535"),

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
+from lwspy.net import sort
 from lwspy.net.connect import (
     MAX_ATTEMPT_DELAY,
     MIN_ATTEMPT_DELAY,
@@ -39,7 +40,7 @@ class Sim:
         answers: Sequence[tuple[float, int, list[str]]],
         net: dict[str, tuple[float, bool] | None],
         delay: float | Callable[[str], float] = 0.25,
-        order: Callable[[list[str]], list[str]] | None = None,
+        order: Callable[[list[str], int | None], list[str]] | None = None,
         timeout: float = 20.0,
         families: Sequence[int] = (V6, V4),
         prefer: int = V6,
@@ -50,7 +51,7 @@ class Sim:
         self.net = net
         self.racer = Racer(
             families,
-            order or (lambda pool: sorted(pool, key=lambda a: ":" not in a)),  # IPv6 first
+            order or (lambda pool, _: sorted(pool, key=lambda a: ":" not in a)),  # IPv6 first
             delay if callable(delay) else (lambda a: delay),
             now=0.0,
             connect_timeout=timeout,
@@ -107,7 +108,7 @@ def test_attempts_start_one_delay_apart_and_the_first_to_connect_wins() -> None:
     sim = Sim(
         [(0.0, V6, [A6, B6]), (0.0, V4, [A4, B4])],
         {A6: HANG, B6: HANG, A4: HANG, B4: (0.1, True)},
-        order=lambda pool: pool,  # the driver's order: here, as answered
+        order=lambda pool, _: pool,  # the driver's order: here, as answered
     )
     end = sim.run()
     assert sim.starts == [(0.0, A6), (0.25, B6), (0.5, A4), (0.75, B4)]
@@ -162,7 +163,7 @@ def test_a_repeated_a_answer_does_not_end_the_resolution_delay() -> None:
     sim = Sim(
         [(0.0, V4, [A4]), (0.01, V4, [A4, B4]), (0.03, V6, [A6])],
         {A6: HANG, A4: HANG, B4: (0.0, True)},
-        order=lambda pool: sorted(pool, key=lambda a: (":" not in a, a)),
+        order=lambda pool, _: sorted(pool, key=lambda a: (":" not in a, a)),
     )
     assert sim.run() == Won(2, (0, 1))
     assert sim.starts == [(0.03, A6), (0.28, A4), (0.53, B4)]
@@ -184,10 +185,67 @@ def test_the_delay_is_the_started_paths_own() -> None:
         [(0.0, V6, [A6, B6]), (0.0, V4, [A4])],
         {A6: HANG, B6: HANG, A4: (0.0, True)},
         delay=delays.__getitem__,
-        order=lambda pool: pool,
+        order=lambda pool, _: pool,
     )
     sim.run()
     assert sim.starts == [(0.0, A6), (0.01, B6), (1.51, A4)]
+
+
+def _rfc_order(pool: list[str], after: int | None) -> list[str]:
+    """The driver's order without a database: RFC 6724 (global sources), RFC 8305 §4."""
+    return sort.order(
+        pool,
+        lambda a: sort.Source("2001:db8:1::1" if ":" in a else "198.51.100.1"),
+        lambda a: sort.RANK_UNKNOWN,
+        after,
+    )
+
+
+def test_an_a_answer_after_the_first_aaaa_attempt_is_interleaved() -> None:
+    # RFC 8305 §4: AAAA first, A 30 ms later (the usual DNS case); both AAAA paths dead.
+    # The next attempt after an IPv6 one is IPv4: one delay to the live path, not two.
+    sim = Sim(
+        [(0.0, V6, [A6, B6]), (0.03, V4, [A4])],
+        {A6: HANG, B6: HANG, A4: (0.001, True)},
+        order=_rfc_order,
+    )
+    assert sim.run() == Won(1, (0,))
+    assert sim.starts == [(0.0, A6), (0.25, A4)]
+    assert sim.now == pytest.approx(0.251)
+
+
+def test_late_answers_keep_the_families_alternating() -> None:
+    # A first (the resolution delay runs out), AAAA after the first IPv4 attempt: IPv6
+    # next; a third IPv6 address after that joins behind the IPv4 one now due.
+    sim = Sim(
+        [(0.0, V4, [A4, B4]), (0.1, V6, [A6]), (0.3, V6, [A6, B6])],
+        {A4: HANG, B4: HANG, A6: HANG, B6: HANG},
+        order=_rfc_order,
+        timeout=1.0,
+    )
+    assert sim.run() == GiveUp("timed out", (0, 1, 2, 3))
+    assert sim.starts == [
+        (RESOLUTION_DELAY, A4),
+        (RESOLUTION_DELAY + 0.25, A6),
+        (RESOLUTION_DELAY + 0.5, B4),
+        (RESOLUTION_DELAY + 0.75, B6),
+    ]
+
+
+def test_a_demoted_late_address_stays_behind_the_others() -> None:
+    # Interleaving gives way to the database: a demoted IPv4 path is not pulled forward.
+    def order(pool: list[str], after: int | None) -> list[str]:
+        src = lambda a: sort.Source("2001:db8:1::1" if ":" in a else "198.51.100.1")  # noqa: E731
+        rank = lambda a: sort.RANK_DEMOTED if a == A4 else sort.RANK_UNKNOWN  # noqa: E731
+        return sort.order(pool, src, rank, after)
+
+    sim = Sim(
+        [(0.0, V6, [A6, B6]), (0.03, V4, [A4])],
+        {A6: HANG, B6: HANG, A4: (0.001, True)},
+        order=order,
+    )
+    sim.run()
+    assert sim.starts == [(0.0, A6), (0.25, B6), (0.5, A4)]
 
 
 def test_every_attempt_failing_gives_up_with_the_last_reason() -> None:
@@ -227,7 +285,7 @@ def test_a_single_family_starts_at_once() -> None:
 
 
 def test_late_events_are_ignored_and_bad_ones_raise() -> None:
-    r = Racer((V4,), lambda p: p, lambda a: 0.25, now=0.0, connect_timeout=5)
+    r = Racer((V4,), lambda p, _: p, lambda a: 0.25, now=0.0, connect_timeout=5)
     assert r.timer(0.0) == []  # nothing to do yet: still resolving
     assert r.state is RacerState.RESOLVING
     assert r.answer(V4, [A4, B4], 0.0) == [Start(0, A4)]
@@ -238,8 +296,8 @@ def test_late_events_are_ignored_and_bad_ones_raise() -> None:
     assert r.failed(0, "refused", 0.3) == [] and r.connected(0, 0.3) == []
     assert r.answer(V6, [A6], 0.3) == [] and r.timer(9.0) == []
     with pytest.raises(ValueError, match="at least one answer"):
-        Racer((), lambda p: p, lambda a: 0.25, now=0.0, connect_timeout=5)
-    bad = Racer((V4,), lambda p: p, lambda a: float("nan"), now=0.0, connect_timeout=5)
+        Racer((), lambda p, _: p, lambda a: 0.25, now=0.0, connect_timeout=5)
+    bad = Racer((V4,), lambda p, _: p, lambda a: float("nan"), now=0.0, connect_timeout=5)
     assert bad.answer(V4, [A4, B4], 0.0) == [Start(0, A4)]
     with pytest.raises(ValueError, match="attempt delay"):
         bad.deadline  # noqa: B018 - the delay is asked when B4's start time is needed
@@ -247,11 +305,11 @@ def test_late_events_are_ignored_and_bad_ones_raise() -> None:
 
 def test_answers_that_come_together_are_sorted_as_one() -> None:
     asked: list[str] = []
-    r = Racer((V6, V4), sorted, lambda a: asked.append(a) or 0.25, 0.0, 5)
+    r = Racer((V6, V4), lambda p, _: sorted(p), lambda a: asked.append(a) or 0.25, 0.0, 5)
     assert r.answers([(V6, [A6]), (V4, [A4, A4])], 0.0) == [Start(0, A4)]  # "1" < "2"
     assert r.pool == [A6] and asked == []
     assert r.deadline == 0.25 and asked == [A4]  # the delay is asked when it is needed
-    lone = Racer((V4,), lambda p: p, lambda a: asked.append(a) or 0.25, 0.0, 5)
+    lone = Racer((V4,), lambda p, _: p, lambda a: asked.append(a) or 0.25, 0.0, 5)
     lone.answer(V4, [B4], 0.0)
     assert lone.deadline == 5.0 and asked == [A4]  # nothing waits: never asked
 
@@ -280,7 +338,7 @@ def test_with_ipv4_preferred_an_aaaa_answer_waits_for_a() -> None:
     sim = Sim(
         [(0.0, V6, [A6]), (0.01, V4, [A4])],
         {A6: HANG, A4: (0.001, True)},
-        order=lambda pool: sorted(pool, key=lambda a: ":" in a),  # the database: IPv4 first
+        order=lambda pool, _: sorted(pool, key=lambda a: ":" in a),  # the database: IPv4 first
         prefer=V4,
     )
     assert sim.run() == Won(0, ())
@@ -298,7 +356,7 @@ def test_an_answer_with_no_usable_address_waits_for_the_other_family() -> None:
     sim = Sim(
         [(0.0, V6, [A6]), (0.02, V4, [A4])],
         {A6: (0.0, False), A4: (0.001, True)},
-        order=lambda pool: sorted(pool, key=lambda a: a in no_route),
+        order=lambda pool, _: sorted(pool, key=lambda a: a in no_route),
         usable=lambda a: a not in no_route,
     )
     assert sim.run() == Won(0, ())

@@ -157,7 +157,9 @@ def test_hosts_file_first_and_literals(tmp_path: Path, srv: FakeDns) -> None:
         assert got[5].detail == "DNS NO_RESULT (2001:db8::1 is an IP literal)"
 
 
-@pytest.mark.parametrize("bad", ["", "a..b", "-x.test", "a b", "x" * 64, "é.test", "a/b"])
+@pytest.mark.parametrize(
+    "bad", ["", "a..b", "-x.test", "a-.test", "a.-b", "a b", "x" * 64, "é.test", "a/b"]
+)
 def test_bad_names(tmp_path: Path, bad: str) -> None:
     with make_ctx(tmp_path, nameservers=["127.0.0.1"]) as ctx:
         with pytest.raises(ValueError, match="not a valid host name"):
@@ -536,6 +538,41 @@ def test_absolute_names_and_the_search_list_are_separate_cache_keys(
         assert len(ctx.resolver.cache) == 6
         run(ctx, [srv], lambda: len(got) == 2)
         assert len(ctx.resolver.cache) == 2
+
+
+def test_both_families_walk_the_search_list_together(tmp_path: Path, srv: FakeDns) -> None:
+    # glibc getaddrinfo: the first name at which either family has records answers both,
+    # so one connect never gets the addresses of two names.
+    srv.zone["www.lab"] = [("A", "198.51.100.1")]
+    srv.zone["www.lab.corp.test"] = [("AAAA", "2001:db8::1")]  # another host
+    srv.zone["six.lab"] = [("AAAA", "2001:db8::2")]
+    srv.zone["six.lab.corp.test"] = [("A", "198.51.100.2")]
+    srv.zone["far.lab.corp.test"] = [("A", "198.51.100.4")]
+    srv.zone["box"] = [("A", "198.51.100.3"), ("AAAA", "2001:db8::3")]
+    conf = f"nameserver [{srv.host}]:{srv.port}\nsearch corp.test\noptions ndots:1\n"
+    with make_ctx(tmp_path, conf=conf) as ctx:
+        for name, want in (
+            ("www.lab", {socket.AF_INET: ["198.51.100.1"], socket.AF_INET6: []}),
+            ("six.lab", {socket.AF_INET: [], socket.AF_INET6: ["2001:db8::2"]}),
+            ("far.lab", {socket.AF_INET: ["198.51.100.4"], socket.AF_INET6: []}),
+            ("box", {socket.AF_INET: ["198.51.100.3"], socket.AF_INET6: ["2001:db8::3"]}),
+        ):
+            for _ in range(2):  # asked, then from the cache: the same
+                got: list[DnsAnswer] = []
+                ctx.resolver.resolve(name, got.append)
+                run(ctx, [srv], lambda: len(got) == 2)  # noqa: B023
+                assert addrs(got) == want, name
+        asked = [(str(q.question[0].name), q.question[0].rdtype) for _, q, _ in srv.queries]
+        # "www.lab" (1 dot: as given first) had an A: neither family asked further
+        assert ("www.lab.corp.test.", dns.rdatatype.AAAA) not in asked
+        # "box" (no dot): box.corp.test first, nothing there for either; then "box" for both
+        assert asked[-4:] == [
+            ("box.corp.test.", dns.rdatatype.AAAA),
+            ("box.corp.test.", dns.rdatatype.A),
+            ("box.", dns.rdatatype.AAAA),
+            ("box.", dns.rdatatype.A),
+        ]
+        assert only_wake_fd(ctx)
 
 
 def test_resolves_of_one_name_at_once_share_the_queries(tmp_path: Path, srv: FakeDns) -> None:

@@ -8,6 +8,7 @@ import array
 import contextlib
 import logging
 import os
+import select
 import signal
 import socket
 import struct
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from lwspy import Context, Reason, SmdClass, Wsi, WsiState
+from lwspy.roles import raw_skt
 from tests.conftest import FakeClock, Recorder, service_until
 
 LOOP4 = "127.0.0.1"
@@ -195,12 +197,74 @@ def test_a_shut_down_socket_is_closed_after_timeout_secs(clock: FakeClock) -> No
     rec = Recorder("p")
     ctx = Context(protocols=[rec.protocol], netlink=False, clock=clock, timeout_secs=5)
     with ctx, peer:
-        ctx.adopt_socket(ours).close("done")
+        wsi = ctx.adopt_socket(ours)
+        peer.sendall(b"unread")  # something to read at the close: the shutdown and drain
+        select.select([ours], [], [], 1.0)
+        wsi.close("done")
         ctx.service(0)
         assert len(ctx.pt.fds) == 2  # the peer has not ended its stream
         clock.advance(5)
         ctx.service(0)
         assert len(ctx.pt.fds) == 1
+
+
+def test_an_idle_socket_closes_at_once_with_a_fin(clock: FakeClock) -> None:
+    # Nothing of ours unacknowledged, nothing to read: no shutdown and drain is needed.
+    ours, peer = tcp_pair()
+    rec = Recorder("p")
+    with Context(protocols=[rec.protocol], netlink=False, clock=clock) as ctx, peer:
+        wsi = ctx.adopt_socket(ours)
+        wsi.write(b"last words")
+        select.select([peer], [], [], 1.0)  # arrived (and so acknowledged: loopback)
+        wsi.close()
+        assert len(ctx.pt.fds) == 1 and ours.fileno() == -1
+        assert peer.recv(100) == b"last words"
+        assert peer.recv(100) == b""  # a FIN, not a reset
+
+
+def test_a_close_during_destroy_reads_what_waits_so_that_it_is_a_fin() -> None:
+    first, first_peer = tcp_pair()
+    ours, peer = tcp_pair()
+    wsis: list[Wsi] = []
+
+    def on(wsi: Wsi | None, reason: Reason, data: Any) -> None:
+        if reason is Reason.RAW_CLOSE and wsi is wsis[0]:
+            wsis[1].close()  # a graceful close while destroy() runs: no loop to wait in
+
+    rec = Recorder("p", on)
+    ctx = Context(protocols=[rec.protocol], netlink=False)
+    with first_peer, peer:
+        wsis += [ctx.adopt_socket(first), ctx.adopt_socket(ours)]
+        wsis[1].write(b"bye")
+        peer.sendall(b"unread")  # not idle: the shutdown path
+        select.select([ours], [], [], 1.0)
+        ctx.destroy()
+        assert ours.fileno() == -1 and wsis[1].close_reason == "closed"
+        assert peer.recv(100) == b"bye"
+        assert peer.recv(100) == b""  # a FIN, not a reset
+
+
+def test_idle_means_all_acknowledged_and_nothing_to_read() -> None:
+    ours, peer = tcp_pair(peer_rcvbuf=4096)
+    with ours, peer:
+        ours.setblocking(False)
+        assert raw_skt._idle(ours)
+        peer.sendall(b"x")
+        select.select([ours], [], [], 1.0)
+        assert not raw_skt._idle(ours)  # a byte waits to be read
+        assert ours.recv(1) == b"x" and raw_skt._idle(ours)
+        with contextlib.suppress(BlockingIOError):
+            while True:  # the peer reads nothing: its window fills, ours stays queued
+                ours.send(b"y" * 65536)
+        assert not raw_skt._idle(ours)  # sent, not acknowledged
+        peer.close()
+    with socket.socket() as never:
+        assert not raw_skt._idle(never)  # not connected: the full path decides
+    ours, peer = tcp_pair()
+    with ours, peer:
+        peer.shutdown(socket.SHUT_WR)
+        select.select([ours], [], [], 1.0)
+        assert raw_skt._idle(ours)  # the peer's end of stream: nothing more to read
 
 
 def test_destroy_closes_shut_down_sockets_and_the_peer_still_gets_the_data() -> None:
@@ -209,6 +273,8 @@ def test_destroy_closes_shut_down_sockets_and_the_peer_still_gets_the_data() -> 
     ctx = Context(protocols=[rec.protocol], netlink=False)
     with peer:
         wsi = ctx.adopt_socket(ours)
+        peer.sendall(b"early")  # unread at the close: the shutdown path, not the idle one
+        select.select([ours], [], [], 1.0)
         wsi.write(b"last words")
         wsi.close()
         peer.sendall(b"unread")
@@ -398,9 +464,12 @@ def test_a_zero_length_datagram_is_a_datagram() -> None:
 def test_an_absurd_ipv6_scope_id_is_refused_at_connect() -> None:
     rec = Recorder("p")
     with Context(protocols=[rec.protocol], netlink=False) as ctx:
-        for host in ("fe80::1%" + "a" * 100, "fe80::1%é", "fe80::1%a b", "fe80::1%4294967296"):
-            with pytest.raises(ValueError, match="neither an IP address"):
-                ctx.connect(host, 80)
+        hosts = ("fe80::1%" + "a" * 100, "fe80::1%é", "fe80::1%a b", "fe80::1%4294967296")
+        wsis = [ctx.connect(host, 80) for host in hosts]  # errors from the loop, not here
+        service_until(ctx, lambda: all(w.state is WsiState.CLOSED for w in wsis))
+        for wsi in wsis:
+            [why] = rec.data(Reason.CLIENT_CONNECTION_ERROR, wsi)
+            assert why.startswith("invalid IP address 'fe80::1%") and wsi.caos == []
         with pytest.raises(ValueError, match="no interface"):
             ctx.connect("::1", 80, iface="fe80::1%" + "b" * 40)
 

@@ -3,6 +3,8 @@ interleaving; the CAO database's rerank."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from lwspy.net.sort import (
@@ -185,6 +187,16 @@ def test_interleave_alternates_families_from_the_first() -> None:
         "198.51.100.2",
     ]
     assert interleave(["2001:db8::1", "2001:db8::2"]) == ["2001:db8::1", "2001:db8::2"]
+
+
+def test_interleave_after_an_attempt_starts_with_the_other_family() -> None:
+    v6 = int(socket.AF_INET6)
+    v4 = int(socket.AF_INET)
+    mixed = ["2001:db8::2", "2001:db8::3", "198.51.100.1"]
+    assert interleave(mixed, after_family=v6) == ["198.51.100.1", "2001:db8::2", "2001:db8::3"]
+    assert interleave(mixed, after_family=v4) == ["2001:db8::2", "198.51.100.1", "2001:db8::3"]
+    only6 = ["2001:db8::2", "2001:db8::3"]
+    assert interleave(only6, after_family=v6) == only6  # no other family: as it was
 
 
 def test_rerank_demotes_and_never_drops() -> None:

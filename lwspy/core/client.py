@@ -33,6 +33,7 @@ from lwspy.core.wsi import EV_WRITE, Wsi, WsiState, errno_reason
 from lwspy.net import sort
 from lwspy.net.cao import Cao, CaoDb, CaoResult, Conmon, summarize
 from lwspy.net.connect import GiveUp, Racer, Start, Won, attempt_delay
+from lwspy.net.hosts import HOSTNAME
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -164,6 +165,7 @@ class ClientConnect:
         "answers",
         "attempts",
         "caos",
+        "db",
         "host",
         "iface",
         "paths",
@@ -174,6 +176,7 @@ class ClientConnect:
         "retries",
         "retry",
         "start_sul",
+        "started",
         "user_error",
         "want_conmon",
     )
@@ -195,12 +198,14 @@ class ClientConnect:
         self.retry = retry
         self.retries = 0
         self.user_error: Exception | None = None
+        self.db = wsi.ctx.cao_db
         self.caos: list[Cao] = []  # every attempt of every try, in start order (wsi.caos)
         self.racer: Racer | None = None
         self.attempts: dict[int, _Attempt] = {}  # the current try's, by attempt number
         self.paths: dict[str, _Path] = {}
         self.answers: list[tuple[str, str]] = []  # (disposition, detail) per DNS answer
         self.resolving: Any = None  # the resolver's handle while a resolve is pending
+        self.started = 0.0  # when the current try began (clock seconds)
         self.start_sul = Sul(suls, lambda: _start(wsi))
         self.race_sul = Sul(suls, lambda: _race_timer(wsi))
         self.start_sul.schedule(0)
@@ -211,6 +216,7 @@ class ClientConnect:
         Attempts still pending end as ERROR and stay out of the database: their path did
         nothing wrong.
         """
+        db = self.db
         self.start_sul.cancel()
         self.race_sul.cancel()
         if self.resolving is not None:
@@ -221,6 +227,7 @@ class ClientConnect:
             if att.cao.result is CaoResult.PENDING:
                 att.cao.result = CaoResult.ERROR
                 att.cao.ended = now
+            db.ended(att.cao)
             if att.wsi is not None:
                 att.wsi._close_now("abandoned")
 
@@ -250,10 +257,20 @@ def _begin_try(wsi: Wsi, cc: ClientConnect) -> None:
     now = ctx.pt.suls.clock()
     cc.paths = {}
     cc.answers = []
+    cc.started = now
     if wsi.conmon is not None:
         cm = wsi.conmon
         cm.dns_us, cm.dns_disposition, cm.dns_results = 0, "OK", []
     literal = literal_address(cc.host)
+    if literal is None and not HOSTNAME.match(cc.host):
+        # No retry makes it valid: the error at once, from the loop like any outcome.
+        host = cc.host
+        kind = "IP address" if ":" in host else "host name"
+        shown = host if len(host) <= 64 else host[:61] + "..."
+        if wsi.conmon is not None:
+            wsi.conmon.dns_disposition = "NO_RESULT"
+        wsi._close_now(f"invalid {kind} {shown!r}")
+        return
     bound = literal_address(cc.iface) if cc.iface is not None else None
     if literal is not None:
         families: tuple[int, ...] = (_family(literal),)
@@ -266,7 +283,7 @@ def _begin_try(wsi: Wsi, cc: ClientConnect) -> None:
     prefer = _preferred_family(ctx.cao_db, cc.host) if literal is None and not addrs else _V6
     cc.racer = Racer(
         families,
-        lambda pool: _order(ctx, cc, pool),
+        lambda pool, after: _order(ctx, cc, pool, after),
         lambda address: _delay(ctx, cc, address),
         now,
         ctx.connect_timeout_secs,
@@ -277,6 +294,9 @@ def _begin_try(wsi: Wsi, cc: ClientConnect) -> None:
         _answered(wsi, cc, _family(literal), [literal], "OK", "", 0.0)
         return
     if not addrs:
+        # The whole connect is bounded from its start, DNS included: the racer's timer is
+        # set by each of its actions, but a resolve that never answers gives it none.
+        cc.race_sul.schedule(ctx.connect_timeout_secs)
         _resolve(wsi, cc)
         return
     # The hosts file has it (the resolver would answer from it too, a pass later): both
@@ -439,8 +459,9 @@ def _same_path(cao: Cao, path: _Path) -> bool:
     return cao.ifindex == path.ifindex and cao.gateway == path.gateway
 
 
-def _order(ctx: Context, cc: ClientConnect, pool: list[str]) -> list[str]:
-    """The racer's candidates, best first (see :func:`lwspy.net.sort.order`)."""
+def _order(ctx: Context, cc: ClientConnect, pool: list[str], after: int | None) -> list[str]:
+    """The racer's candidates, best first (see :func:`lwspy.net.sort.order`); ``after``:
+    the family of the attempt started last (mid-race), whose other family goes next."""
     if len(pool) < 2:
         return list(pool)
     db = ctx.cao_db
@@ -454,7 +475,7 @@ def _order(ctx: Context, cc: ClientConnect, pool: list[str]) -> list[str]:
                 return sort.RANK_WON if cao.result is CaoResult.WON else sort.RANK_DEMOTED
         return sort.RANK_UNKNOWN
 
-    return sort.order(pool, lambda a: _source(ctx, cc, a), rank)
+    return sort.order(pool, lambda a: _source(ctx, cc, a), rank, after)
 
 
 def _delay(ctx: Context, cc: ClientConnect, address: str) -> float:
@@ -509,6 +530,7 @@ def _start_attempt(wsi: Wsi, cc: ClientConnect, n: int, address: str, now: float
     path = _path(ctx, cc, address)
     cao.ifindex, cao.gateway, cao.route_id = path.ifindex, path.gateway, path.route_id
     cc.caos.append(cao)
+    cc.db.started(cao)  # a forget() of its path from now on keeps it out of the database
     att = _Attempt(wsi, n, cao, None)
     cc.attempts[n] = att
     if wsi.state is WsiState.PENDING:
@@ -584,7 +606,9 @@ def _attempt_failed(
     assert cc is not None and cc.racer is not None
     _end(att, _ERRNO_RESULT.get(err, CaoResult.ERROR), now, err)
     if record:
-        wsi.ctx.cao_db.add(att.cao)
+        cc.db.add(att.cao)
+    else:
+        cc.db.ended(att.cao)
     cc.attempts.pop(att.n, None)
     if att.wsi is not None:
         att.wsi._close_now(reason)
@@ -663,6 +687,12 @@ def _gave_up(wsi: Wsi, cc: ClientConnect, act: GiveUp) -> None:
         db.add(att.cao)
         if att.wsi is not None:
             att.wsi._close_now("timed out")
+    cm = wsi.conmon
+    if cm is not None and cc.resolving is not None and not cm.dns_results:
+        # The bound came while DNS had given nothing yet: CONMON says so (no answer in
+        # time), so that this is told apart from a dead path.
+        cm.dns_disposition = "SERVER_UNREACHABLE"
+        cm.dns_us = _us(now - cc.started)
     _give_up(wsi, cc, act.reason)
 
 
@@ -686,11 +716,16 @@ def _give_up(wsi: Wsi, cc: ClientConnect, reason: str | None) -> None:
 
 def forget_paths(db: CaoDb, removed: Iterable[Route], links_down: Iterable[int]) -> None:
     """A routing change made some history stale: a route deleted or replaced forgets the
-    attempts that took it (and, with a gateway, every attempt via that gateway); a link
-    down or deleted forgets every attempt over it."""
+    attempts that took it (and, with a gateway, every attempt via that gateway; a
+    link-local gateway only on the route's own link, where alone it means that router);
+    a link down or deleted forgets every attempt over it."""
     for route in removed:
         db.forget(route_id=route.id)
-        if route.gateway is not None:
-            db.forget(gateway=route.gateway)
+        gateway = route.gateway
+        if gateway is not None:
+            if ipaddress.ip_address(gateway.partition("%")[0]).is_link_local:
+                db.forget(gateway=gateway, ifindex=route.oif)
+            else:
+                db.forget(gateway=gateway)
     for ifindex in links_down:
         db.forget(ifindex=ifindex)

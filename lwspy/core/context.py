@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
-import re
 import socket
 import sys
 import threading
@@ -26,7 +25,7 @@ from lwspy.core.sul import Sul
 from lwspy.core.vhost import Vhost
 from lwspy.core.wsi import CLOSED, EV_READ, EV_WRITE, Wsi, WsiState
 from lwspy.net.cao import CaoDb
-from lwspy.net.hosts import parse_hosts
+from lwspy.net.hosts import HOSTNAME, parse_hosts
 from lwspy.roles.listen import LISTEN
 from lwspy.roles.pipe import PIPE
 from lwspy.roles.raw_file import RAW_FILE, byte_stream
@@ -52,10 +51,6 @@ CallbackErrorHandler = Callable[["Wsi | None", "Reason | None", BaseException], 
 
 _MAX_WAIT = 86400.0
 """The longest one select() waits, in seconds: epoll and poll take at most 2**31-1 ms."""
-
-_HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_-]{1,63})*\.?$"
-)
 
 
 def _seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
@@ -735,7 +730,10 @@ class Context:
 
         The outcome comes from the loop, never from inside this call: exactly one of
         RAW_CONNECTED or CLIENT_CONNECTION_ERROR (data: the reason, e.g. "connect
-        refused", "timed out", "DNS NO_RESULT: name"). Raises only for bad arguments.
+        refused", "timed out", "DNS NO_RESULT: name", "invalid host name 'a..b'").
+        Raises only for bad arguments (TypeError for a host that is no str; a host that
+        is neither an IP literal nor a valid host name is a connect error, like a name
+        that does not resolve).
         ``host`` is an IP literal or a name; ``iface`` a source address or an interface
         name to bind to. The candidates are raced (RFC 8305) in RFC 6724 order, re-ranked
         by ``ctx.cao_db``; ``wsi.caos`` gets every attempt, the winner first. With
@@ -745,8 +743,6 @@ class Context:
         self._check_alive()
         if not isinstance(host, str):
             raise TypeError(f"host must be a str, not {type(host).__name__}")
-        if client.literal_address(host) is None and not _HOSTNAME.match(host):
-            raise ValueError(f"host {host!r} is neither an IP address nor a valid host name")
         port = _port(port, allow_zero=False)
         vh = self._resolve_vhost(vhost)
         if protocol is None:
@@ -992,7 +988,7 @@ def _check_url(url: object) -> None:
     from lwspy.roles.h1 import split_url
 
     host = split_url(url)[0]
-    if client.literal_address(host) is None and not _HOSTNAME.match(host):
+    if client.literal_address(host) is None and not HOSTNAME.match(host):
         raise ValueError(f"cpd_url {url!r}: {host!r} is neither an IP address nor a host name")
 
 

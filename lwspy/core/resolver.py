@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import secrets
 import socket
 from collections.abc import Callable, Iterable, Iterator
@@ -36,6 +35,7 @@ from lwspy.net.dns import (
     DnsCache,
     Done,
     Labels,
+    QState,
     QueryMachine,
     ResolvConf,
     Send,
@@ -44,6 +44,7 @@ from lwspy.net.dns import (
     parse_resolv_conf,
     search_names,
 )
+from lwspy.net.hosts import HOSTNAME
 from lwspy.roles.udp import open_tcp, open_udp
 
 if TYPE_CHECKING:
@@ -53,10 +54,6 @@ __all__ = ["DnsAnswer", "ResolveHandle", "Resolver"]
 
 OnAnswer = Callable[[DnsAnswer], None]
 
-HOSTNAME = re.compile(
-    r"^(?=.{1,253}\.?$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_-]{1,63})*\.?$"
-)
-"""What ``resolve()`` accepts besides IP literals: LDH labels (and ``_``), at most 253 chars."""
 
 _FAMILIES = ((socket.AF_INET6, TYPE_AAAA), (socket.AF_INET, TYPE_A))
 
@@ -180,13 +177,43 @@ class _Ask:
     family, TCP after a truncated answer, the next search name) gets a socket of its own.
     """
 
-    __slots__ = ("armed", "queries", "resolver", "sul")
+    __slots__ = ("armed", "pair", "queries", "resolver", "sul")
 
     def __init__(self, resolver: Resolver) -> None:
         self.resolver = resolver
         self.queries: list[_Query] = []  # those not finished or stopped
         self.sul = Sul(resolver._ctx.pt.suls, self._timer)
         self.armed: float | None = None  # the deadline the timer is set for
+        # AAAA and A walking the search list in lockstep (glibc getaddrinfo): the first
+        # name at which either family has records answers both, so one connect never
+        # mixes two names' addresses. None: one family only, it walks alone.
+        self.pair: tuple[_Query, _Query] | None = None
+
+    def lockstep(self) -> None:
+        """Both families are asked here: walk the search list together."""
+        q1, q2 = self.queries
+        self.pair = (q1, q2)
+        q1.machine.lockstep = q2.machine.lockstep = True
+
+    def _sync(self) -> None:
+        """A family paused between names: go on, stop, or wait for the other."""
+        pair = self.pair
+        assert pair is not None
+        now = self.resolver._ctx.now()
+        moves: list[tuple[_Query, Send | Done | None]] = []
+        states = {q: q.machine.state for q in pair}  # as they are: resume() moves them
+        for me, other in (pair, pair[::-1]):
+            machine = me.machine
+            if not me.handles or states[me] is not QState.PAUSED:
+                continue
+            there = states[other]
+            if there is QState.DONE:  # records at this name (or it gave up): ours too
+                moves.append((me, machine.stop(now)))
+            elif there is QState.PAUSED or not other.handles:
+                # nothing here for either: both to the next name (or the other is gone)
+                moves.append((me, machine.resume(now)))
+        if moves:
+            self.act(moves)
 
     def _timer(self) -> None:
         self.armed = None
@@ -218,6 +245,9 @@ class _Ask:
             # no rearm: the timer may fire early for the other query, which then rearms
         elif action is not None:
             self.act([(q, action)])
+            return
+        if self.pair is not None:
+            self._sync()
 
     def act(self, pairs: list[tuple[_Query, Send | Done | None]]) -> None:
         """Carry out what the machines decided: open and send, or deliver; then the timer."""
@@ -253,6 +283,8 @@ class _Ask:
                     q.stop()
                     q._finish(done)
         self.rearm()
+        if self.pair is not None:
+            self._sync()
 
     def _send_udp(
         self,
@@ -598,6 +630,8 @@ class Resolver:
         for answer in ready:
             handle._deliver(answer)
         if ask is not None:  # both families start together: one socket, one timer
+            if len(ask.queries) == 2 and len(candidates or ()) > 1:
+                ask.lockstep()
             ask.start(now)
 
 

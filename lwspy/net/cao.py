@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from enum import IntEnum
 from itertools import islice
+from operator import attrgetter
 from typing import Any
 
 from lwspy._record import Record
@@ -182,7 +183,10 @@ class CaoStats(Record):
 
 
 _KEYS = ("host", "address", "family", "ifindex", "gateway", "route_id")
-_Entry = tuple[Cao, float]  # the record and when it was added (clock seconds)
+_keys_of = attrgetter(*_KEYS)  # a record's index keys, in _KEYS order, in one C call
+# The record, when it was added (clock seconds), and its index keys as they were then: the
+# record is the application's too (wsi.caos), so an edit of it must not unhook the index.
+_Entry = tuple[Cao, float, tuple[object, ...]]
 
 
 class CaoDb:
@@ -207,7 +211,7 @@ class CaoDb:
     The clock is injected (the context's), so the database itself reads no time.
     """
 
-    __slots__ = ("_index", "_records", "_serial", "clock", "history", "ttl")
+    __slots__ = ("_flying", "_index", "_records", "_serial", "_stale", "clock", "history", "ttl")
 
     def __init__(self, history: int, ttl: float, clock: Callable[[], float]) -> None:
         if isinstance(history, bool) or not isinstance(history, int) or history < 0:
@@ -218,6 +222,10 @@ class CaoDb:
         self._serial = 0
         self._records: OrderedDict[int, _Entry] = OrderedDict()  # oldest first
         self._index: dict[str, dict[object, dict[int, Cao]]] = {k: {} for k in _KEYS}
+        # Attempts in flight (by id(); the record is held, so the id stays its own), and
+        # those a forget() made stale before they ended: they never go in.
+        self._flying: dict[int, Cao] = {}
+        self._stale: dict[int, Cao] = {}
 
     def __len__(self) -> int:
         self._expire(self.clock())
@@ -226,25 +234,44 @@ class CaoDb:
     def __iter__(self) -> Iterator[Cao]:
         """Every live record, oldest first."""
         self._expire(self.clock())
-        return iter([cao for cao, _ in self._records.values()])
+        return iter([entry[0] for entry in self._records.values()])
 
-    def add(self, cao: Cao) -> None:
-        """Record a finished attempt (a PENDING one is refused: ValueError)."""
+    def started(self, cao: Cao) -> None:
+        """An attempt starts: until it ends (:meth:`add`, or :meth:`ended` when it is not to
+        be recorded), a :meth:`forget` that matches it keeps it out of the database, since
+        the path it took is gone (a route deleted while the SYN was out)."""
+        self._flying[id(cao)] = cao
+
+    def ended(self, cao: Cao) -> None:
+        """An attempt :meth:`started` ended and is not recorded (abandoned, or it failed
+        before it reached the network)."""
+        key = id(cao)
+        self._flying.pop(key, None)
+        self._stale.pop(key, None)
+
+    def add(self, cao: Cao) -> bool:
+        """Record a finished attempt (a PENDING one is refused: ValueError). False when a
+        :meth:`forget` made it stale while it was in flight: it is not recorded."""
         if cao.result is CaoResult.PENDING:
             raise ValueError("only finished attempts go into the CAO database")
+        key = id(cao)
+        if self._stale.pop(key, None) is not None:
+            return False
+        self._flying.pop(key, None)
         now = self.clock()
         self._expire(now)
         if self.history == 0:
-            return
+            return True
         while len(self._records) >= self.history:
             self._drop(next(iter(self._records)))
         self._serial += 1
         serial = self._serial
-        self._records[serial] = (cao, now)
-        for key, index in self._index.items():
-            value = getattr(cao, key)
+        keys: tuple[object, ...] = _keys_of(cao)
+        self._records[serial] = (cao, now, keys)
+        for index, value in zip(self._index.values(), keys, strict=True):
             if value is not None:
                 index.setdefault(value, {})[serial] = cao
+        return True
 
     def query(
         self,
@@ -303,7 +330,11 @@ class CaoDb:
 
         At least one filter is needed (ValueError otherwise); returns how many went. The
         netlink role calls it with ``route_id=`` (route deleted or replaced), ``ifindex=``
-        (link down or deleted) and ``gateway=`` (a route with that gateway removed).
+        (link down or deleted) and ``gateway=`` (a route with that gateway removed); an
+        attempt in flight that matches is kept out when it ends (see :meth:`started`); for a
+        link-local gateway (``fe80::/10``, ``169.254.0.0/16``) with ``gateway=`` and
+        ``ifindex=`` together, since the same link-local address is another router on
+        another link.
         """
         want = {
             "host": host,
@@ -318,10 +349,17 @@ class CaoDb:
         serials = self._matching(want)
         for serial in serials:
             self._drop(serial)
+        given = [(k, v) for k, v in want.items() if v is not None]
+        for key, cao in list(self._flying.items()):  # a handful: the connects under way
+            if all(getattr(cao, k) == v for k, v in given):
+                del self._flying[key]
+                self._stale[key] = cao
         return len(serials)
 
     def clear(self) -> None:
-        """Drop every record."""
+        """Drop every record (and keep out the attempts in flight)."""
+        self._stale.update(self._flying)
+        self._flying.clear()
         self._records.clear()
         for index in self._index.values():
             index.clear()
@@ -343,13 +381,14 @@ class CaoDb:
             buckets.append((len(bucket), key, bucket))
         buckets.sort(key=lambda b: b[0])
         _, first_key, smallest = buckets[0]
-        rest = [(k, v) for k, v in given if k != first_key]
+        rest = [(_KEYS.index(k), v) for k, v in given if k != first_key]
         if not rest:  # one filter: the bucket is the answer
             return list(islice(reversed(smallest), limit))
+        records = self._records
         found = (
             serial
-            for serial, cao in reversed(smallest.items())
-            if all(getattr(cao, k) == v for k, v in rest)
+            for serial in reversed(smallest)
+            if all(records[serial][2][i] == v for i, v in rest)
         )
         return list(islice(found, limit))
 
@@ -363,9 +402,8 @@ class CaoDb:
             self._drop(serial)
 
     def _drop(self, serial: int) -> None:
-        cao, _ = self._records.pop(serial)
-        for key, index in self._index.items():
-            value = getattr(cao, key)
+        keys = self._records.pop(serial)[2]
+        for index, value in zip(self._index.values(), keys, strict=True):
             if value is not None:
                 bucket = index[value]
                 del bucket[serial]

@@ -20,7 +20,10 @@ The rules (RFC 8305):
   when an attempt fails (§5). The delay is per path: ``delay(address)``, which the driver
   derives from the CAO database's measured connect times (:func:`attempt_delay`).
 * Addresses that arrive mid-race join the candidates not yet started (§4); the driver's
-  ``order`` sorts them (RFC 6724, interleaving, the database's rerank).
+  ``order`` sorts them (RFC 6724, interleaving, the database's rerank), told the family
+  of the attempt started last, so that the next attempt is of the other family when it
+  has a candidate (§4: an A answer that comes after the first AAAA attempt started is
+  interleaved, not queued behind every other AAAA address).
 * The first attempt to connect wins; every other attempt in flight lost the race.
 * The whole connect is bounded (``connect_timeout``): at the deadline, give up with
   "timed out". When every answer is in and every attempt failed, give up with the last
@@ -155,7 +158,9 @@ class Racer:
     """One connect's race: answers, attempt outcomes and time in; :class:`Action` out.
 
     ``families`` are the answers to wait for (AF_INET6 and/or AF_INET, as ints);
-    ``order(addresses)`` sorts candidates not yet started; ``delay(address)`` is the
+    ``order(addresses, after_family)`` sorts candidates not yet started (``after_family``:
+    the family of the attempt started last, None before the first; RFC 8305 §4 wants the
+    other family next); ``delay(address)`` is the
     Connection Attempt Delay after starting one; ``connect_timeout`` bounds it all from
     ``now``; ``prefer_family``'s answer starts the race at once, the other's waits the
     resolution delay for it (RFC 8305 §3 with AF_INET6, the default); ``usable(address)``
@@ -165,6 +170,7 @@ class Racer:
     __slots__ = (
         "_delay",
         "_delay_from",
+        "_family",
         "_last_reason",
         "_next_start",
         "_order",
@@ -183,7 +189,7 @@ class Racer:
     def __init__(
         self,
         families: Sequence[int],
-        order: Callable[[list[str]], list[str]],
+        order: Callable[[list[str], int | None], list[str]],
         delay: Callable[[str], float],
         now: float,
         connect_timeout: float,
@@ -196,6 +202,7 @@ class Racer:
         self.outstanding: set[int] = set(families)  # answers not in yet
         self.pool: list[str] = []  # candidates not started, in order
         self.seen: set[str] = set()
+        self._family: dict[str, int] = {}  # each candidate's family, as answered
         self.attempts: list[str] = []  # started, by attempt number
         self.in_flight: list[int] = []  # attempt numbers, in start order
         self._order = order
@@ -238,9 +245,11 @@ class Racer:
             for a in addresses:
                 if a not in self.seen:
                     self.seen.add(a)
+                    self._family[a] = int(family)
                     fresh.append(a)
         if fresh:
-            self.pool = self._order(self.pool + fresh)
+            after = self._family[self.attempts[-1]] if self.attempts else None
+            self.pool = self._order(self.pool + fresh, after)
         state = self.state
         out: list[Action] = []
         if state is _R:

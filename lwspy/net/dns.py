@@ -622,7 +622,8 @@ def parse_resolv_conf(text: str, source: str = "resolv.conf") -> ResolvConf:
     """Parse resolv.conf text: ``nameserver``, ``search``/``domain``, ``options ndots:
     timeout: attempts:``. Unknown lines and bad values are skipped, as glibc does.
 
-    ``timeout`` may have a fraction of a second here (glibc reads whole seconds).
+    ``timeout`` may have a fraction of a second here (glibc reads whole seconds); 0 or
+    less means 1 s, glibc's minimum (``res_send``: ``if (seconds <= 0) seconds = 1``).
 
     >>> conf = parse_resolv_conf("nameserver 198.51.100.53\\nsearch lab.test\\noptions ndots:2")
     >>> conf.nameservers, conf.search, conf.ndots
@@ -656,9 +657,9 @@ def parse_resolv_conf(text: str, source: str = "resolv.conf") -> ResolvConf:
                     if got is not None:
                         conf.ndots = int(got)
                 elif name == "timeout":
-                    got = _option_number(value, 0.001, 30)
-                    if got is not None:
-                        conf.timeout = got
+                    got = _option_number(value, -math.inf, 30)
+                    if got is not None:  # glibc res_send: a try waits at least 1 s
+                        conf.timeout = max(got, 0.001) if got > 0 else 1.0
                 elif name == "attempts":
                     got = _option_number(value, 1, 5)
                     if got is not None:
@@ -818,6 +819,7 @@ class QState(Enum):
     IDLE = "IDLE"  # made, not started
     UDP = "UDP"  # a UDP query is out to the current server
     TCP = "TCP"  # the same question over TCP, after a truncated UDP answer
+    PAUSED = "PAUSED"  # lockstep: this name has no record of the type; the sibling decides
     DONE = "DONE"  # answered or given up; inputs are ignored
 
 
@@ -837,6 +839,8 @@ class QEvent(Enum):
     TIMEOUT = "TIMEOUT"
     UNREACHABLE = "UNREACHABLE"  # ICMP refused, no route, TCP reset
     IGNORED = "IGNORED"  # wrong id, wrong question, not a response
+    NEXT = "NEXT"  # lockstep: neither family has a record at this name: the next one
+    STOP = "STOP"  # lockstep: the other family has records at this name (or gave up)
 
 
 _S, _E = QState, QEvent
@@ -858,13 +862,19 @@ TRANSITIONS: dict[tuple[QState, QEvent], str] = {
             (_E.IGNORED, "stay"),
         )
     },
+    (_S.PAUSED, _E.NEXT): "resume",
+    (_S.PAUSED, _E.STOP): "stop",
 }
 """(state, event) -> step. The steps and the states they lead to:
 
 * ``send_udp``: ask the current name of the current server over UDP -> UDP
 * ``send_tcp``: ask the same server again over TCP -> TCP
 * ``next_server``: the next server (or round); none left -> DONE (given up)
-* ``next_name``: the next search-list name from the first server; none left -> DONE (negative)
+* ``next_name``: the next search-list name from the first server; none left -> DONE
+  (negative); with ``lockstep``, while names are left -> PAUSED (the driver says NEXT
+  when the other family found nothing here either, STOP when it found records here)
+* ``resume``: the next name, as ``next_name`` would -> UDP
+* ``stop``: no further name: the negative answer for the names asked -> DONE
 * ``follow``: ask the CNAME target of the same server -> UDP
 * ``finish`` / ``fail``: -> DONE
 * ``stay``: nothing changes
@@ -883,6 +893,12 @@ class QueryMachine:
     while), :attr:`alive` those that answered; :attr:`query_id` is the id of the query
     out (-1 before the first), which a driver that shares a socket between queries
     dispatches datagrams by (each machine checks the id again).
+
+    ``lockstep`` (set by a driver asking AAAA and A of one name together): the search
+    list is walked by both families as one, as glibc's ``getaddrinfo`` does, so that one
+    connect never mixes the addresses of two names: after a name with no record of its
+    type the machine waits in PAUSED for :meth:`resume` (neither family had any there)
+    or :meth:`stop` (the other family had: this name is the answer, with none of ours).
     """
 
     __slots__ = (
@@ -905,6 +921,7 @@ class QueryMachine:
         "deadline",
         "down",
         "family",
+        "lockstep",
         "names",
         "qtype",
         "query_id",
@@ -936,6 +953,7 @@ class QueryMachine:
         self.started = started
         self.state = QState.IDLE
         self.deadline: float | None = None
+        self.lockstep = False
         self._rand16 = rand16
         self._qtail = _QTAIL.pack(qtype, CLASS_IN)
         self._name_index = 0
@@ -974,6 +992,20 @@ class QueryMachine:
         if why:
             self._error = why
         return self._event(QEvent.UNREACHABLE, now, "unreachable")
+
+    def resume(self, now: float) -> Action | None:
+        """Lockstep, PAUSED: the other family had no record at this name either: go on
+        to the next name (its first Send). None in any other state."""
+        if self.state is not QState.PAUSED:
+            return None
+        return self._event(QEvent.NEXT, now, None)
+
+    def stop(self, now: float) -> Action | None:
+        """Lockstep, PAUSED: the other family had records at this name, or gave up: this
+        name ends the search (the negative answer). None in any other state."""
+        if self.state is not QState.PAUSED:
+            return None
+        return self._event(QEvent.STOP, now, None)
 
     def receive(self, data: bytes, now: float) -> Action | None:
         """A datagram (or a whole TCP message) from the current server's socket."""
@@ -1021,6 +1053,11 @@ class QueryMachine:
             if self._try < len(self.servers) * self.attempts:
                 return self._send(now, tcp=False)
             return self._give_up(now)
+        if step == "resume":
+            self._next_candidate()
+            return self._send(now, tcp=False)
+        if step == "stop":
+            return self._negative(now)
         assert step == "next_name"
         assert isinstance(info, tuple)
         nxdomain, ttl = info
@@ -1031,8 +1068,16 @@ class QueryMachine:
             self._negative_ttl = min(self._negative_ttl, ttl)
         self._name_index += 1
         if self._name_index < len(self.names):
+            if self.lockstep:  # the other family's word decides: next name, or stop here
+                self.state = QState.PAUSED
+                self.deadline = None
+                return None
             self._next_candidate()
             return self._send(now, tcp=False)
+        return self._negative(now)
+
+    def _negative(self, now: float) -> Done:
+        """No record of the type at any name asked: NXDOMAIN if every one said so."""
         if self._nxdomain:
             return self._done(now, [], "NXDOMAIN", "DNS NXDOMAIN", self._negative_ttl)
         kind = "AAAA" if self.qtype == TYPE_AAAA else "A"

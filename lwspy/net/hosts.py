@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
-__all__ = ["parse_hosts"]
+__all__ = ["HOSTNAME", "parse_hosts"]
+
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+HOSTNAME = re.compile(rf"^(?=.{{1,253}}\.?$){_LABEL}(?:\.{_LABEL})*\.?$")
+"""A host name as connect() and resolve() take it: LDH labels (and ``_``), each 1..63
+characters, none starting or ending with a hyphen (RFC 1123 §2.1), at most 253
+characters without the trailing dot (254 with it)."""
 
 
 def parse_hosts(text: str) -> dict[str, list[str]]:

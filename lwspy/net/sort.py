@@ -21,6 +21,7 @@ a global source beats IPv4 by precedence, as the RFC says.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Callable, Sequence
 from functools import cmp_to_key
 
@@ -292,16 +293,25 @@ def sort_destinations(dests: Sequence[tuple[str, Source | None]]) -> list[str]:
     return [d.text for d in items]
 
 
-def interleave(addresses: Sequence[str]) -> list[str]:
+def interleave(addresses: Sequence[str], after_family: int | None = None) -> list[str]:
     """RFC 8305 §4: alternate the families, starting with the family of the first address,
-    each family in its own order ("First Address Family Count" 1).
+    each family in its own order ("First Address Family Count" 1). Mid-race,
+    ``after_family`` is the family of the attempt started last: the list then starts with
+    the other family when it has an address (§4: the next attempt after one of family X
+    is of the other family).
 
     >>> interleave(["2001:db8::1", "2001:db8::2", "198.51.100.1", "198.51.100.2"])
     ['2001:db8::1', '198.51.100.1', '2001:db8::2', '198.51.100.2']
+    >>> interleave(["2001:db8::2", "198.51.100.1"], after_family=socket.AF_INET6)
+    ['198.51.100.1', '2001:db8::2']
     """
     if not addresses:
         return []
     first_v6 = ":" in addresses[0]
+    if after_family is not None:
+        other_v6 = after_family != socket.AF_INET6
+        if any((":" in a) == other_v6 for a in addresses):
+            first_v6 = other_v6
     same = [a for a in addresses if (":" in a) == first_v6]
     other = [a for a in addresses if (":" in a) != first_v6]
     out: list[str] = []
@@ -322,6 +332,10 @@ def order(
     addresses: Sequence[str],
     source_of: Callable[[str], Source | None],
     rank: Callable[[str], int],
+    after_family: int | None = None,
 ) -> list[str]:
-    """The three steps: RFC 6724 sort, RFC 8305 interleave, then the database's rerank."""
-    return rerank(interleave(sort_destinations([(a, source_of(a)) for a in addresses])), rank)
+    """The three steps: RFC 6724 sort, RFC 8305 interleave (after an attempt of
+    ``after_family``, mid-race: see :func:`interleave`), then the database's rerank (so a
+    demoted address stays behind the others, whatever its family)."""
+    dests = sort_destinations([(a, source_of(a)) for a in addresses])
+    return rerank(interleave(dests, after_family), rank)
