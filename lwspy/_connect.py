@@ -17,9 +17,11 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from lwspy import _render
+from lwspy.core.client import literal_address
 from lwspy.core.context import Context
 from lwspy.core.protocol import Protocol, Reason
 from lwspy.core.wsi import Wsi, WsiState
+from lwspy.net.hosts import HOSTNAME
 from lwspy.system.state import SystemState
 
 __all__ = ["LEGEND", "add_parser", "connect_once", "run"]
@@ -77,6 +79,10 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO | None = None) -> int
 
 def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     failed = 0
+    if HOSTNAME.match(args.host) is None and literal_address(args.host) is None:
+        # connect() reports this from the loop; on a command line it is a bad argument
+        print(f"lwspy connect: invalid host name {args.host!r}", file=err)
+        return 2
     with Context(protocols=[protocol()]) as ctx:
         # Until cold plug has read the route table, a CAO could not name its route.
         deadline = ctx.now() + 5

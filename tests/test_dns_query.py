@@ -518,7 +518,7 @@ def test_the_plain_answer_path_agrees_with_the_whole_decode(
     plain path is taken for the plain shape (so this test checks it at all); a mutated
     message goes to the whole decode or agrees with it."""
     m = d.QueryMachine(
-        [(b"n1", b"bench", b"test")], qtype, [("192.0.2.1", 53)], timeout=5, attempts=2,
+        [(b"n1", b"bench", b"test")], qtype, [("198.51.100.53", 53)], timeout=5, attempts=2,
         rand16=lambda: 0x1234, started=0.0,
     )  # fmt: skip
     m.start(0.0)
