@@ -986,14 +986,15 @@ class Context:
 
 
 def _check_url(url: object) -> None:
-    """A ``cpd_url`` must be an ``http://`` URL that ``connect`` can take the host of."""
+    """A ``cpd_url`` must be a URL ``http_get`` takes: the same check, made up front."""
     if not isinstance(url, str):
         raise TypeError(f"cpd_url must be a str, not {type(url).__name__}")
     from lwspy.roles.h1 import split_url
 
-    host = split_url(url)[0]
-    if client.literal_address(host) is None and not _HOSTNAME.match(host):
-        raise ValueError(f"cpd_url {url!r}: {host!r} is neither an IP address nor a host name")
+    try:
+        split_url(url)
+    except ValueError as e:
+        raise ValueError(f"cpd_url: {e}") from None
 
 
 def _somaxconn() -> int:
