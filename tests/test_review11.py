@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+import lwspy.core.wsi
 import lwspy.roles.h1
 from lwspy import Context, CpdResult, HttpResponse, Reason, SmdClass, Wsi, WsiState
 from lwspy.roles.h1 import split_url
@@ -176,7 +177,12 @@ def test_a_relative_location_is_resolved_against_the_probe_url(location: str, po
 # -- D6: what the peer sent before its reset is delivered, then the close ---------------
 
 
-def test_a_send_error_delivers_what_the_peer_sent_before_its_reset() -> None:
+@pytest.mark.parametrize("bound", [None, 4])
+def test_a_send_error_delivers_what_the_peer_sent_before_its_reset(
+    monkeypatch: pytest.MonkeyPatch, bound: int | None
+) -> None:
+    if bound is not None:  # the late read is bounded: the rest is dropped with the socket
+        monkeypatch.setattr(lwspy.core.wsi, "_LATE_RX", bound)
     rec = Recorder("p")
     with socket.create_server(("127.0.0.1", 0)) as lsock:
         port = lsock.getsockname()[1]
@@ -197,7 +203,7 @@ def test_a_send_error_delivers_what_the_peer_sent_before_its_reset() -> None:
             service_until(ctx, lambda: Reason.RAW_CLOSE in rec.reasons())
             got = rec.reasons(wsi)
             assert got.index(Reason.RAW_RX) < got.index(Reason.RAW_CLOSE)
-            assert b"".join(rec.data(Reason.RAW_RX)) == b"the answer"
+            assert b"".join(rec.data(Reason.RAW_RX)) == b"the answer"[:bound]
             assert wsi.close_reason in ("peer reset", "peer closed")
             assert got.count(Reason.RAW_CLOSE) == 1 and len(ctx.pt.fds) == 1
 
