@@ -4,6 +4,7 @@ answer sent just before a reset, one probe for the triggers of one pass."""
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 import struct
@@ -177,9 +178,9 @@ def test_a_relative_location_is_resolved_against_the_probe_url(location: str, po
 # -- D6: what the peer sent before its reset is delivered, then the close ---------------
 
 
-@pytest.mark.parametrize("bound", [None, 4])
+@pytest.mark.parametrize(("bound", "timeout"), [(None, False), (4, False), (None, True)])
 def test_a_send_error_delivers_what_the_peer_sent_before_its_reset(
-    monkeypatch: pytest.MonkeyPatch, bound: int | None
+    monkeypatch: pytest.MonkeyPatch, bound: int | None, timeout: bool
 ) -> None:
     if bound is not None:  # the late read is bounded: the rest is dropped with the socket
         monkeypatch.setattr(lwspy.core.wsi, "_LATE_RX", bound)
@@ -189,6 +190,8 @@ def test_a_send_error_delivers_what_the_peer_sent_before_its_reset(
         with Context(protocols=[rec.protocol], netlink=False, on_callback_error=reraise) as ctx:
             wsi = ctx.connect("127.0.0.1", port, protocol="p")
             service_until(ctx, lambda: Reason.RAW_CONNECTED in rec.reasons())
+            if timeout:  # a user's timeout is replaced by the close after the late read
+                wsi.set_timeout(30, reason="user timeout")
             conn, _ = lsock.accept()
             conn.sendall(b"the answer")
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -240,3 +243,15 @@ def test_a_context_destroyed_by_an_smd_peer_before_the_kick_starts_no_probe() ->
         ctx.smd.post(SmdClass.NETWORK, {"type": "cpdcheck"})
         ctx.service(0)
         assert ctx.cpd.probes == 0 and ctx.wsis == []
+
+
+def test_a_send_error_on_a_pipe_closes_from_the_loop_as_before() -> None:
+    rec = Recorder("p")
+    r, w = os.pipe()
+    os.close(r)
+    with Context(protocols=[rec.protocol], netlink=False, on_callback_error=reraise) as ctx:
+        wsi = ctx.adopt_file(w, protocol="p")
+        assert wsi.write(b"x") == 0 and wsi.state is WsiState.CLOSING  # EPIPE: no sock
+        assert Reason.RAW_CLOSE_FILE not in rec.reasons()  # never inside write()
+        service_until(ctx, lambda: Reason.RAW_CLOSE_FILE in rec.reasons())
+        assert wsi.close_reason == "peer closed" and Reason.RAW_RX_FILE not in rec.reasons()

@@ -284,7 +284,7 @@ class Wsi:
         while left > 0 and self.state is CLOSING:
             try:
                 data = sock.recv(min(_LATE_RX_CHUNK, left))
-            except OSError:  # nothing more now (BlockingIOError), or the reset itself
+            except OSError:  # pragma: no cover - defensive: queued data, then 0, come first
                 break
             if not data:
                 break
