@@ -202,7 +202,8 @@ def test_what_came_by_the_deadline_decides(
         clock.advance(3)
         p.until_results(1)
         if result is None:  # a redirect's head is enough to know the portal
-            assert ctx.cpd.result is CpdResult.CAPTIVE_PORTAL and ctx.cpd.portal_url == "/x"
+            assert ctx.cpd.result is CpdResult.CAPTIVE_PORTAL
+            assert ctx.cpd.portal_url == f"http://127.0.0.1:{srv.port}/x"  # made absolute
         else:
             assert ctx.cpd.result is result and ctx.cpd.portal_url is None
 

@@ -25,7 +25,7 @@ from lwspy.core.sul import Sul
 from lwspy.core.vhost import Vhost
 from lwspy.core.wsi import CLOSED, EV_READ, EV_WRITE, Wsi, WsiState
 from lwspy.net.cao import CaoDb
-from lwspy.net.hosts import HOSTNAME, parse_hosts
+from lwspy.net.hosts import parse_hosts
 from lwspy.roles.listen import LISTEN
 from lwspy.roles.pipe import PIPE
 from lwspy.roles.raw_file import RAW_FILE, byte_stream
@@ -982,14 +982,15 @@ class Context:
 
 
 def _check_url(url: object) -> None:
-    """A ``cpd_url`` must be an ``http://`` URL that ``connect`` can take the host of."""
+    """A ``cpd_url`` must be a URL ``http_get`` takes: the same check, made up front."""
     if not isinstance(url, str):
         raise TypeError(f"cpd_url must be a str, not {type(url).__name__}")
     from lwspy.roles.h1 import split_url
 
-    host = split_url(url)[0]
-    if client.literal_address(host) is None and not HOSTNAME.match(host):
-        raise ValueError(f"cpd_url {url!r}: {host!r} is neither an IP address nor a host name")
+    try:
+        split_url(url)  # the one URL check: what it accepts, a probe can fetch
+    except ValueError as e:
+        raise ValueError(f"cpd_url: {e}") from None
 
 
 def _somaxconn() -> int:

@@ -80,7 +80,8 @@ class CpdService:
     def portal_url(self) -> str | None:
         """The Location of the redirect that made the result CAPTIVE_PORTAL, else None.
 
-        What a device shows its user to log in (lws does not report it).
+        What a device shows its user to log in (lws does not report it). Always absolute:
+        a relative Location ("/login") is resolved against the probe URL (``urljoin``).
         """
         return self._machine.portal_url
 
@@ -142,6 +143,13 @@ class CpdService:
         return False
 
     def _on_kick(self) -> None:
+        # The loop runs timers before it delivers SMD: a cpdcheck posted in the same pass
+        # as this kick's trigger is delivered first, so that it joins this probe.
+        smd = self._ctx.smd
+        if smd.pending:
+            smd.service()
+            if self._peer is None:  # a peer destroyed the context meanwhile
+                return
         self._do(self._machine.kick(self._ctx.now()))
 
     def _on_deadline(self) -> None:
@@ -149,7 +157,7 @@ class CpdService:
         partial = req.response if req is not None else None
         now = self._ctx.now()
         if partial is not None and partial.status is not None:  # a head came, its body did not
-            self._do(self._machine.answer(now, partial.status, partial.header("location")))
+            self._do(self._machine.answer(now, partial.status, self._location(partial)))
         else:
             self._do(self._machine.timed_out(now))
 
@@ -158,10 +166,24 @@ class CpdService:
             return  # a probe that was already ended
         now = self._ctx.now()
         if resp.status is not None or resp.bad_response:
-            location = resp.header("location")
+            location = self._location(resp)
             self._do(self._machine.answer(now, resp.status, location, resp.bad_response))
         else:
             self._do(self._machine.failed(now))
+
+    @staticmethod
+    def _location(resp: HttpResponse) -> str | None:
+        """The response's Location made absolute: RFC 9110 §10.2.2 resolves a relative one
+        against the URL asked for ("/login" alone names no host a user could open)."""
+        location = resp.header("location")
+        if not location:
+            return location
+        from urllib.parse import urljoin  # not at import: `import lwspy` stays cheap
+
+        try:
+            return urljoin(resp.url, location)
+        except ValueError:  # e.g. "http://[oops/": no URL to resolve; shown as it came
+            return location
 
     # -- the actions ---------------------------------------------------------------------
 
@@ -187,9 +209,18 @@ class CpdService:
         ctx = self._ctx
         self._deadline.schedule(max(0.0, machine.deadline - ctx.now()))
         # The request's own timeout is a backstop only: the deadline above ends the probe.
-        self._request = http_get(
-            ctx, self.url, self._on_response, timeout=machine.timeout * 2, max_body=_PROBE_MAX_BODY
-        )
+        try:
+            self._request = http_get(
+                ctx,
+                self.url,
+                self._on_response,
+                timeout=machine.timeout * 2,
+                max_body=_PROBE_MAX_BODY,
+            )
+        except Exception as e:  # a timer must not raise: the probe fails instead
+            # Context() checked the URL as http_get does; this is for what it cannot see.
+            log.error("lwspy: captive portal detection: the probe cannot start: %s", e)
+            self._do(machine.failed(ctx.now()))
 
     def _report(self) -> None:
         result = self._machine.result

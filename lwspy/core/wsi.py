@@ -66,6 +66,12 @@ _ERRNO_REASONS = {
     _errno.ECONNABORTED: "connection aborted",
 }
 
+_PEER_GONE = (_errno.ECONNRESET, _errno.EPIPE)
+"""Send errors after which the peer's last bytes may still be queued for reading."""
+_LATE_RX = 1 << 18
+"""The most read after such an error, before the close (the answer, not a bulk stream)."""
+_LATE_RX_CHUNK = 65536
+
 
 def errno_reason(err: int) -> str:
     """A short human-readable reason for an errno, as used in close and error reasons."""
@@ -254,9 +260,37 @@ class Wsi:
         self._tx = None
         self.tx_pending = 0
         self._update_events()
-        if self._timeout is None:
-            self._timeout = Sul(self.ctx.pt.suls, self._on_timeout)
+        suls = self.ctx.pt.suls
+        if exc.errno in _PEER_GONE and self._announced and self._stream and self.sock is not None:
+            # The peer may have answered before it reset: read that first (as a plain
+            # socket reader would), then close. The timeout sul of a CLOSING wsi is free.
+            if self._timeout is not None:
+                self._timeout.cancel()
+            self._timeout = Sul(suls, self._close_after_send_error)
+        elif self._timeout is None:
+            self._timeout = Sul(suls, self._on_timeout)
         self._timeout.schedule(0)
+
+    def _close_after_send_error(self) -> None:
+        """A send met a reset or EPIPE: deliver what the kernel still holds, then close.
+
+        The bytes the peer sent before its reset stay readable after it (the kernel hands
+        out queued data before the error): they come as RX (at most ``_LATE_RX`` bytes),
+        then the close callback, with the reason the send error gave.
+        """
+        sock = self.sock
+        assert sock is not None
+        left = _LATE_RX
+        while left > 0 and self.state is CLOSING:
+            try:
+                data = sock.recv(min(_LATE_RX_CHUNK, left))
+            except OSError:  # pragma: no cover - defensive: queued data, then 0, come first
+                break
+            if not data:
+                break
+            left -= len(data)
+            self._call(self.role.rx_reason, data)
+        self._close_now(self.close_reason or "closed")
 
     def callback_on_writable(self) -> None:
         """Ask for one RAW_WRITEABLE callback when the fd can take more data.

@@ -105,27 +105,64 @@ class HttpResponse(Record):
 def split_url(url: str) -> tuple[str, int, str]:
     """``(host, port, target)`` of an ``http://`` URL; ValueError for anything else.
 
+    The one check of a URL to fetch: ``ctx.http_get`` and the context's ``cpd_url`` both
+    use it, so a URL it takes is one the request can be made of. A URL is printable ASCII
+    (RFC 3986: percent-encode the rest; a host name in its IDNA ``xn--`` form); the host
+    is an IP literal or a host name, never a malformed dotted quad; the port is 1..65535
+    (80 when absent). An IPv6 zone is written as RFC 6874 says, ``%25`` then the zone:
+    ``host`` then carries it as ``connect`` takes it (``fe80::1%eth0``), the ``Host``
+    header never does.
+
     >>> split_url("http://portal.test:8080/generate_204?x=1")
     ('portal.test', 8080, '/generate_204?x=1')
     >>> split_url("http://[2001:db8::1]/")
     ('2001:db8::1', 80, '/')
+    >>> split_url("http://[fe80::1%25eth0]/")
+    ('fe80::1%eth0', 80, '/')
     """
     if not isinstance(url, str):
         raise TypeError(f"url must be a str, not {type(url).__name__}")
-    from urllib.parse import urlsplit  # not at import: `import lwspy` stays cheap
+    for c in url:
+        if not "!" <= c <= "~":  # RFC 3986 §2: a URI is printable ASCII, no space
+            what = "a non-ASCII character" if c > "\x7f" else "a space or control character"
+            raise ValueError(
+                f"bad URL {url!r}: {what} {c!r} (percent-encode it; a host name: its xn-- form)"
+            )
+    # Not at import: `import lwspy` stays cheap.
+    from urllib.parse import unquote, urlsplit
 
-    parts = urlsplit(url)
+    from lwspy.core.client import literal_address
+    from lwspy.net.hosts import HOSTNAME
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:  # a bad port, an unclosed or bad [...]
+        raise ValueError(f"bad URL {url!r}: {e}") from None
     if parts.scheme.lower() != "http":
         raise ValueError(f"only http:// URLs can be fetched, not {url!r}")
-    try:
-        port = parts.port or 80
-    except ValueError:
-        raise ValueError(f"bad port in {url!r}") from None
-    host = parts.hostname
-    if not host or parts.username is not None or any(c.isspace() for c in url):
-        raise ValueError(f"bad URL {url!r}")
+    if port == 0:
+        raise ValueError(f"bad URL {url!r}: port 0 is no port to connect to")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"bad URL {url!r}: no user information is sent")
+    hostinfo = parts.netloc.rpartition("@")[2]
+    if hostinfo.startswith("["):  # an IPv6 literal; parts.hostname would lower-case a zone
+        addr, pct, zone = hostinfo[1 : hostinfo.index("]")].partition("%")
+        if pct and (not zone.startswith("25") or len(zone) == 2):
+            raise ValueError(f"bad URL {url!r}: an IPv6 zone is written %25zone (RFC 6874)")
+        host = addr.lower() + ("%" + unquote(zone[2:]) if pct else "")
+        if ":" not in addr or literal_address(host) is None:
+            raise ValueError(f"bad URL {url!r}: {host!r} in [...] is no IPv6 address")
+    else:
+        host = parts.hostname or ""
+        literal = literal_address(host)
+        if literal is None and host.rstrip(".").rpartition(".")[2].isdigit():
+            # WHATWG URL: a host whose last label is a number is an IPv4 address or an error
+            raise ValueError(f"bad URL {url!r}: {host!r} looks like an IPv4 address but is none")
+        if literal is None and not HOSTNAME.match(host):
+            raise ValueError(f"bad URL {url!r}: {host!r} is neither an IP address nor a host name")
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return host, port, target
+    return host, 80 if port is None else port, target
 
 
 class HttpRequest:
@@ -139,6 +176,7 @@ class HttpRequest:
         "_body",
         "_conn",
         "_max_body",
+        "_max_head",
         "_on_response",
         "_received",
         "_request",
@@ -174,10 +212,13 @@ class HttpRequest:
         self._received = 0
         self._sent_at = 0.0
         self._response = HttpResponse(url)
+        self._max_head = max_head
+        # h11 bounds a head only while it is incomplete; _events bounds a whole one.
         self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_head)
-        if ":" in host:
-            host = f"[{host}]"
-        hostport = host if port == 80 else f"{host}:{port}"
+        name = host.partition("%")[0]  # RFC 6874 §4: the Host header has no zone
+        if ":" in name:
+            name = f"[{name}]"
+        hostport = name if port == 80 else f"{name}:{port}"
         names = {k.lower() for k, _ in headers}
         base = [("Host", hostport), ("User-Agent", USER_AGENT), ("Accept", "*/*")]
         head = [(k, v) for k, v in base if k.lower() not in names]
@@ -187,9 +228,7 @@ class HttpRequest:
         # on RAW_CONNECTED.
         self._request = h11.Request(method="GET", target=target, headers=head)
         vh = ctx.vhosts.get(HTTP_VHOST) or ctx.create_vhost(HTTP_VHOST, protocols=[PROTOCOL])
-        self.wsi: Wsi = ctx.connect(
-            host.strip("[]"), port, protocol=PROTOCOL, vhost=vh, iface=iface
-        )
+        self.wsi: Wsi = ctx.connect(host, port, protocol=PROTOCOL, vhost=vh, iface=iface)
         self.wsi.user = self
         self._timer: Sul = ctx.call_later(timeout, self._timed_out)
 
@@ -225,7 +264,9 @@ class HttpRequest:
             self._conn.receive_data(data)
             self._events(h11)
         except h11.RemoteProtocolError as e:
-            self._finish(f"bad response: {e}", bad=True)
+            # 431: h11's own bound on a head still incomplete (max_incomplete_event_size)
+            why = "head too large" if e.error_status_hint == 431 else str(e)
+            self._finish(f"bad response: {why}", bad=True)
 
     def _events(self, h11: Any) -> None:
         """Take every event h11 has; finish on the end of the message or the body limit."""
@@ -235,6 +276,11 @@ class HttpRequest:
             if event is h11.NEED_DATA or event is h11.PAUSED:
                 return
             if isinstance(event, h11.Response):
+                # The bytes h11 took so far are the heads (1xx ones too), whole.
+                head = self._received - len(conn.trailing_data[0])
+                if head > self._max_head:
+                    self._finish(f"bad response: head too large ({head} bytes)", bad=True)
+                    return
                 self._head(event)
             elif isinstance(event, h11.Data):
                 self._body += event.data
@@ -359,5 +405,5 @@ def http_get(
 
     try:
         return HttpRequest(ctx, url, on_response, timeout, max(max_head, 1), max_body, pairs, iface)
-    except h11.LocalProtocolError as e:
+    except (h11.LocalProtocolError, UnicodeEncodeError) as e:  # UnicodeEncodeError: non-ASCII
         raise ValueError(f"bad request header: {e}") from None
