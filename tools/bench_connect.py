@@ -16,7 +16,8 @@ database) against its peers, measured in the same run.
    Figure: time from the connect call to "connected", first and second connect of a
    fresh client (lwspy: a fresh Context, which learns; the others learn nothing), the
    median of the runs. Peers: asyncio ``open_connection(happy_eyeballs_delay=0.25)``,
-   Twisted ``HostnameEndpoint`` (if installed) and ``socket.create_connection``. The
+   trio ``open_tcp_stream``, aiohappyeyeballs ``start_connection`` and Twisted
+   ``HostnameEndpoint`` (each if installed) and ``socket.create_connection``. The
    neighbour cache is flushed before every connect, so no client profits from another's
    failed neighbour lookup.
 2. **Connect machinery cost**: 10,000 sequential loopback connects, each closed once
@@ -205,6 +206,51 @@ def stdlib_client(lab: Lab, name: str, hosts: str) -> tuple[float, float]:
     return out[0], out[1]
 
 
+def trio_client(lab: Lab, name: str, hosts: str) -> tuple[float, float]:
+    import trio
+
+    async def main() -> list[float]:
+        out = []
+        for _ in range(2):
+            lab.drain()
+            t0 = time.perf_counter()
+            stream = await trio.open_tcp_stream(name, lab.port, happy_eyeballs_delay=0.25)
+            out.append((time.perf_counter() - t0) * 1000)
+            await stream.aclose()
+        return out
+
+    first, second = trio.run(main)
+    return first, second
+
+
+def aiohappyeyeballs_client(lab: Lab, name: str, hosts: str) -> tuple[float, float]:
+    import aiohappyeyeballs
+
+    async def main() -> list[float]:
+        loop = asyncio.get_running_loop()
+        out = []
+        for _ in range(2):
+            lab.drain()
+            t0 = time.perf_counter()
+            infos = await loop.getaddrinfo(name, lab.port, type=socket.SOCK_STREAM)
+            sock = await aiohappyeyeballs.start_connection(infos, happy_eyeballs_delay=0.25)
+            out.append((time.perf_counter() - t0) * 1000)
+            sock.close()
+        return out
+
+    first, second = asyncio.run(main())
+    return first, second
+
+
+def _installed(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        print(f"   ({module} is not installed: its row is left out)")
+        return False
+    return True
+
+
 def twisted_clients(lab: Lab, runs: int) -> dict[str, list[tuple[float, float]]] | None:
     """Every Twisted run in one reactor (it cannot be restarted)."""
     try:
@@ -251,6 +297,10 @@ def part1(runs: int) -> None:
             "asyncio (happy_eyeballs_delay=0.25)": asyncio_client,
             "socket.create_connection": stdlib_client,
         }
+        if _installed("trio"):
+            clients["trio open_tcp_stream"] = trio_client
+        if _installed("aiohappyeyeballs"):
+            clients["aiohappyeyeballs start_connection"] = aiohappyeyeballs_client
         table: dict[str, dict[str, list[tuple[float, float]]]] = {}
         for label, fn in clients.items():
             table[label] = {n: [fn(lab, n, hosts) for _ in range(runs)] for n in NAMES}
