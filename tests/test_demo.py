@@ -1,8 +1,9 @@
 """``lwspy demo`` without the network lab: the loopback part, and what it skipped and why.
 
 The lab itself is tests/netns/test_demo.py. Here the demo runs with --no-lab, and, where
-this process is root and setpriv exists, as a real unprivileged user (uid 65534), which
-is what a newcomer without root gets.
+this process is root and unshare exists, as an unprivileged user (uid 65534 in a user
+namespace of its own, with no capability on the host's namespaces), which is what a
+newcomer without root gets.
 """
 
 from __future__ import annotations
@@ -48,12 +49,14 @@ def test_no_lab_runs_the_loopback_part_and_says_why_it_skipped_the_rest() -> Non
 
 
 @pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv"
+    os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare"
 )
 def test_an_unprivileged_user_gets_the_loopback_part_and_the_reason() -> None:
+    # A new user namespace with no mapping: the demo runs as uid 65534 without any
+    # capability on the host's namespaces, yet may still read an interpreter under a
+    # home directory only root can enter (pyenv's, in CI), which setpriv could not.
     r = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-         sys.executable, "-m", "lwspy", "demo"],
+        ["unshare", "--user", sys.executable, "-m", "lwspy", "demo"],
         capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
     )  # fmt: skip
@@ -104,7 +107,7 @@ def test_without_iproute2_on_the_path_it_runs_the_loopback_part(tmp_path: Path) 
     r = subprocess.run(
         [sys.executable, "-m", "lwspy", "demo"],
         capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
-        env={**os.environ, "PATH": str(tmp_path)},  # an empty directory: no ip, no setpriv
+        env={**os.environ, "PATH": str(tmp_path)},  # an empty directory: no ip, no unshare
     )  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
     _check_loopback_story(r.stdout)

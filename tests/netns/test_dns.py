@@ -323,7 +323,8 @@ def test_random_source_ports_and_ids(lab: Lab, fake: FakeDns, tmp_path: Path) ->
         by_name.setdefault(str(q.question[0].name), set()).add(src[1])
     assert len(by_name) == 16 and all(len(p) == 1 for p in by_name.values())
     ports = [p for (p,) in by_name.values()]  # a fresh socket per name, in resolve order
-    assert len(set(ports)) == 16
+    # the kernel draws each port at random: two of 16 may meet (about 0.4 % a run)
+    assert len(set(ports)) >= 15
     gaps = {b - a for a, b in itertools.pairwise(ports)}
     assert len(gaps) > 8  # random ports, not handed out in sequence
     ids = [q.id for _, q, _ in fake.queries]
