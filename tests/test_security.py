@@ -1,0 +1,97 @@
+"""Security checks (issue 13): what the library opens, starts and listens on, and how
+unpredictable its DNS queries are (source ports and ids), measured.
+
+The answer checks (only the server asked, matching id and question) are in
+tests/test_resolver.py and tests/test_dns_query.py; SMD's payload and queue limits in
+tests/test_smd.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import lwspy
+from lwspy.net.dns import DnsAnswer
+from tests.dnsfake import FakeDns
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_main_paths_open_only_resolv_conf_and_hosts_start_no_process_and_listen_as_asked(
+    tmp_path: Path,
+) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.audit_probe", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    report = json.loads(out)
+    # The paths ran: hosts name, DNS name, literal, NXDOMAIN, refused; SMD; a timer.
+    assert report["outcomes"] == {
+        "h.test": "connected",
+        "a.test": "connected",
+        "127.0.0.1": "connected",
+        "nx.test": "error: DNS NXDOMAIN",
+        "refused": "error: connect refused",
+    }
+    assert report["rx"] == {t: f"ping {t}" for t in ("h.test", "a.test", "127.0.0.1")}
+    assert report["smd"] == 1 and report["timer"] == [1]
+    assert sorted(report["opened"]) == [str(tmp_path / "hosts"), str(tmp_path / "resolv.conf")]
+    assert report["processes"] == []
+    # The one listener is the vhost's; the resolver's UDP sockets are all connected.
+    [listener] = report["listeners"]
+    assert listener.startswith(f"tcp 0100007F:{report['vhost_port']:04X} inode ")
+
+
+def _resolve_many(tmp_path: Path, n: int) -> list[tuple[int, int]]:
+    """(source port, query id) of every query of ``n`` names resolved one after another."""
+    got: list[DnsAnswer] = []
+    with FakeDns() as srv:
+        hosts = tmp_path / "hosts"
+        hosts.write_text("")
+        with lwspy.Context(hosts_file=hosts, netlink=False, nameservers=[srv.address]) as ctx:
+            for i in range(n):
+                ctx.resolver.resolve(f"n{i}.test", got.append)
+                for _ in range(100):
+                    if len(got) == 2 * (i + 1):
+                        break
+                    ctx.service(5)
+                    srv.pump()
+        queries = srv.queries
+    assert len(got) == 2 * n and all(a.disposition == "NXDOMAIN" for a in got)
+    return [(src[1], q.id) for _tcp, q, src in queries]
+
+
+def collision_entropy(values: list[int]) -> float:
+    """Rényi collision entropy (bits) estimated from the pairs of equal values."""
+    pairs = sum(c * (c - 1) // 2 for c in Counter(values).values())
+    n = len(values)
+    return math.log2(n * (n - 1) / 2 / max(pairs, 1))
+
+
+def test_dns_source_ports_and_ids_are_unpredictable(tmp_path: Path) -> None:
+    n = 1000
+    seen = _resolve_many(tmp_path, n)
+    assert len(seen) == 2 * n  # AAAA and A of each name
+    # One socket per name: the two queries of a name share a port, names never do.
+    ports = [p for p, _ in seen[::2]]
+    assert [p for p, _ in seen[1::2]] == ports
+    ids = [i for _, i in seen]
+    # Sequential or small-step allocation would show as small steps between names.
+    steps = [abs(b - a) for a, b in itertools.pairwise(ports)]
+    assert sum(s < 64 for s in steps) < n // 20
+    # 1,000 uniform draws from Linux's 28,232 ephemeral ports give ~18 equal pairs, and
+    # 2,000 ids from 65,536 ~31: an estimate far below the space means a weak source.
+    assert collision_entropy(ports) > 12
+    assert collision_entropy(ids) > 14
+    for bit in range(16):  # every id bit is set about half the time
+        assert 0.4 < sum(i >> bit & 1 for i in ids) / len(ids) < 0.6
