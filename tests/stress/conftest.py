@@ -70,7 +70,9 @@ class EchoServer:
         self.ctx = lwspy.Context(
             protocols=[Protocol("echo", self.cb), *extra], netlink=False, **options
         )
-        self.vh = self.ctx.create_vhost("default", port=0, iface="127.0.0.1", accept_protocol="echo")
+        self.vh = self.ctx.create_vhost(
+            "default", port=0, iface="127.0.0.1", accept_protocol="echo"
+        )
 
     def cb(self, wsi: Wsi | None, reason: Reason, user: object, data: object) -> int:
         if reason is Reason.RAW_ADOPT:
