@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ import pytest
 
 import lwspy
 from lwspy import Protocol, Reason, Wsi
+from tests.dnsfake import FakeDns
 
 FULL = os.environ.get("LWSPY_STRESS") == "full"
 ROOT = Path(__file__).parent.parent.parent
@@ -29,6 +31,17 @@ ROOT = Path(__file__).parent.parent.parent
 def size(full: int, lean: int) -> int:
     """``full`` under LWSPY_STRESS=full, else ``lean``."""
     return full if FULL else lean
+
+
+SO_RCVBUFFORCE = 33  # Linux <asm-generic/socket.h>; root may exceed net.core.rmem_max
+
+
+def roomy(srv: FakeDns) -> FakeDns:
+    """Room in the fake server's UDP buffer for every query of a burst: all arrive before
+    it reads one, and a smaller buffer drops some (the resolver then asks again after its
+    timeout, which the tests are not about)."""
+    srv.udp.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 16 << 20)
+    return srv
 
 
 def record(test: str, **figures: object) -> None:

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import random
-import socket
 import time
 
 import lwspy
 from lwspy import Protocol, Reason, Wsi
 from tests.conftest import FakeClock
 from tests.dnsfake import FakeDns
-from tests.stress.conftest import EchoServer, record, size
-
-SO_RCVBUFFORCE = 33  # Linux <asm-generic/socket.h>; root may pass rmem_max
+from tests.stress.conftest import EchoServer, record, roomy, size
 
 
 def test_concurrent_loopback_connections_echo_byte_exact(echo_server: EchoServer) -> None:
@@ -25,6 +22,7 @@ def test_concurrent_loopback_connections_echo_byte_exact(echo_server: EchoServer
     assert set(echo_server.closed.values()) == {1} and len(echo_server.closed) == conns
     assert echo_server.errors == []
     assert list(echo_server.ctx.pt.fds) == [echo_server.ctx.pt.wake_r, echo_server.vh.listener.fd]
+    record("concurrent_echo", conns=conns, peak_open=echo_server.peak, seconds=report["seconds"])
 
 
 def test_bulk_through_100_connections_byte_exact(echo_server: EchoServer) -> None:
@@ -35,6 +33,7 @@ def test_bulk_through_100_connections_byte_exact(echo_server: EchoServer) -> Non
     assert report["mismatches"] == report["errors"] == 0
     assert echo_server.adopted == 100 and echo_server.open == 0
     assert set(echo_server.closed.values()) == {1}
+    record("bulk_100", bytes_each_way=report["bytes_echoed"], seconds=report["seconds"])
 
 
 def test_timers_half_cancelled_the_rest_fire_in_order() -> None:
@@ -56,6 +55,7 @@ def test_timers_half_cancelled_the_rest_fire_in_order() -> None:
             ctx.service(0)
     assert len(fired) == n - len(cancelled) and not cancelled & set(fired)
     assert fired == sorted(fired, key=lambda i: due[i])
+    record("timers", scheduled=n, cancelled=len(cancelled), fired=len(fired))
 
 
 def test_concurrent_connects_to_names_through_the_resolver(nofile: int) -> None:
@@ -70,10 +70,7 @@ def test_concurrent_connects_to_names_through_the_resolver(nofile: int) -> None:
             failed.append(str(data))
         return 0
 
-    with FakeDns() as dns_srv:
-        # All the queries arrive before the server reads one: room for them (a smaller
-        # buffer drops some, and the resolver asks again after its timeout, 5 s).
-        dns_srv.udp.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 16 << 20)
+    with roomy(FakeDns()) as dns_srv:
         for i in range(n):
             dns_srv.zone[f"n{i}.test"] = [("A", "127.0.0.1")]
         srv = EchoServer(Protocol("client", cb), nameservers=[dns_srv.address])
