@@ -134,3 +134,6 @@ def echo_server(nofile: int) -> Iterator[EchoServer]:
         yield srv
     finally:
         srv.close()
+
+
+from tests.netns.conftest import lab  # noqa: E402, F401  (the namespace lab, for test_flap)
