@@ -27,6 +27,10 @@ __all__ = [
     "CaoStats",
     "Conmon",
     "Context",
+    "CpdResult",
+    "CpdService",
+    "HttpRequest",
+    "HttpResponse",
     "LwsSystem",
     "Protocol",
     "Reason",
@@ -48,13 +52,26 @@ __all__ = [
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from lwspy.core.cpd import CpdService
     from lwspy.net.route import Route, RouteTable
+    from lwspy.roles.h1 import HttpRequest, HttpResponse
+    from lwspy.system.cpd import CpdResult
+
+# Loaded on first use, not on import: `import lwspy` stays cheap.
+_LAZY = {
+    "Route": "lwspy.net.route",  # brings the netlink decoder
+    "RouteTable": "lwspy.net.route",
+    "CpdResult": "lwspy.system.cpd",
+    "CpdService": "lwspy.core.cpd",
+    "HttpRequest": "lwspy.roles.h1",
+    "HttpResponse": "lwspy.roles.h1",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # Route and RouteTable bring the netlink decoder: loaded on first use, not on import.
-    if name in ("Route", "RouteTable"):
-        from lwspy.net import route
+    module = _LAZY.get(name)
+    if module is not None:
+        import importlib
 
-        return getattr(route, name)
+        return getattr(importlib.import_module(module), name)
     raise AttributeError(f"module 'lwspy' has no attribute {name!r}")

@@ -8,6 +8,7 @@ import os
 import re
 import socket
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -28,14 +29,16 @@ from lwspy.net.cao import CaoDb
 from lwspy.net.hosts import parse_hosts
 from lwspy.roles.listen import LISTEN
 from lwspy.roles.pipe import PIPE
-from lwspy.roles.raw_file import RAW_FILE
+from lwspy.roles.raw_file import RAW_FILE, byte_stream
 from lwspy.roles.raw_skt import RAW_SKT, RAW_SKT_SHUTDOWN
 from lwspy.system.smd import Smd
 from lwspy.system.state import LwsSystem, SystemState
 
 if TYPE_CHECKING:
+    from lwspy.core.cpd import CpdService
     from lwspy.core.resolver import Resolver
     from lwspy.net.route import RouteTable
+    from lwspy.roles.h1 import HttpRequest, HttpResponse
 
 __all__ = ["CallbackErrorHandler", "Context"]
 
@@ -124,6 +127,11 @@ class Context:
       ``cao_db`` has no connect times for a path (then it is derived from them).
     * ``cao_history`` (1024) and ``cao_history_ttl`` (600 s): how many connect attempts
       ``cao_db`` keeps, and for how long.
+    * ``cpd_url``: the captive portal detection probe, an ``http://`` URL whose server
+      answers 204 (e.g. ``"http://connectivity-check.test/generate_204"``); None (the
+      default): CPD is off. See ``ctx.cpd`` and the docs page "HTTP client and captive
+      portal detection".
+    * ``cpd_timeout_secs`` (3): bounds each CPD probe (and so the CPD_PRE_TIME hold).
     * ``on_callback_error``: told ``fn(wsi, reason, exc)`` of each exception a callback
       raised, after it was logged and its wsi closed; it may re-raise, which ends
       ``service()`` with that exception (for tests).
@@ -135,15 +143,17 @@ class Context:
     :class:`~lwspy.Smd` queue), ``system`` (the :class:`~lwspy.LwsSystem` state
     machine), ``routes`` (the live :class:`~lwspy.RouteTable`, None without netlink),
     ``resolver`` (the in-loop DNS resolver, made on first use), ``cao_db`` (the
-    :class:`~lwspy.CaoDb` of recent connect attempts),
+    :class:`~lwspy.CaoDb` of recent connect attempts), ``cpd`` (the
+    :class:`~lwspy.CpdService`: captive portal detection),
     ``protocols``, ``hosts_file``, ``timeout_secs``, ``connect_timeout_secs`` (as
     given), ``destroyed``.
 
     Threads: the context belongs to one thread, the one that made it or, from then on,
     the one that last ran ``service()``/``run()``. Only ``cancel_service()``,
-    ``call_from_thread()`` and ``smd.post()`` may be called from another thread; the
-    loop-only calls (``connect``, ``create_vhost``, ``adopt_socket``, ``adopt_file``,
-    ``sul``, ``call_later``) raise RuntimeError there.
+    ``call_from_thread()``, ``stop()`` and ``smd.post()`` may be called from another
+    thread; the loop-only calls (``connect``, ``create_vhost``, ``adopt_socket``,
+    ``adopt_file``, ``sul``, ``call_later``, ``destroy``) raise RuntimeError there
+    (``destroy`` only while the loop's thread is alive).
     """
 
     def __init__(
@@ -161,6 +171,8 @@ class Context:
         happy_eyeballs_delay: float = 0.25,
         cao_history: int = 1024,
         cao_history_ttl: float = 600,
+        cpd_url: str | None = None,
+        cpd_timeout_secs: float = 3.0,
         on_callback_error: CallbackErrorHandler | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -191,6 +203,9 @@ class Context:
             raise TypeError(f"cao_history must be an int, not {type(cao_history).__name__}")
         self.cao_db = CaoDb(cao_history, _seconds("cao_history_ttl", cao_history_ttl), clock)
         """The database of recent connection attempts (:class:`~lwspy.CaoDb`)."""
+        cpd_timeout = _seconds("cpd_timeout_secs", cpd_timeout_secs)
+        if cpd_url is not None:
+            _check_url(cpd_url)
         self._on_callback_error = on_callback_error
         self._clock = clock
         self._hosts: tuple[float, dict[str, list[str]]] | None = None
@@ -219,6 +234,10 @@ class Context:
         # needs time (netlink cold plug) holds the machine with a notifier until it is ready.
         self._boot = Sul(self.pt.suls, lambda: self.system.transition(SystemState.OPERATIONAL))
         self._boot.schedule(0)
+        self._cpd: CpdService | None = None
+        self._cpd_timeout = cpd_timeout
+        if cpd_url is not None:  # its start-up probe is scheduled now
+            self._new_cpd(cpd_url)
         self.vhosts: dict[str, Vhost] = {}
         wake = Wsi(self, PIPE, None, INTERNAL, fd=self.pt.wake_r)
         wake.state = WsiState.ESTABLISHED
@@ -273,6 +292,18 @@ class Context:
             return self._new_resolver()
         return self._resolver
 
+    def _new_cpd(self, url: str | None) -> CpdService:
+        # Imported on first use: a context without CPD never loads it.
+        from lwspy.core.cpd import CpdService
+
+        self._cpd = CpdService(self, url, self._cpd_timeout)
+        return self._cpd
+
+    @property
+    def cpd(self) -> CpdService:
+        """Captive portal detection (:class:`~lwspy.CpdService`); off without ``cpd_url``."""
+        return self._cpd if self._cpd is not None else self._new_cpd(None)
+
     @property
     def routes(self) -> RouteTable | None:
         """The host's routing table, kept live by the netlink role (None without netlink)."""
@@ -310,40 +341,61 @@ class Context:
 
         A connect still in progress ends with CLIENT_CONNECTION_ERROR "context destroyed".
         ``destroying`` is True from the start; it may be called from a callback (a close
-        callback included). What is still buffered is dropped; a socket already shut down
-        by ``close()`` is closed after reading what has arrived, so the kernel still
-        delivers what it holds.
+        callback included), and nothing else runs in the pass that called it. What is
+        still buffered in a wsi is dropped; before a connected stream socket is closed
+        (one shut down by ``close()`` included), what is queued for reading is read and
+        discarded, so the close is a FIN and the kernel still sends what it holds (the
+        guide's "Closing" says what that guarantees). An exception a callback raises
+        here, ``SystemExit`` and ``KeyboardInterrupt`` included, does not stop the rest:
+        every wsi is still closed and every fd released, then the first one is raised.
+
+        Loop thread only, like ``connect``: while the loop's thread is alive, a call from
+        another thread raises RuntimeError; use ``ctx.call_from_thread(ctx.destroy)``, or
+        ``ctx.stop()``, join the loop's thread, then destroy. Once the loop's thread has
+        ended, any thread may destroy the context (so leaving a ``with`` block after
+        joining the worker that ran the loop is fine).
         """
-        if self._destroyed or self._destroying:
+        if self._destroyed:
+            return
+        self._check_destroy_thread()
+        if self._destroying:
             return
         self._destroying = True
+        # Every step runs even if a callback raises (SystemExit included) or
+        # on_callback_error re-raises; the first error is raised once every fd is closed.
+        errors: list[BaseException] = []
         try:
             self._boot.cancel()
-            self.system.transition(SystemState.CONTEXT_DESTROYING)
-            # Every step runs even if on_callback_error re-raises; the first error is
-            # raised once every fd is closed.
-            errors: list[BaseException] = []
-            while self._wsis:  # a closing wsi leaves _wsis before its callbacks run
-                self._keep_going(errors, next(iter(self._wsis))._close_now, "context destroyed")
+            if self._cpd is not None:
+                self._keep_going(errors, self._cpd.close)
+            self._keep_going(errors, self.system.transition, SystemState.CONTEXT_DESTROYING)
+            wsis = self._wsis
+            while wsis:  # a closing wsi leaves _wsis before its callbacks run
+                wsi = next(iter(wsis))
+                del wsis[wsi]  # so that this loop ends whatever _close_now does
+                self._keep_going(errors, wsi._close_now, "context destroyed")
             for vh in self.vhosts.values():
                 if vh._backoff_sul is not None:
                     vh._backoff_sul.cancel()
                 if vh.listener is not None:
-                    vh.listener._close_now("context destroyed")
+                    self._keep_going(errors, vh.listener._close_now, "context destroyed")
                 for p in vh.protocols:
                     self._keep_going(errors, self._call_protocol, p, Reason.PROTOCOL_DESTROY)
         finally:
             for w in [w for w in self.pt.fds.values() if w.role is RAW_SKT_SHUTDOWN]:
-                w._close_now("context destroyed", graceful=True)
+                self._keep_going(errors, w._close_now, "context destroyed", True)
             if self._netlink is not None:
-                self._netlink.close()
+                self._keep_going(errors, self._netlink.close)
             if self._resolver is not None:
-                self._resolver.close()
+                self._keep_going(errors, self._resolver.close)
             self.pt.suls.clear()  # user timers too: none fires on a destroyed context
+            self._calls.clear()  # nor a call_from_thread function queued before
+            self._cancel_pending = False
             self._wake_wsi._close_now("context destroyed")
             self.pt.close()
             self.smd.close()
             self._destroyed = True
+            self._escalated = None
         if errors:
             raise errors[0]
 
@@ -351,7 +403,7 @@ class Context:
     def _keep_going(errors: list[BaseException], fn: Callable[..., Any], *args: Any) -> None:
         try:
             fn(*args)
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt: raised at the end
             errors.append(exc)
 
     def _wake(self) -> None:
@@ -365,6 +417,19 @@ class Context:
                 "this call belongs to the context's loop thread; from another thread, "
                 "use ctx.call_from_thread(fn, *args) to run it in the loop"
             )
+
+    def _check_destroy_thread(self) -> None:
+        """Guard of ``destroy()``: the loop's thread, or any once that thread has ended."""
+        me = get_ident()
+        if me == self._thread:
+            return
+        if any(t.ident == self._thread for t in threading.enumerate()):
+            raise RuntimeError(
+                "destroy() belongs to the context's loop thread; from another thread, use "
+                "ctx.call_from_thread(ctx.destroy), or ctx.stop(), join the loop's thread "
+                "and then destroy it"
+            )
+        self._thread = me  # the loop's thread has ended (joined): this one takes over
 
     def _check_alive(self) -> None:
         """Guard of the loop-only calls: the loop's thread, and the context is alive."""
@@ -441,15 +506,20 @@ class Context:
             self._stopping = False
 
     def stop(self) -> None:
-        """Make ``run()`` return after the current pass (or at once, if it is not running)."""
+        """Make ``run()`` return after the current pass (or at once, if it is not running).
+
+        Safe from any thread (it sets a flag and wakes the loop), and the way to end a
+        loop that another thread runs: ``ctx.stop()``, join that thread, then
+        ``ctx.destroy()`` (or leave the ``with`` block).
+        """
         self._stopping = True
         self._wake()
 
     def cancel_service(self) -> None:
         """Wake the loop from any thread; every protocol gets EVENT_WAIT_CANCELLED.
 
-        This, ``call_from_thread`` and ``smd.post`` are the only calls safe from another
-        thread.
+        This, ``call_from_thread``, ``stop`` and ``smd.post`` are the only calls safe from
+        another thread.
         """
         self._cancel_pending = True
         self._wake()
@@ -486,13 +556,19 @@ class Context:
                     log.error("lwspy: call_from_thread function %r raised", fn, exc_info=exc)
                     if self._on_callback_error is not None:
                         self._on_callback_error(None, None, exc)
+                if self._destroying:  # fn destroyed the context: nothing more runs
+                    return
         finally:
-            if calls:  # on_callback_error re-raised: the rest run on the next pass
+            if self._destroying:
+                calls.clear()
+            elif calls:  # on_callback_error re-raised: the rest run on the next pass
                 self._wake()
         if self._cancel_pending:
             self._cancel_pending = False
             for vh in list(self.vhosts.values()):
                 for p in vh.protocols:
+                    if self._destroying:  # an EVENT_WAIT_CANCELLED callback destroyed it
+                        return
                     self._call_protocol(p, Reason.EVENT_WAIT_CANCELLED)
 
     # -- timers --------------------------------------------------------------------------
@@ -702,6 +778,56 @@ class Context:
             cc.user_error = exc
         return wsi
 
+    def http_get(
+        self,
+        url: str,
+        on_response: Callable[[HttpResponse], object],
+        *,
+        timeout: float = 10.0,
+        max_head: int = 16384,
+        max_body: int = 1 << 20,
+        headers: Iterable[tuple[str, str]] = (),
+        iface: str | None = None,
+    ) -> HttpRequest:
+        """GET an ``http://`` URL; ``on_response(resp)`` is called once, from the loop.
+
+        A small HTTP/1.1 client (h11 parses; it is imported on the first call) on a
+        client wsi made by :meth:`connect`, so the name is resolved in the loop and the
+        connect is raced and recorded like any other. ``resp`` is an
+        :class:`~lwspy.HttpResponse`: ``status``, ``headers``, ``body``, or ``error`` and
+        ``bad_response`` saying why it ended early (a connect error, "timed out" after
+        ``timeout`` seconds from this call, "body too large" beyond ``max_body`` bytes, a
+        malformed answer or one whose head exceeds ``max_head`` bytes). Redirects are
+        not followed. Returns the :class:`~lwspy.HttpRequest` (``cancel()`` ends it
+        without a callback). Raises only for bad arguments::
+
+            from lwspy import Context, HttpResponse
+
+            with Context(netlink=False) as ctx:
+
+                def done(resp: HttpResponse) -> None:
+                    print(resp.status, resp.error)  # None connect refused
+                    ctx.stop()
+
+                ctx.http_get("http://127.0.0.1:9/", done, timeout=2)
+                ctx.run()
+
+        The connections are made on a vhost of their own, "lwspy-http".
+        """
+        self._check_alive()
+        from lwspy.roles.h1 import http_get
+
+        return http_get(
+            self,
+            url,
+            on_response,
+            timeout=timeout,
+            max_head=max_head,
+            max_body=max_body,
+            headers=headers,
+            iface=iface,
+        )
+
     def adopt_socket(
         self,
         sock: socket.socket,
@@ -732,8 +858,9 @@ class Context:
     ) -> Wsi:
         """Adopt a pollable fd (pipe, tty, char device) as a raw_file wsi (RAW_ADOPT_FILE).
 
-        Reads arrive as RAW_RX_FILE, ``write`` buffers as for sockets, and the context
-        closes the fd with the wsi. A regular file cannot be polled: ValueError.
+        Reads arrive as RAW_RX_FILE, ``write`` buffers as for sockets (on a packet fd,
+        such as a datagram socket or a tun device, each write stays one packet), and the
+        context closes the fd with the wsi. A regular file cannot be polled: ValueError.
         """
         self._check_alive()
         if isinstance(fd, bool) or not isinstance(fd, int):
@@ -743,12 +870,13 @@ class Context:
         if fd in self.pt.fds:
             raise ValueError(f"fd {fd} is already in this context")
         try:
-            os.fstat(fd)
+            mode = os.fstat(fd).st_mode
         except OSError:
             raise ValueError(f"fd {fd} is not open") from None
         vh = self._resolve_vhost(vhost)
         proto = self._adopt_protocol(vh, protocol)
         wsi = Wsi(self, RAW_FILE, vh, proto, fd=fd)
+        wsi._stream = byte_stream(fd, mode)
         try:
             self.pt.add(wsi, EV_READ)
         except PermissionError:
@@ -855,6 +983,17 @@ class Context:
             except BaseException as e:
                 self._escalated = e
                 raise
+
+
+def _check_url(url: object) -> None:
+    """A ``cpd_url`` must be an ``http://`` URL that ``connect`` can take the host of."""
+    if not isinstance(url, str):
+        raise TypeError(f"cpd_url must be a str, not {type(url).__name__}")
+    from lwspy.roles.h1 import split_url
+
+    host = split_url(url)[0]
+    if client.literal_address(host) is None and not _HOSTNAME.match(host):
+        raise ValueError(f"cpd_url {url!r}: {host!r} is neither an IP address nor a host name")
 
 
 _LISTEN_BACKLOG = 0x7FFFFFFF

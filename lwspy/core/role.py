@@ -33,6 +33,8 @@ class RoleOps:
     writeable_reason = Reason.RAW_WRITEABLE
     close_reason = Reason.RAW_CLOSE
     adopt_reason = Reason.RAW_ADOPT
+    drains_at_close = False
+    """Its ``on_readable`` reads and discards while a closing wsi flushes (``wsi._drain``)."""
 
     def on_readable(self, wsi: Wsi) -> None:
         """The fd is readable."""

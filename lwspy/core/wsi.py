@@ -87,9 +87,11 @@ class Wsi:
         "_announced",
         "_client",
         "_created",
+        "_drain",
         "_events",
         "_route_id",
         "_rx_on",
+        "_stream",
         "_timeout",
         "_timeout_reason",
         "_timer",
@@ -137,6 +139,11 @@ class Wsi:
         self._tx: deque[memoryview | bytearray] | None = None  # made on the first buffered write
         self._events = 0
         self._rx_on = False
+        # A byte stream (stream socket, pipe, tty): small buffered writes may be merged.
+        # Never on datagram or seqpacket sockets or packet fds, whose writes are messages.
+        # A client wsi (no fd yet) becomes a TCP socket; adopt_file decides for its fd.
+        self._stream = sock.type == socket.SOCK_STREAM if sock is not None else fd < 0
+        self._drain = False  # closing: what the peer sends is read and discarded
         self._want_writable = False
         self._announced = False  # RAW_CONNECTED / RAW_ADOPT was delivered: RAW_CLOSE is owed
         self._created = False  # WSI_CREATE was delivered: WSI_DESTROY is owed
@@ -162,7 +169,8 @@ class Wsi:
         this call). ``data`` is any buffer (bytes, bytearray, memoryview, array, of any
         shape, contiguous or not); the wsi owns what it accepted: only ``bytes`` are kept
         without a copy, everything else is copied before ``write`` returns, so the caller
-        may change or reuse its buffer at once.
+        may change or reuse its buffer at once. On a datagram or seqpacket socket each
+        ``write`` is one datagram, buffered or not.
         """
         state = self.state
         if type(data) is bytes and state is ESTABLISHED and not self._tx:
@@ -209,14 +217,15 @@ class Wsi:
         """Buffer what the fd did not take, behind what is already buffered.
 
         The buffer owns its bytes: a view of anything but ``bytes`` is copied (the caller
-        may change its buffer later), and small pieces are copied into the tail chunk, so
-        many small writes cost their bytes, not an object each.
+        may change its buffer later), and on a byte stream small pieces are copied into
+        the tail chunk, so many small writes cost their bytes, not an object each. On a
+        datagram fd every piece stays apart: merging two would merge two datagrams.
         """
         tx = self._tx
         if tx is None:
             tx = self._tx = deque()
         n = view.nbytes
-        if n <= _SMALL:
+        if n <= _SMALL and self._stream:
             tail = tx[-1] if tx else None
             if type(tail) is bytearray and len(tail) + n <= _CHUNK:
                 tail += view
@@ -296,7 +305,8 @@ class Wsi:
     def close(self, reason: str = "closed") -> None:
         """Close the wsi, delivering first what ``write()`` accepted.
 
-        Buffered data is flushed (the wsi is CLOSING meanwhile), then the close callback
+        Buffered data is flushed (the wsi is CLOSING meanwhile: no more RAW_RX, but a
+        stream socket still reads and discards what the peer sends), then the close callback
         (RAW_CLOSE, or CLIENT_CONNECTION_ERROR for a connect still in progress) is
         delivered, exactly once, and WSI_DESTROY after it. A connected stream socket is
         then shut down for writing and what the peer still sends is read and discarded
@@ -316,6 +326,9 @@ class Wsi:
             self._close_now(reason, graceful=True)
         else:
             self.close_reason = reason
+            # No more RAW_RX; but a stream socket goes on reading, and discards: a peer
+            # that sends before it reads would otherwise never read what we flush.
+            self._drain = self._rx_on and self._stream and self.role.drains_at_close
             self._rx_on = False
             self._update_events()
             self.set_timeout(self.ctx.timeout_secs, reason)
@@ -351,7 +364,7 @@ class Wsi:
         if state is CONNECTING:
             want = EV_WRITE
         else:
-            want = EV_READ if self._rx_on else 0
+            want = EV_READ if self._rx_on or self._drain else 0
             if self._tx or self._want_writable:
                 want |= EV_WRITE
         if want != self._events:
@@ -429,11 +442,13 @@ class Wsi:
             log.debug("close %r: %s", self, self.close_reason)
         try:
             if not self.role.internal:
-                if self._announced:
-                    self._call(self.role.close_reason)
-                elif self.is_client and prev <= WsiState.CONNECTING:
-                    self._call(Reason.CLIENT_CONNECTION_ERROR, self.close_reason)
-                if self._created:
-                    self._call(Reason.WSI_DESTROY)
+                try:
+                    if self._announced:
+                        self._call(self.role.close_reason)
+                    elif self.is_client and prev <= WsiState.CONNECTING:
+                        self._call(Reason.CLIENT_CONNECTION_ERROR, self.close_reason)
+                finally:  # owed even when the close callback raised SystemExit
+                    if self._created:
+                        self._call(Reason.WSI_DESTROY)
         finally:  # even when on_callback_error re-raised: a closed wsi must not stay listed
             self.ctx._wsi_closed(self)

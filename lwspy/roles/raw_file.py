@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import socket
+import stat
 from typing import TYPE_CHECKING
 
 from lwspy.core.protocol import Reason
@@ -13,7 +15,7 @@ from lwspy.core.role import RX_CHUNK, RoleOps
 if TYPE_CHECKING:
     from lwspy.core.wsi import Wsi
 
-__all__ = ["RAW_FILE", "RawFileRole"]
+__all__ = ["RAW_FILE", "RawFileRole", "byte_stream"]
 
 
 class RawFileRole(RoleOps):
@@ -51,6 +53,27 @@ class RawFileRole(RoleOps):
     def close_fd(self, wsi: Wsi) -> None:
         with contextlib.suppress(OSError):  # already closed behind our back
             os.close(wsi.fd)
+
+
+def byte_stream(fd: int, mode: int) -> bool:
+    """True when ``fd`` (of ``st_mode`` ``mode``) carries bytes, not messages.
+
+    A pipe (unless in packet mode, ``O_DIRECT``), a stream socket and a tty are byte
+    streams; a datagram or seqpacket socket, a packet-mode pipe and any other character
+    device (a tun device takes one packet per write) are not: their buffered writes must
+    stay apart.
+    """
+    if stat.S_ISFIFO(mode):
+        import fcntl  # adopt_file only: `import lwspy` stays cheap
+
+        return not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT
+    if stat.S_ISSOCK(mode):
+        sock = socket.socket(fileno=fd)  # reads the socket's own type
+        try:
+            return sock.type == socket.SOCK_STREAM
+        finally:
+            sock.detach()
+    return os.isatty(fd)
 
 
 def _write_only(fd: int) -> bool:

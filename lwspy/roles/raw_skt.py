@@ -3,7 +3,9 @@
 Its graceful close is lws's ``LRS_SHUTDOWN``: shut the write side down, then read and
 discard until the peer's end of stream (bounded by ``timeout_secs``) before closing. Linux
 answers a close with unread data by a reset that also drops what is still queued for the
-peer; reading to the end first means everything ``write()`` accepted arrives.
+peer; reading to the end first means everything ``write()`` accepted arrives. For the
+same reason a closing wsi still reads (and discards) while it flushes, and ``destroy()``
+reads what is queued before it closes a socket.
 """
 
 from __future__ import annotations
@@ -29,12 +31,17 @@ class RawSktRole(RoleOps):
     """Reads become RAW_RX, the peer's end of stream closes with "peer closed"."""
 
     name = "raw_skt"
+    drains_at_close = True
 
     def on_readable(self, wsi: Wsi) -> None:
-        if not wsi._rx_on:  # closed (flushing) by an earlier callback of this pass
-            return
         sock = wsi.sock
         assert sock is not None
+        if not wsi._rx_on:  # closed, flushing (maybe by an earlier callback of this pass)
+            if wsi._drain and _drain(sock):
+                # The peer's end of stream (or an error, which the flush meets): stop.
+                wsi._drain = False
+                wsi._update_events()
+            return
         try:
             data = sock.recv(RX_CHUNK)
         except BlockingIOError:
@@ -63,8 +70,11 @@ class RawSktRole(RoleOps):
         return sock.send(data)
 
     def close_fd(self, wsi: Wsi) -> None:
-        if wsi.sock is not None:
-            wsi.sock.close()
+        sock = wsi.sock
+        if sock is not None:
+            if wsi._stream and wsi.ctx._destroying:
+                drain_queued(sock)  # so that the close is a FIN, not a reset
+            sock.close()
 
     def close_graceful(self, wsi: Wsi) -> None:
         sock = wsi.sock
@@ -79,21 +89,46 @@ def shutdown(ctx: Context, sock: socket.socket) -> None:
 
     The socket is no wsi of the user's any more: an internal wsi of the shutdown role
     holds it until the peer's end of stream, an error or ``timeout_secs``. While the
-    context is being destroyed there is no loop left to wait in: what has arrived is read
-    and the socket closed at once.
+    context is being destroyed there is no loop left to wait in: what is queued for
+    reading is read (``drain_queued``) and the socket closed at once.
     """
     try:
         sock.shutdown(socket.SHUT_WR)
     except OSError:  # reset already, or never connected: nothing more can arrive
         sock.close()
         return
-    if _drain(sock) or ctx._destroying:
+    if ctx._destroying:
+        drain_queued(sock)
+        sock.close()
+        return
+    if _drain(sock):
         sock.close()
         return
     wsi = Wsi(ctx, RAW_SKT_SHUTDOWN, None, INTERNAL, sock)
     wsi.state = ESTABLISHED
     ctx.pt.add(wsi, EV_READ)
     wsi.set_timeout(ctx.timeout_secs, "shutdown timed out")
+
+
+def drain_queued(sock: socket.socket) -> None:
+    """Read and discard what is queued for reading now, then return (before a close).
+
+    Linux answers the close of a socket with unread data by a reset, which also drops
+    what it still holds for the peer; with nothing unread the close is a FIN, sent after
+    that data. Reads stop at an empty queue, the peer's end of stream or an error, and
+    take at most twice the receive buffer size (what the queue holds, and as much again
+    that the peer had queued behind it), so a peer that keeps sending cannot hold the
+    caller.
+    """
+    try:
+        left = 2 * sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        while left > 0:
+            n = sock.recv_into(_SCRATCH)
+            if not n:
+                return
+            left -= n
+    except OSError:  # BlockingIOError: the queue is empty; else: reset, never connected
+        return
 
 
 def _drain(sock: socket.socket) -> bool:
@@ -123,7 +158,7 @@ class ShutdownRole(InternalRole):
     def close_fd(self, wsi: Wsi) -> None:
         sock = wsi.sock
         assert sock is not None
-        _drain(sock)  # what came since: read, so that the close is a FIN, not a reset
+        drain_queued(sock)  # what came since: read, so that the close is a FIN, not a reset
         sock.close()
 
 

@@ -267,11 +267,19 @@ class Smd:
         return peer
 
     def close(self) -> None:
-        """Drop every peer for good (the context is destroyed): ``post`` returns False."""
+        """Drop every peer and queued message for good (the context is destroyed).
+
+        From here ``post`` returns False and nothing is delivered, not even the rest of a
+        batch that :meth:`service` is delivering when a callback closes the queue.
+        """
         with self._lock:
             self._closed = True
+            for peer in self._peers:
+                peer._smd = None
             self._peers = ()
             self._routes = {}
+            self._taken += len(self._queue)  # posted, never delivered: stats stay true
+            self._queue.clear()
 
     def _drop(self, peer: SmdPeer) -> None:
         """Take an unregistered peer out (called by :meth:`SmdPeer.unregister`)."""
@@ -371,7 +379,7 @@ class Smd:
         finally:
             self._delivered += delivered
             rest = list(messages)
-            if rest:  # a BaseException left a callback: keep the rest for the next pass
+            if rest and not self._closed:  # a BaseException left a callback: keep the rest
                 with self._lock:
                     self._taken -= len(rest)
                     self._queue.extendleft(reversed(rest))
