@@ -1,10 +1,13 @@
-"""Write the fuzzing seed corpus (tests/fuzz/corpus/<target>/), deterministically.
+"""Write the fuzzing seed corpus (tests/fuzz/corpus/<target>/).
 
 Run as root from the repository root: ``python -m tests.fuzz.make_corpus``. DNS seeds are
 built with dnspython (the reference encoder) plus hand-made hostile messages; netlink
 seeds are real kernel dumps, taken inside a fresh network namespace (``unshare -n``) that
-holds only documentation addresses, plus hostile messages. Each seed's file name says
-what it is.
+holds only documentation addresses, plus hostile messages; HTTP seeds are server answers,
+whole and byte by byte. Each seed's file name says
+what it is. The DNS, resolv.conf and HTTP seeds come out the same on every run; the
+kernel dumps differ in their details (interface indexes, port ids), so a re-run need not
+be committed.
 """
 
 from __future__ import annotations
@@ -102,6 +105,32 @@ def _resolv_seeds() -> dict[str, bytes]:
     }
 
 
+def _http_seeds() -> dict[str, bytes]:
+    """Server answers; the first byte sets the read size (2 ** (byte % 17)): the small
+    ones are also fed a byte at a time."""
+    answers = {
+        "204": b"HTTP/1.1 204 No Content\r\nDate: x\r\n\r\n",
+        "302": b"HTTP/1.1 302 Found\r\nLocation: http://portal.test/login\r\n"
+        b"Content-Length: 0\r\n\r\n",
+        "200_length": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+        "200_chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\n",
+        "http10_until_close": b"HTTP/1.0 200 OK\r\n\r\n<html>login</html>",
+        "informational": b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+        "headers_never_end": b"HTTP/1.1 200 OK\r\n" + b"X-A: b\r\n" * 1200,
+        "body_too_large": b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 9000,
+        "not_http": b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
+        "cut_head": b"HTTP/1.1 200 OK\r\nContent-Ty",
+        "bad_chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    }
+    seeds = {}
+    for name, text in answers.items():
+        seeds[f"{name}_whole"] = b"\x10" + text
+        if len(text) < 600:
+            seeds[f"{name}_bytewise"] = b"\x00" + text
+    return seeds
+
+
 def _dump_lab() -> dict[str, bytes]:
     """Real dumps of the lab namespace, one datagram per file (runs in the namespace)."""
     seeds: dict[str, bytes] = {}
@@ -165,6 +194,7 @@ def main() -> None:
         "dns_message": _dns_seeds(),
         "dns_query": _dns_seeds(),
         "resolv_conf": _resolv_seeds(),
+        "http_response": _http_seeds(),
         "netlink": {**dumps, **_netlink_hostile(routes)},
     }
     for target, seeds in groups.items():

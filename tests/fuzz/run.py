@@ -6,8 +6,8 @@ Usage (from the repository root)::
     python -m tests.fuzz.run dns_message -runs=20000 tests/fuzz/corpus/dns_message
     python -m tests.fuzz.run netlink -max_total_time=600 /tmp/nl tests/fuzz/corpus/netlink
 
-Targets are the names of :data:`tests.fuzz.targets.TARGETS`. lwspy's modules are
-instrumented for coverage (they are imported here first, inside atheris's import hook).
+Targets are the names of :data:`tests.fuzz.targets.TARGETS`. lwspy's modules and h11
+are instrumented for coverage (imported here first, inside atheris's import hook).
 A crash (an invariant broken, an exception escaping) is written as ``crash-<sha1>`` by
 libFuzzer and ends the run with a non-zero status; add such an input to the corpus and a
 regression test to the normal suite.
@@ -19,7 +19,9 @@ import sys
 
 import atheris
 
-with atheris.instrument_imports(include=["lwspy"]):
+with atheris.instrument_imports(include=["lwspy", "h11"]):
+    import h11  # noqa: F401 (the HTTP client imports it on first use: instrument it now)
+
     from tests.fuzz.targets import TARGETS
 
 

@@ -1,4 +1,4 @@
-"""Fuzz targets: hostile bytes into lwspy's decoders, with the invariants each must keep.
+"""Fuzz targets: hostile bytes into lwspy's parsers, with the invariants each must keep.
 
 Each target takes one input (bytes) and raises only when an invariant breaks: an
 exception other than the documented one escapes, or a decode takes more time or memory
@@ -15,6 +15,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import lwspy
+from lwspy import HttpResponse, WsiState
 from lwspy.net import dns, nlmsg, route, rule
 from lwspy.net.hosts import parse_hosts
 
@@ -109,10 +111,53 @@ def _netlink(data: bytes) -> None:
     rule.decode_rules(data)
 
 
+_http: list[lwspy.Context] = []  # one context for every input of a run
+
+HTTP_MAX_HEAD = 4096
+HTTP_MAX_BODY = 8192
+
+
+def _http_response(data: bytes) -> None:
+    """The HTTP client's response parsing (lwspy.roles.h1 over h11), fed the input as
+    what a server sent: the first byte picks the size of the reads it arrives in
+    (``2 ** (byte % 17)``: 1 byte to 64 KiB), then the end of stream. Exactly one
+    response comes out, within the head and body limits, and the connection is gone."""
+    if not _http:
+        _http.append(lwspy.Context(netlink=False))
+    ctx = _http[0]
+    got: list[HttpResponse] = []
+    # Port 9 of loopback (discard; nothing listens): the request is fed by hand, and
+    # ends before the loop would connect.
+    req = ctx.http_get(
+        "http://127.0.0.1:9/probe", got.append, max_head=HTTP_MAX_HEAD, max_body=HTTP_MAX_BODY
+    )
+    step = 1 << ((data[0] if data else 0) % 17)
+    body = data[1:]
+    for at in range(0, len(body), step):
+        if req.done:
+            break
+        req._rx(body[at : at + step])  # the parse, without a socket
+    if not req.done:
+        req._closed("peer closed")
+    ctx.service(0)
+    if len(got) != 1:
+        raise InvariantBroken(f"{len(got)} responses")
+    resp = got[0]
+    if len(resp.body) > HTTP_MAX_BODY or len(resp.headers) > HTTP_MAX_HEAD:
+        raise InvariantBroken("a limit was passed")
+    if resp.bad_response and resp.error is None:
+        raise InvariantBroken("a bad response without an error")
+    if resp.status is not None and not 100 <= resp.status <= 999:
+        raise InvariantBroken(f"status {resp.status}")
+    if req.wsi.state is not WsiState.CLOSED:
+        raise InvariantBroken(f"the wsi is {req.wsi.state.name}")
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "dns_message": lambda data: _timed(_dns_message, data),
     "dns_query": lambda data: _timed(_dns_query, data),
     "resolv_conf": lambda data: _timed(_resolv_conf, data),
     "netlink": lambda data: _timed(_netlink, data),
+    "http_response": lambda data: _timed(_http_response, data),
 }
 """Target name -> function; the name is also the corpus folder's."""
