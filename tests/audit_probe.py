@@ -1,10 +1,11 @@
 """Run lwspy's main paths under an audit hook (sys.addaudithook) and report, as JSON,
 every file it opened, every process it started and every socket it left listening.
 
-Run by tests/test_security.py in a process of its own (an audit hook cannot be removed):
-``python -m tests.audit_probe TMPDIR``. Everything lwspy imports is imported before the
-hook records, so the opens left are the library's own. The harness (the fake DNS server,
-reading /proc to list listeners) runs with recording off.
+Run by tests/test_security.py in a process of its own (an audit hook cannot be
+removed): ``python -m tests.audit_probe TMPDIR``. CPD is on, probing a local server.
+Everything lwspy imports is imported before the hook records, so the opens left are the
+library's own. The harness (the fake DNS and HTTP servers, reading /proc to list
+listeners) runs with recording off or opens no file.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import lwspy
 from lwspy import Context, Protocol, Reason, SmdClass, Wsi
 from tests.dnsfake import FakeDns
+from tests.httpfake import HttpFake, answer
 
 PROCESS_EVENTS = (
     "subprocess.Popen",
@@ -91,6 +93,7 @@ def main() -> None:
     hosts.write_text("127.0.0.1 h.test\n")
     conf = tmp / "resolv.conf"
     conf.write_text(f"nameserver [127.0.0.1]:{dns_srv.port}\noptions timeout:1\n")
+    http = HttpFake(answer(b"HTTP/1.1 204 No Content\r\n\r\n"))  # the CPD probe's server
     harness = {inode.split()[-1] for inode in listeners()}
     outcomes: dict[str, str] = {}
     rx: dict[str, bytes] = {}
@@ -125,6 +128,7 @@ def main() -> None:
         ],
         hosts_file=hosts,
         resolv_conf=conf,
+        cpd_url=http.url(),
     )
     vh = ctx.create_vhost("default", port=0, iface="127.0.0.1", accept_protocol="echo")
     for name in names:
@@ -139,7 +143,7 @@ def main() -> None:
     fired: list[int] = []
     ctx.call_later(0.01, fired.append, 1)
     for _ in range(400):
-        if len(outcomes) == 5 and len(rx) == 3 and fired and smd_got:
+        if len(outcomes) == 5 and len(rx) == 3 and fired and smd_got and ctx.cpd.probes:
             break
         ctx.service(10)
         recording = False
@@ -147,6 +151,7 @@ def main() -> None:
         recording = True
     recording = False
     left = [entry for entry in listeners() if entry.split()[-1] not in harness]
+    cpd = ctx.cpd.result.name
     recording = True
     ctx.destroy()
     # The defaults: /etc/resolv.conf and /etc/hosts (a literal: no query leaves the host).
@@ -156,6 +161,7 @@ def main() -> None:
             ctx2.service(10)
     recording = False
     dns_srv.close()
+    http.close()
     own = [p for p in opened if not p.endswith((".py", ".pyc", ".so")) and "__pycache__" not in p]
     print(
         json.dumps(
@@ -170,6 +176,7 @@ def main() -> None:
                 "rx": {k: v.decode() for k, v in rx.items()},
                 "smd": len(smd_got),
                 "timer": fired,
+                "cpd": cpd,
             }
         )
     )

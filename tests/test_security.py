@@ -3,7 +3,7 @@ unpredictable its DNS queries are (source ports and ids), measured.
 
 The answer checks (only the server asked, matching id and question) are in
 tests/test_resolver.py and tests/test_dns_query.py; SMD's payload and queue limits in
-tests/test_smd.py.
+tests/test_smd.py. The CPD probe's redirects are checked here: it never follows one.
 """
 
 from __future__ import annotations
@@ -11,14 +11,20 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import socket
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 import lwspy
+from lwspy import CpdResult
 from lwspy.net.dns import DnsAnswer
+from tests.conftest import service_until
 from tests.dnsfake import FakeDns
+from tests.httpfake import HttpFake, answer
 
 ROOT = Path(__file__).parent.parent
 
@@ -35,7 +41,7 @@ def test_main_paths_open_only_resolv_conf_and_hosts_start_no_process_and_listen_
         timeout=120,
     ).stdout
     report = json.loads(out)
-    # The paths ran: hosts name, DNS name, literal, NXDOMAIN, refused; SMD; a timer.
+    # The paths ran: hosts name, DNS name, literal, NXDOMAIN, refused; SMD; a timer; CPD.
     assert report["outcomes"] == {
         "h.test": "connected",
         "a.test": "connected",
@@ -44,7 +50,7 @@ def test_main_paths_open_only_resolv_conf_and_hosts_start_no_process_and_listen_
         "refused": "error: connect refused",
     }
     assert report["rx"] == {t: f"ping {t}" for t in ("h.test", "a.test", "127.0.0.1")}
-    assert report["smd"] == 1 and report["timer"] == [1]
+    assert report["smd"] == 1 and report["timer"] == [1] and report["cpd"] == "INTERNET_OK"
     assert sorted(report["opened"]) == [str(tmp_path / "hosts"), str(tmp_path / "resolv.conf")]
     assert report["processes"] == []
     # The one listener is the vhost's; the resolver's UDP sockets are all connected.
@@ -95,3 +101,28 @@ def test_dns_source_ports_and_ids_are_unpredictable(tmp_path: Path) -> None:
     assert collision_entropy(ids) > 14
     for bit in range(16):  # every id bit is set about half the time
         assert 0.4 < sum(i >> bit & 1 for i in ids) / len(ids) < 0.6
+
+
+@pytest.mark.parametrize(
+    "status",
+    [b"301 Moved Permanently", b"302 Found", b"307 Temporary Redirect", b"308 Permanent Redirect"],
+)
+def test_the_cpd_probe_never_follows_a_redirect(status: bytes) -> None:
+    portal = socket.create_server(("127.0.0.1", 0))  # where the redirect points
+    portal.setblocking(False)
+    location = f"http://127.0.0.1:{portal.getsockname()[1]}/login"
+    srv = HttpFake(
+        answer(b"HTTP/1.1 " + status + b"\r\nLocation: " + location.encode() + b"\r\n\r\n")
+    )
+    try:
+        with lwspy.Context(netlink=False, cpd_url=srv.url()) as ctx:
+            service_until(ctx, lambda: ctx.cpd.result is not CpdResult.UNKNOWN)
+            for _ in range(20):  # a follow-up would connect in these passes
+                ctx.service(5)
+            assert ctx.cpd.result is CpdResult.CAPTIVE_PORTAL and ctx.cpd.portal_url == location
+            assert ctx.cpd.probes == 1 and len(srv.requests) <= 1
+            with pytest.raises(BlockingIOError):  # nobody ever connected to the portal
+                portal.accept()
+    finally:
+        srv.close()
+        portal.close()
