@@ -27,8 +27,9 @@ def test_concurrent_loopback_connections_echo_byte_exact(echo_server: EchoServer
 
 def test_bulk_through_100_connections_byte_exact(echo_server: EchoServer) -> None:
     total = size(1 << 30, 64 << 20)
-    report = echo_server.serve_peer("100", str(total // 100))
-    assert report["bytes_echoed"] == total // 100 * 100
+    each = -(-total // 100)  # at least the total in all
+    report = echo_server.serve_peer("100", str(each))
+    assert report["bytes_echoed"] == each * 100 >= total
     assert report["complete"] == report["crc_equal"] == 100
     assert report["mismatches"] == report["errors"] == 0
     assert echo_server.adopted == 100 and echo_server.open == 0
