@@ -993,13 +993,10 @@ def _check_url(url: object) -> None:
         raise ValueError(f"cpd_url: {e}") from None
 
 
-def _somaxconn() -> int:
-    """The system's largest listen backlog (Linux: ``net.core.somaxconn``, per namespace)."""
-    try:
-        with open("/proc/sys/net/core/somaxconn", encoding="ascii") as f:
-            return max(socket.SOMAXCONN, int(f.read()))
-    except (OSError, ValueError):
-        return socket.SOMAXCONN
+_LISTEN_BACKLOG = 0x7FFFFFFF
+"""Asked of listen(2): Linux cuts a larger backlog to ``net.core.somaxconn`` (per
+namespace), so this gets the system's largest without reading /proc (the library reads
+no file but resolv.conf and the hosts file)."""
 
 
 def _listen_socket(port: int, iface: str | None) -> socket.socket:
@@ -1027,7 +1024,7 @@ def _listen_socket(port: int, iface: str | None) -> socket.socket:
         if iface is not None and literal is None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, iface.encode())
         sock.bind((addr, port))
-        sock.listen(_somaxconn())
+        sock.listen(_LISTEN_BACKLOG)
         sock.setblocking(False)
     except BaseException:
         sock.close()
