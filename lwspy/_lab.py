@@ -73,13 +73,21 @@ def _run(*args: str) -> str:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs: a zombie (state Z, exited but not reaped yet,
+    which ``kill(pid, 0)`` still reaches) counts as dead."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            stat = f.read()
+    except OSError:
+        return True  # no /proc to look at: kill() found it
+    # "pid (comm) state ...": comm may hold spaces and parentheses, so split at the last ")".
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def sweep() -> list[str]:

@@ -114,3 +114,27 @@ def test_without_iproute2_on_the_path_it_runs_the_loopback_part(tmp_path: Path) 
     flat = " ".join(r.stdout.split())
     why = "iproute2's ip command is not installed" if os.geteuid() == 0 else "needs root"
     assert why in flat
+
+
+def test_a_zombie_demo_counts_as_dead() -> None:
+    # A killed demo that nobody reaped yet still answers kill(pid, 0): sweep() must not
+    # keep its leftovers for it.
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    try:
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # it has exited, not reaped
+        os.kill(pid, 0)  # still reachable
+        assert not _lab._alive(pid)
+        assert _lab._alive(os.getpid())
+    finally:
+        os.waitpid(pid, 0)
+    assert not _lab._alive(pid)  # reaped: gone
+
+
+def test_alive_without_proc_trusts_kill(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_proc(*args: object, **kwargs: object) -> None:
+        raise FileNotFoundError("no /proc")
+
+    monkeypatch.setattr(_lab, "open", no_proc, raising=False)
+    assert _lab._alive(os.getpid())
