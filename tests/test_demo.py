@@ -44,7 +44,9 @@ def test_no_lab_runs_the_loopback_part_and_says_why_it_skipped_the_rest() -> Non
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stderr == ""
     _check_loopback_story(r.stdout)
-    assert "--no-lab was given." in " ".join(r.stdout.split())
+    flat = " ".join(r.stdout.split())
+    assert "--no-lab was given. Run it without --no-lab to see them." in flat
+    assert "as root" not in flat
     assert "SYSTEM_STATE" not in r.stdout and "[smd" not in r.stdout  # no raw dumps without -v
 
 
@@ -84,6 +86,16 @@ def test_why_not_names_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/" + name)
     monkeypatch.setattr(_lab, "DNSMASQ", "/nonexistent/dnsmasq")
     assert _lab.why_not() == "/nonexistent/dnsmasq is not installed (Debian package dnsmasq-base)"
+    assert _lab.why_not_and_fix() == (
+        "/nonexistent/dnsmasq is not installed (Debian package dnsmasq-base)",
+        "Install dnsmasq-base to see them.",
+    )
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    out = io.StringIO()
+    assert main(["demo"], out) == 0
+    flat = " ".join(out.getvalue().split())
+    assert "iproute2's ip command is not installed. Install iproute2" in flat
+    assert "as root" not in flat
 
 
 def test_a_failing_step_is_reported_and_exits_1(monkeypatch: pytest.MonkeyPatch) -> None:
