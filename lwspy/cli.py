@@ -403,11 +403,13 @@ _DEFAULT_BENCHES = "smd,route,echo"
 
 
 def find_tools(given: str | None) -> Path | None:
-    """The benchmarks' folder: ``given``, else $LWSPY_TOOLS, else the source tree's tools/."""
+    """The benchmarks' folder: ``given``, else $LWSPY_TOOLS, else the source tree's tools/,
+    else ./tools (an installed ``lwspy bench`` run in a checkout's top folder)."""
     candidates = [given] if given else []
     if os.environ.get("LWSPY_TOOLS"):
         candidates.append(os.environ["LWSPY_TOOLS"])
     candidates.append(str(Path(__file__).resolve().parent.parent / "tools"))
+    candidates.append(str(Path.cwd() / "tools"))
     for c in candidates:
         if (Path(c) / "bench_smd.py").is_file():
             return Path(c)
@@ -424,8 +426,8 @@ def _bench(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if tools is None:
         print(
             "lwspy bench: the benchmarks live in the tools/ folder of lwspy's source tree, "
-            "which an installed package does not carry; run it from a checkout, or give "
-            "--tools DIR (or set LWSPY_TOOLS)",
+            "which an installed package does not carry: give --tools DIR (a checkout's "
+            "tools/ folder), set LWSPY_TOOLS=DIR, or run it in a checkout's top folder",
             file=err,
         )
         return EXIT_UNAVAILABLE

@@ -264,7 +264,9 @@ def test_bench_from_an_installed_package_says_where_tools_are(tmp_path: Path) ->
     shutil.copytree(ROOT / "lwspy", tmp_path / "site" / "lwspy")
     done = lwspy("bench", env={"PYTHONPATH": str(tmp_path / "site")}, cwd=tmp_path)
     assert done.returncode == EXIT_UNAVAILABLE, done.stderr
-    assert "tools/ folder of lwspy's source tree" in done.stderr and "--tools" in done.stderr
+    assert "tools/ folder of lwspy's source tree" in done.stderr and "--tools DIR" in done.stderr
+    assert "LWSPY_TOOLS=DIR" in done.stderr and "run it in a checkout's top folder" in done.stderr
+    assert "from a checkout" not in done.stderr
     assert done.stdout == ""
 
 
@@ -309,7 +311,10 @@ def test_bench_takes_tools_from_the_environment(
     assert code == 0 and "from env" in out
     monkeypatch.setattr(cli, "__file__", str(tmp_path / "no" / "where" / "cli.py"))
     monkeypatch.delenv("LWSPY_TOOLS")
+    monkeypatch.chdir(tools)
     assert cli.find_tools(None) is None
+    monkeypatch.chdir(tmp_path)  # a checkout's top folder: ./tools
+    assert cli.find_tools(None) == tmp_path / "tools"
 
 
 def test_verbose_and_quiet_set_the_lwspy_log_level(restore_logger: None) -> None:
