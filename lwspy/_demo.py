@@ -505,6 +505,8 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO | None = None) -> int
     except KeyboardInterrupt:
         say.say("Interrupted; everything the demo made has been removed.")
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): main() ends quietly
+        raise
     except (DemoFailed, RuntimeError, OSError) as exc:
         say.say(f"The demo failed: {exc}")
         return 1

@@ -23,7 +23,16 @@ from pathlib import Path
 import pytest
 
 from lwspy import SmdClass, cli
-from lwspy._output import EXIT_CAPTIVE, EXIT_FAILED, EXIT_UNAVAILABLE, Style, human_us, table
+from lwspy._output import (
+    EXIT_CAPTIVE,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    Style,
+    human_us,
+    table,
+)
 from lwspy.net.nlmsg import Route
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -341,8 +350,37 @@ def test_a_closed_stdout_ends_quietly() -> None:
         assert p.stdout is not None and p.stderr is not None
         p.stdout.close()  # like `lwspy smd | head -0`
         err = p.stderr.read().decode()
-        assert p.wait(timeout=30) == EXIT_FAILED
+        assert p.wait(timeout=30) == EXIT_OK
     assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_a_closed_stdout_ends_the_demo_quietly_with_0() -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    with subprocess.Popen(
+        [sys.executable, "-m", "lwspy", "demo", "--no-lab"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    ) as p:
+        assert p.stdout is not None and p.stderr is not None
+        p.stdout.close()  # like `lwspy demo | head -0`
+        err = p.stderr.read().decode()
+        assert p.wait(timeout=60) == EXIT_OK
+    assert "Traceback" not in err and "BrokenPipe" not in err and "failed" not in err
+
+
+@pytest.mark.parametrize("cmd", ["routes", "smd"])
+@pytest.mark.parametrize("seconds", ["-1", "0", "nan"])
+def test_for_must_be_positive(cmd: str, seconds: str) -> None:
+    with pytest.raises(SystemExit) as e:
+        cli.build_parser().parse_args([cmd, f"--for={seconds}"])
+    assert e.value.code == EXIT_USAGE
+
+
+def test_only_smd_help_mentions_count() -> None:
+    for cmd, has in (("routes", False), ("cpd", False), ("smd", True)):
+        done = lwspy(cmd, "--help")
+        assert ("--count" in done.stdout.split("exit status:")[1]) is has, cmd
 
 
 def test_ctrl_c_is_exit_130(monkeypatch: pytest.MonkeyPatch) -> None:
