@@ -109,11 +109,14 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 print(LEGEND + "\n", file=out)
             what = "connected" if error is None else f"failed: {error}"
             print(f"connect #{n} to {args.host} port {args.port}: {what}", file=out)
-            for line in [*_render.cao_table(caos), *_render.conmon_lines(conmon)]:
+            if not caos:  # e.g. NXDOMAIN: nothing to tabulate or draw
+                print(f"  no attempt was made: {error}", file=out)
+            for line in [*(_render.cao_table(caos) if caos else []), *_render.conmon_lines(conmon)]:
                 print(line, file=out)
-            print("  timeline (from the first attempt's start):", file=out)
-            for line in _render.timeline(caos):
-                print(line, file=out)
+            if caos:
+                print("  timeline (from the first attempt's start):", file=out)
+                for line in _render.timeline(caos):
+                    print(line, file=out)
             print(file=out)
     return 1 if failed else 0
 

@@ -126,7 +126,9 @@ def conmon_lines(conmon: Conmon | None) -> list[str]:
         asked = f"DNS {conmon.dns_disposition} in {human_us(conmon.dns_us)} gave {dns}"
     return [
         f"  CONMON: {peer}; {asked}",
-        f"          TCP handshake {human_us(conmon.sockconn_us)}",
+        f"          TCP handshake {human_us(conmon.sockconn_us)}"
+        if conmon.peer
+        else "          no TCP handshake",
     ]
 
 

@@ -82,10 +82,22 @@ def test_a_refused_connect_exits_1_and_shows_the_failed_attempt(closed_port: int
     assert status == 1
     assert "failed: connect refused" in text
     assert "REFUSED" in text and "HEAD 127" not in text and "CONMON: not connected;" in text
+    assert "no TCP handshake" in text and "TCP handshake 0" not in text
     status, text = _run("connect", "127.0.0.1", str(closed_port), "--json")
     rec = json.loads(text)
     assert status == 1 and rec["error"] == "connect refused"
     assert [c["result"] for c in rec["caos"]] == ["REFUSED"]
+
+
+def test_a_connect_without_attempts_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What an NXDOMAIN leaves: an error and no CAO; no empty table or timeline.
+    from lwspy.core.wsi import Wsi
+
+    monkeypatch.setattr(Wsi, "caos", property(lambda self: []))
+    status, text = _run("connect", "127.0.0.1", "1")
+    assert status == 1
+    assert "  no attempt was made: connect refused" in text
+    assert "timeline" not in text and "cao " not in text and "no TCP handshake" in text
 
 
 def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
