@@ -155,6 +155,8 @@ def test_units_for_people() -> None:
     assert _render.conmon_lines(None) == ["  CONMON: none (conmon=False)"]
     cm = Conmon(peer=("198.51.100.1", 80), dns_us=1500, dns_results=["198.51.100.1"])
     assert "DNS OK in 1.5 ms gave 198.51.100.1" in _render.conmon_lines(cm)[0]
+    line = _render.conmon_lines(cm, hosts=True)[0]
+    assert "hosts file gave 198.51.100.1 (no DNS)" in line and "DNS OK" not in line
     assert _render.connect_record([], None) == {"caos": [], "conmon": None}
 
 
