@@ -5,9 +5,11 @@ minimal-raw-netcat).
 
 stdin is adopted into the loop as a file wsi (a pipe or a terminal: a regular file cannot
 be polled, so use ``cat file | ...``); every chunk read from it is written to the
-connection, and what the peer sends is written to stdout. The program ends when stdin
-ends (after what was written has been sent), when the peer closes, or when the connect
-fails (exit status 1).
+connection, and what the peer sends is written to stdout. As netcat does, the end of
+stdin stops the sending but not the reading: the reply to what was sent still arrives
+(``printf 'ping' | python examples/raw_netcat.py HOST PORT``). The program ends when the
+peer closes, ``LINGER`` seconds after stdin ended (the connection is then closed, after
+what was written has been sent), or when the connect fails (exit status 1).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any
 
 from lwspy import Context, Protocol, Reason, Wsi
 
+LINGER = 2.0  # seconds the reply may take once stdin has ended
+
 state: dict[str, Any] = {"conn": None, "status": 0}
 
 
@@ -25,7 +29,7 @@ def stdin_cb(wsi: Wsi | None, reason: Reason, user: Any, data: Any) -> int:
     if reason is Reason.RAW_RX_FILE and conn is not None:
         conn.write(data)
     elif reason is Reason.RAW_CLOSE_FILE and conn is not None:
-        conn.close("stdin ended")  # sends what is buffered first
+        conn.set_timer(LINGER)  # keep reading the peer; TIMER closes
     return 0
 
 
@@ -38,6 +42,8 @@ def conn_cb(wsi: Wsi | None, reason: Reason, user: Any, data: Any) -> int:
     elif reason is Reason.RAW_RX:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
+    elif reason is Reason.TIMER:
+        wsi.close("stdin ended")  # sends what is buffered first
     elif reason is Reason.CLIENT_CONNECTION_ERROR:
         print(f"connect failed: {data}", file=sys.stderr)
         state["status"] = 1

@@ -88,6 +88,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         deadline = ctx.now() + 5
         while ctx.system.state is not SystemState.OPERATIONAL and ctx.now() < deadline:
             ctx.service(50)
+        hosts = bool(ctx._hosts_lookup(args.host))  # connect() asks the hosts file first
         for n in range(1, args.n + 1):
             try:
                 wsi, error = connect_once(ctx, args.host, args.port, args.iface)
@@ -109,11 +110,17 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 print(LEGEND + "\n", file=out)
             what = "connected" if error is None else f"failed: {error}"
             print(f"connect #{n} to {args.host} port {args.port}: {what}", file=out)
-            for line in [*_render.cao_table(caos), *_render.conmon_lines(conmon)]:
+            if not caos:  # e.g. NXDOMAIN: nothing to tabulate or draw
+                print(f"  no attempt was made: {error}", file=out)
+            for line in [
+                *(_render.cao_table(caos) if caos else []),
+                *_render.conmon_lines(conmon, hosts),
+            ]:
                 print(line, file=out)
-            print("  timeline (from the first attempt's start):", file=out)
-            for line in _render.timeline(caos):
-                print(line, file=out)
+            if caos:
+                print("  timeline (from the first attempt's start):", file=out)
+                for line in _render.timeline(caos):
+                    print(line, file=out)
             print(file=out)
     return 1 if failed else 0
 

@@ -476,7 +476,14 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO | None = None) -> int
     to ``out``, all of it (a failure is part of the story); ``err`` is not used."""
     say = Narrator(out, args.verbose)
     t0 = time.monotonic()
-    why = "--no-lab was given" if args.no_lab else _lab.why_not()
+    if args.no_lab:
+        found: tuple[str, str] | None = (
+            "--no-lab was given",
+            "Run it without --no-lab to see them.",
+        )
+    else:
+        found = _lab.why_not_and_fix()
+    why, fix = (None, "") if found is None else found
     try:
         with _signals_interrupt():
             if why is None:
@@ -493,12 +500,13 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO | None = None) -> int
                 say.para(
                     "Skipped the network lab (a Happy Eyeballs race against a black-holed "
                     "IPv6 address, a connection closed the moment its route goes, captive "
-                    f"portal detection on a gateway change): {why}. "
-                    "Run it as root to see them."
+                    f"portal detection on a gateway change): {why}. {fix}"
                 )
     except KeyboardInterrupt:
         say.say("Interrupted; everything the demo made has been removed.")
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): main() ends quietly
+        raise
     except (DemoFailed, RuntimeError, OSError) as exc:
         say.say(f"The demo failed: {exc}")
         return 1

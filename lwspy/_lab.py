@@ -36,7 +36,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 
-__all__ = ["DNSMASQ", "Lab", "sweep", "why_not"]
+__all__ = ["DNSMASQ", "Lab", "sweep", "why_not", "why_not_and_fix"]
 
 DNSMASQ = "/usr/sbin/dnsmasq"
 CLONE_NEWNET = 0x40000000
@@ -54,14 +54,30 @@ def _setns(fd: int) -> None:
 
 def why_not() -> str | None:
     """Why the lab cannot be built here (a sentence), or None when it can."""
+    found = why_not_and_fix()
+    return None if found is None else found[0]
+
+
+def why_not_and_fix() -> tuple[str, str] | None:
+    """Why the lab cannot be built here and what would make it run (two sentences), or
+    None when it can."""
     if not os.path.exists("/proc/self/ns/net"):
-        return "network namespaces are a Linux feature"
+        return "network namespaces are a Linux feature", "Run it on Linux to see them."
     if os.geteuid() != 0:
-        return f"making network namespaces needs root (this is uid {os.geteuid()})"
+        return (
+            f"making network namespaces needs root (this is uid {os.geteuid()})",
+            "Run it as root to see them.",
+        )
     if shutil.which("ip") is None:
-        return "iproute2's ip command is not installed"
+        return (
+            "iproute2's ip command is not installed",
+            "Install iproute2 (Debian package iproute2) to see them.",
+        )
     if not os.access(DNSMASQ, os.X_OK):
-        return f"{DNSMASQ} is not installed (Debian package dnsmasq-base)"
+        return (
+            f"{DNSMASQ} is not installed (Debian package dnsmasq-base)",
+            "Install dnsmasq-base to see them.",
+        )
     return None
 
 
@@ -73,13 +89,21 @@ def _run(*args: str) -> str:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs: a zombie (state Z, exited but not reaped yet,
+    which ``kill(pid, 0)`` still reaches) counts as dead."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            stat = f.read()
+    except OSError:
+        return True  # no /proc to look at: kill() found it
+    # "pid (comm) state ...": comm may hold spaces and parentheses, so split at the last ")".
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def sweep() -> list[str]:

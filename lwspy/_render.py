@@ -114,19 +114,24 @@ def cao_table(caos: Sequence[Cao], ifname: IfName = if_name) -> list[str]:
     )
 
 
-def conmon_lines(conmon: Conmon | None) -> list[str]:
-    """CONMON in two lines: where it went, and how long DNS and the handshake took."""
+def conmon_lines(conmon: Conmon | None, hosts: bool = False) -> list[str]:
+    """CONMON in two lines: where it went, and how long DNS and the handshake took;
+    ``hosts``: the name came from the hosts file (CONMON still calls that DNS OK)."""
     if conmon is None:
         return ["  CONMON: none (conmon=False)"]
     peer = f"peer {conmon.peer[0]} port {conmon.peer[1]}" if conmon.peer else "not connected"
     dns = ", ".join(conmon.dns_results) or "none"
     if conmon.dns_us == 0 and conmon.dns_disposition == "OK":
         asked = f"no DNS (a literal address: {dns})"
+    elif hosts and conmon.dns_disposition == "OK":
+        asked = f"hosts file gave {dns} (no DNS)"
     else:
         asked = f"DNS {conmon.dns_disposition} in {human_us(conmon.dns_us)} gave {dns}"
     return [
         f"  CONMON: {peer}; {asked}",
-        f"          TCP handshake {human_us(conmon.sockconn_us)}",
+        f"          TCP handshake {human_us(conmon.sockconn_us)}"
+        if conmon.peer
+        else "          no TCP handshake",
     ]
 
 

@@ -50,8 +50,10 @@ if TYPE_CHECKING:
 
 # -- shared by the commands ------------------------------------------------------------
 
+_DONE = f"""  {EXIT_OK}    done (a watch ended by --for, smd's --count or Ctrl-C counts as done,
+       and so does a reader of the output that went away, as `| head` does)"""
 EXIT_CODES = f"""exit status:
-  {EXIT_OK}    done (a watch ended by --for, --count or Ctrl-C counts as done)
+{_DONE}
   {EXIT_FAILED}    what the command checked failed (a connect, a probe, a benchmark)
   {EXIT_USAGE}    bad arguments
   {EXIT_UNAVAILABLE}    not available here (no netlink, a feature this build lacks,
@@ -403,11 +405,13 @@ _DEFAULT_BENCHES = "smd,route,echo"
 
 
 def find_tools(given: str | None) -> Path | None:
-    """The benchmarks' folder: ``given``, else $LWSPY_TOOLS, else the source tree's tools/."""
+    """The benchmarks' folder: ``given``, else $LWSPY_TOOLS, else the source tree's tools/,
+    else ./tools (an installed ``lwspy bench`` run in a checkout's top folder)."""
     candidates = [given] if given else []
     if os.environ.get("LWSPY_TOOLS"):
         candidates.append(os.environ["LWSPY_TOOLS"])
     candidates.append(str(Path(__file__).resolve().parent.parent / "tools"))
+    candidates.append(str(Path.cwd() / "tools"))
     for c in candidates:
         if (Path(c) / "bench_smd.py").is_file():
             return Path(c)
@@ -424,8 +428,8 @@ def _bench(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if tools is None:
         print(
             "lwspy bench: the benchmarks live in the tools/ folder of lwspy's source tree, "
-            "which an installed package does not carry; run it from a checkout, or give "
-            "--tools DIR (or set LWSPY_TOOLS)",
+            "which an installed package does not carry: give --tools DIR (a checkout's "
+            "tools/ folder), set LWSPY_TOOLS=DIR, or run it in a checkout's top folder",
             file=err,
         )
         return EXIT_UNAVAILABLE
@@ -466,8 +470,17 @@ def _bench(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 # -- the parser ------------------------------------------------------------------------
 
 
-def _example(*lines: str) -> str:
-    return "example:\n" + "\n".join(f"  {line}" for line in lines) + "\n\n" + EXIT_CODES
+def _example(*lines: str, ends: str = "") -> str:
+    """An epilog: the examples, then the exit statuses; ``ends`` names how the command's
+    watch ends (its options), or "" for a command that is no watch."""
+    done = (
+        f"  {EXIT_OK}    done (a watch ended by {ends} counts as done, and so does a\n"
+        "       reader of the output that went away, as `| head` does)"
+        if ends
+        else f"  {EXIT_OK}    done (also when a reader of the output went away, as `| head`)"
+    )
+    codes = EXIT_CODES.replace(_DONE, done, 1)
+    return "example:\n" + "\n".join(f"  {line}" for line in lines) + "\n\n" + codes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -504,7 +517,10 @@ def build_parser() -> argparse.ArgumentParser:
         "every SMD NETWORK message as it happens (like `ip monitor route`); + is a route "
         "that came, - one that went.",
         epilog=_example(
-            "lwspy routes", "lwspy routes --table all -6", "lwspy routes --watch --for 60"
+            "lwspy routes",
+            "lwspy routes --table all -6",
+            "lwspy routes --watch --for 60",
+            ends="--for or Ctrl-C",
         ),
         formatter_class=fmt,
         parents=[common],
@@ -520,7 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     fam = routes.add_mutually_exclusive_group()
     fam.add_argument("-4", dest="family", action="store_const", const=4, help="IPv4 only")
     fam.add_argument("-6", dest="family", action="store_const", const=6, help="IPv6 only")
-    routes.add_argument("--for", dest="seconds", type=float, help="stop watching after SECONDS")
+    routes.add_argument("--for", dest="seconds", type=_seconds, help="stop watching after SECONDS")
     routes.set_defaults(run=_routes)
 
     smd = sub.add_parser(
@@ -529,7 +545,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a context and print the SMD messages of the chosen classes as "
         "they are delivered: its own SYSTEM_STATE steps, NETWORK messages from the netlink "
         "role (route changes, CPD triggers), ... Times are seconds since the start.",
-        epilog=_example("lwspy smd", "lwspy smd --classes network --json"),
+        epilog=_example(
+            "lwspy smd", "lwspy smd --classes network --json", ends="--for, --count or Ctrl-C"
+        ),
         formatter_class=fmt,
         parents=[common],
     )
@@ -542,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     smd.add_argument("--json", action="store_true", help="one JSON object per message")
     smd.add_argument("--count", type=_positive, help="stop after N messages")
-    smd.add_argument("--for", dest="seconds", type=float, help="stop after SECONDS")
+    smd.add_argument("--for", dest="seconds", type=_seconds, help="stop after SECONDS")
     smd.set_defaults(run=_smd)
 
     cpd = sub.add_parser(
@@ -588,6 +606,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
+    return value
+
+
 def main(
     argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
@@ -603,7 +628,7 @@ def main(
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # e.g. piped into head: stop quietly, as cat does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_FAILED
+        return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

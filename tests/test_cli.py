@@ -23,7 +23,16 @@ from pathlib import Path
 import pytest
 
 from lwspy import SmdClass, cli
-from lwspy._output import EXIT_CAPTIVE, EXIT_FAILED, EXIT_UNAVAILABLE, Style, human_us, table
+from lwspy._output import (
+    EXIT_CAPTIVE,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    Style,
+    human_us,
+    table,
+)
 from lwspy.net.nlmsg import Route
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -264,7 +273,9 @@ def test_bench_from_an_installed_package_says_where_tools_are(tmp_path: Path) ->
     shutil.copytree(ROOT / "lwspy", tmp_path / "site" / "lwspy")
     done = lwspy("bench", env={"PYTHONPATH": str(tmp_path / "site")}, cwd=tmp_path)
     assert done.returncode == EXIT_UNAVAILABLE, done.stderr
-    assert "tools/ folder of lwspy's source tree" in done.stderr and "--tools" in done.stderr
+    assert "tools/ folder of lwspy's source tree" in done.stderr and "--tools DIR" in done.stderr
+    assert "LWSPY_TOOLS=DIR" in done.stderr and "run it in a checkout's top folder" in done.stderr
+    assert "from a checkout" not in done.stderr
     assert done.stdout == ""
 
 
@@ -309,7 +320,10 @@ def test_bench_takes_tools_from_the_environment(
     assert code == 0 and "from env" in out
     monkeypatch.setattr(cli, "__file__", str(tmp_path / "no" / "where" / "cli.py"))
     monkeypatch.delenv("LWSPY_TOOLS")
+    monkeypatch.chdir(tools)
     assert cli.find_tools(None) is None
+    monkeypatch.chdir(tmp_path)  # a checkout's top folder: ./tools
+    assert cli.find_tools(None) == tmp_path / "tools"
 
 
 def test_verbose_and_quiet_set_the_lwspy_log_level(restore_logger: None) -> None:
@@ -336,8 +350,37 @@ def test_a_closed_stdout_ends_quietly() -> None:
         assert p.stdout is not None and p.stderr is not None
         p.stdout.close()  # like `lwspy smd | head -0`
         err = p.stderr.read().decode()
-        assert p.wait(timeout=30) == EXIT_FAILED
+        assert p.wait(timeout=30) == EXIT_OK
     assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_a_closed_stdout_ends_the_demo_quietly_with_0() -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    with subprocess.Popen(
+        [sys.executable, "-m", "lwspy", "demo", "--no-lab"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    ) as p:
+        assert p.stdout is not None and p.stderr is not None
+        p.stdout.close()  # like `lwspy demo | head -0`
+        err = p.stderr.read().decode()
+        assert p.wait(timeout=60) == EXIT_OK
+    assert "Traceback" not in err and "BrokenPipe" not in err and "failed" not in err
+
+
+@pytest.mark.parametrize("cmd", ["routes", "smd"])
+@pytest.mark.parametrize("seconds", ["-1", "0", "nan"])
+def test_for_must_be_positive(cmd: str, seconds: str) -> None:
+    with pytest.raises(SystemExit) as e:
+        cli.build_parser().parse_args([cmd, f"--for={seconds}"])
+    assert e.value.code == EXIT_USAGE
+
+
+def test_only_smd_help_mentions_count() -> None:
+    for cmd, has in (("routes", False), ("cpd", False), ("smd", True)):
+        done = lwspy(cmd, "--help")
+        assert ("--count" in done.stdout.split("exit status:")[1]) is has, cmd
 
 
 def test_ctrl_c_is_exit_130(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -82,10 +82,22 @@ def test_a_refused_connect_exits_1_and_shows_the_failed_attempt(closed_port: int
     assert status == 1
     assert "failed: connect refused" in text
     assert "REFUSED" in text and "HEAD 127" not in text and "CONMON: not connected;" in text
+    assert "no TCP handshake" in text and "TCP handshake 0" not in text
     status, text = _run("connect", "127.0.0.1", str(closed_port), "--json")
     rec = json.loads(text)
     assert status == 1 and rec["error"] == "connect refused"
     assert [c["result"] for c in rec["caos"]] == ["REFUSED"]
+
+
+def test_a_connect_without_attempts_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What an NXDOMAIN leaves: an error and no CAO; no empty table or timeline.
+    from lwspy.core.wsi import Wsi
+
+    monkeypatch.setattr(Wsi, "caos", property(lambda self: []))
+    status, text = _run("connect", "127.0.0.1", "1")
+    assert status == 1
+    assert "  no attempt was made: connect refused" in text
+    assert "timeline" not in text and "cao " not in text and "no TCP handshake" in text
 
 
 def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -143,6 +155,8 @@ def test_units_for_people() -> None:
     assert _render.conmon_lines(None) == ["  CONMON: none (conmon=False)"]
     cm = Conmon(peer=("198.51.100.1", 80), dns_us=1500, dns_results=["198.51.100.1"])
     assert "DNS OK in 1.5 ms gave 198.51.100.1" in _render.conmon_lines(cm)[0]
+    line = _render.conmon_lines(cm, hosts=True)[0]
+    assert "hosts file gave 198.51.100.1 (no DNS)" in line and "DNS OK" not in line
     assert _render.connect_record([], None) == {"caos": [], "conmon": None}
 
 

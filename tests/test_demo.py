@@ -44,7 +44,9 @@ def test_no_lab_runs_the_loopback_part_and_says_why_it_skipped_the_rest() -> Non
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stderr == ""
     _check_loopback_story(r.stdout)
-    assert "--no-lab was given." in " ".join(r.stdout.split())
+    flat = " ".join(r.stdout.split())
+    assert "--no-lab was given. Run it without --no-lab to see them." in flat
+    assert "as root" not in flat
     assert "SYSTEM_STATE" not in r.stdout and "[smd" not in r.stdout  # no raw dumps without -v
 
 
@@ -84,6 +86,16 @@ def test_why_not_names_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/" + name)
     monkeypatch.setattr(_lab, "DNSMASQ", "/nonexistent/dnsmasq")
     assert _lab.why_not() == "/nonexistent/dnsmasq is not installed (Debian package dnsmasq-base)"
+    assert _lab.why_not_and_fix() == (
+        "/nonexistent/dnsmasq is not installed (Debian package dnsmasq-base)",
+        "Install dnsmasq-base to see them.",
+    )
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    out = io.StringIO()
+    assert main(["demo"], out) == 0
+    flat = " ".join(out.getvalue().split())
+    assert "iproute2's ip command is not installed. Install iproute2" in flat
+    assert "as root" not in flat
 
 
 def test_a_failing_step_is_reported_and_exits_1(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -114,3 +126,27 @@ def test_without_iproute2_on_the_path_it_runs_the_loopback_part(tmp_path: Path) 
     flat = " ".join(r.stdout.split())
     why = "iproute2's ip command is not installed" if os.geteuid() == 0 else "needs root"
     assert why in flat
+
+
+def test_a_zombie_demo_counts_as_dead() -> None:
+    # A killed demo that nobody reaped yet still answers kill(pid, 0): sweep() must not
+    # keep its leftovers for it.
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    try:
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # it has exited, not reaped
+        os.kill(pid, 0)  # still reachable
+        assert not _lab._alive(pid)
+        assert _lab._alive(os.getpid())
+    finally:
+        os.waitpid(pid, 0)
+    assert not _lab._alive(pid)  # reaped: gone
+
+
+def test_alive_without_proc_trusts_kill(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_proc(*args: object, **kwargs: object) -> None:
+        raise FileNotFoundError("no /proc")
+
+    monkeypatch.setattr(_lab, "open", no_proc, raising=False)
+    assert _lab._alive(os.getpid())

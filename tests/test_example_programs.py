@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -92,10 +93,35 @@ def test_raw_netcat_joins_stdin_and_the_connection(echo_server: int) -> None:
         p.stdin.write("hello over lwspy\n")
         p.stdin.flush()
         assert out.next() == "hello over lwspy\n"
-        p.stdin.close()  # stdin ends: the example closes the connection and ends
+        p.stdin.close()  # stdin ends: the example closes LINGER s later and ends
         assert p.wait(timeout=TIMEOUT) == 0
         err = p.stderr.read()
     assert "connected to ('127.0.0.1'" in err and "closed: stdin ended" in err
+
+
+def test_raw_netcat_prints_the_reply_to_piped_stdin() -> None:
+    # stdin ends at once (a pipe): the reply still arrives, and the peer's close ends it.
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            got = b""
+            while len(got) < 4 and (data := conn.recv(4096)):
+                got += data
+            time.sleep(0.2)  # reply well after the client's stdin has ended
+            conn.sendall(got.upper())
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        done = run_example("raw_netcat.py", "127.0.0.1", str(srv.getsockname()[1]), stdin="ping")
+    finally:
+        srv.close()
+        t.join(timeout=TIMEOUT)
+    assert done.returncode == 0
+    assert done.stdout == "PING"
+    assert "closed: " in done.stderr and "stdin ended" not in done.stderr
 
 
 def test_raw_netcat_reports_a_refused_connect() -> None:
