@@ -290,3 +290,23 @@ def test_record_make_and_bad_value() -> None:
         d.ResourceRecord.make((b"a",), d.TYPE_A, 5, None)
     with pytest.raises(ValueError, match="65535"):
         d.encode_message(d.Message(answers=[d.ResourceRecord((b"a",), 99, 1, 0, b"x" * 70000)]))
+
+
+def test_a_name_follows_at_most_max_pointers_compression_pointers() -> None:
+    # A chain of pointers, each strictly backwards: legal one by one, but a 64 KiB message
+    # of such names made every name walk thousands of them (a fuzzer found 2 s per message).
+    def chain(hops: int) -> bytes:
+        body = bytearray(b"\x03lab\x00")  # offset 12: the name "lab"
+        target = 12
+        for _ in range(hops):  # each pointer points at the one before it (the first: "lab")
+            body += bytes((0xC0 | (target >> 8), target & 0xFF))
+            target = 12 + len(body) - 2
+        header = bytes(12)
+        return header + bytes(body)
+
+    ok = chain(d.MAX_POINTERS)
+    labels, _ = d.decode_name(ok, len(ok) - 2)
+    assert labels == (b"lab",)
+    bad = chain(d.MAX_POINTERS + 1)
+    with pytest.raises(d.DnsFormatError, match="too many compression pointers"):
+        d.decode_name(bad, len(bad) - 2)

@@ -180,16 +180,23 @@ def encode_name(labels: Labels) -> bytes:
     return wire
 
 
+MAX_POINTERS = 32
+"""The most compression pointers one name may follow (real compressors chain a few)."""
+
+
 def decode_name(data: bytes, off: int) -> tuple[Labels, int]:
     """Decode the (possibly compressed) name at ``off``; returns it and the offset after it.
 
     Every compression pointer must point below everything read so far for this name
-    (as dnspython requires), so a pointer loop cannot make it spin: DnsFormatError.
+    (as dnspython requires), so a pointer loop cannot make it spin: DnsFormatError. A
+    name follows at most :data:`MAX_POINTERS` pointers, so a chain of pointers cannot
+    make every name of a 64 KiB message walk thousands of them.
     """
     labels: list[bytes] = []
     end = -1
     lowest = off  # RFC 1035 §4.1.4, hardened: pointers only go strictly backwards
     wire = 1
+    hops = 0
     n = len(data)
     while True:
         if off >= n:
@@ -203,6 +210,9 @@ def decode_name(data: bytes, off: int) -> tuple[Labels, int]:
                 end = off + 2
             if target >= lowest:
                 raise DnsFormatError("compression pointer loop")
+            hops += 1
+            if hops > MAX_POINTERS:
+                raise DnsFormatError("too many compression pointers in one name")
             lowest = off = target
             continue
         if length & 0xC0:
