@@ -700,3 +700,121 @@ def test_two_queries_with_the_same_id_never_share_a_socket(
         assert addrs(got) == A_TEST
         assert {q.id for _, q, _ in srv.queries} == {0x4242}
         assert srv.queries[0][2] != srv.queries[1][2]
+
+
+# -- sockets shared by lookups made together -------------------------------------------
+
+
+def udp_sockets(ctx: lwspy.Context) -> list[Any]:
+    return [w for w in ctx.pt.fds.values() if w.sock is not None]
+
+
+def test_lookups_made_together_share_a_few_sockets(tmp_path: Path, srv: FakeDns) -> None:
+    for i in range(5):
+        srv.zone[f"n{i}.test"] = [("A", f"198.51.100.{20 + i}"), ("AAAA", f"2001:db8::{20 + i}")]
+    with make_ctx(tmp_path, nameservers=[srv.address], dns_queries_per_socket=4) as ctx:
+        got: list[DnsAnswer] = []
+        for i in range(5):
+            ctx.resolver.resolve(f"n{i}.test", got.append)
+        ctx.service(0)
+        # ten queries, at most four a socket: three sockets, so three source ports
+        assert sorted(len(w.user.by_id) for w in udp_sockets(ctx)) == [2, 4, 4]
+        run(ctx, [srv], lambda: len(got) == 10)
+        assert len({src for _, _, src in srv.queries}) == 3
+        assert sorted(a for g in got for a in g.addresses) == sorted(
+            [f"198.51.100.{20 + i}" for i in range(5)] + [f"2001:db8::{20 + i}" for i in range(5)]
+        )
+        assert len({q.id for _, q, _ in srv.queries}) == 10  # distinct ids on each socket
+        assert only_wake_fd(ctx)  # each closed once no query waited on it
+
+
+def test_a_lookup_made_alone_has_a_socket_of_its_own(tmp_path: Path, srv: FakeDns) -> None:
+    with make_ctx(tmp_path, nameservers=[srv.address]) as ctx:
+        got: list[DnsAnswer] = []
+        for n, name in enumerate(("a.test", "v4.test"), 1):
+            ctx.resolver.resolve(name, got.append)
+            ctx.service(0)
+            (wsi,) = udp_sockets(ctx)  # its AAAA and A query, and nobody else's
+            assert len(wsi.user.by_id) == 2
+            run(ctx, [srv], lambda n=n: len(got) == 2 * n)
+            assert only_wake_fd(ctx)  # closed with its last answer: the next is a new one
+        assert [q.question[0].name.to_text() for _, q, _ in srv.queries] == [
+            "a.test.",
+            "a.test.",
+            "v4.test.",
+            "v4.test.",
+        ]
+
+
+def test_a_socket_that_took_its_fill_takes_no_more(tmp_path: Path, srv: FakeDns) -> None:
+    srv.zone["b.test"] = [("A", "198.51.100.30")]
+    with make_ctx(tmp_path, nameservers=[srv.address], dns_queries_per_socket=2) as ctx:
+        got: list[DnsAnswer] = []
+        ctx.resolver.resolve("a.test", got.append)
+        ctx.service(0)
+        (first,) = udp_sockets(ctx)
+        ctx.resolver.resolve("b.test", got.append)  # while a.test is still out
+        ctx.service(0)
+        assert len(udp_sockets(ctx)) == 2 and first.user.uses == 2
+        run(ctx, [srv], lambda: len(got) == 4)
+        assert len({src for _, _, src in srv.queries}) == 2
+        assert only_wake_fd(ctx)
+
+
+def test_an_error_on_a_shared_socket_moves_every_lookup_on_it(tmp_path: Path, srv: FakeDns) -> None:
+    for i in range(3):
+        srv.zone[f"n{i}.test"] = [("A", f"198.51.100.{40 + i}")]
+    with FakeDns() as first:
+        first.behaviour = silent
+        conf = f"nameserver [{first.host}]:{first.port}\nnameserver [{srv.host}]:{srv.port}\n"
+        with make_ctx(tmp_path, conf=conf + "options timeout:30\n") as ctx:
+            got: list[DnsAnswer] = []
+            for i in range(3):
+                ctx.resolver.resolve(f"n{i}.test", got.append)
+            ctx.service(0)
+            first.pump()
+            (wsi,) = udp_sockets(ctx)
+            assert len(wsi.user.by_id) == 6
+            wsi.user.failed(wsi, errno.ECONNREFUSED)  # as the role reports an ICMP error
+            run(ctx, [first, srv], lambda: len(got) == 6)  # long before any 30 s timeout
+            assert len(first.queries) == 6 and len(srv.queries) == 6
+            assert sorted(a for g in got for a in g.addresses) == [
+                f"198.51.100.{40 + i}" for i in range(3)
+            ]
+            assert only_wake_fd(ctx)
+
+
+def test_a_wrong_id_on_a_shared_socket_is_counted_by_every_query_there(
+    tmp_path: Path, srv: FakeDns
+) -> None:
+    def wrong_id(s: FakeDns, q: dns.message.Message, wire: bytes, tcp: bool) -> list[Reply]:
+        r = dns.message.make_response(q)
+        r.id = (q.id + 1) & 0xFFFF
+        return [r.to_wire()]
+
+    srv.behaviour = wrong_id
+    srv.zone["b.test"] = [("A", "198.51.100.30")]
+    conf = f"nameserver [{srv.host}]:{srv.port}\noptions timeout:0.05 attempts:1\n"
+    with make_ctx(tmp_path, conf=conf) as ctx:
+        got: list[DnsAnswer] = []
+        ctx.resolver.resolve("a.test", got.append)
+        ctx.resolver.resolve("b.test", got.append)
+        ctx.service(0)
+        (wsi,) = udp_sockets(ctx)
+        ids = set(wsi.user.by_id)
+        run(ctx, [srv], lambda: len(got) == 4)
+        assert {a.disposition for a in got} == {"SERVER_UNREACHABLE"}
+        # four replies, none with an id sent here (unless one is another query's id:
+        # then that query, not every one, reads it, and it is the wrong question)
+        spoofs = sum((q.id + 1) & 0xFFFF not in ids for _, q, _ in srv.queries)
+        for a in got:
+            assert f"ignored {spoofs} answers with a wrong id" in a.detail
+        assert only_wake_fd(ctx)
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 2.0, "16"])
+def test_dns_queries_per_socket_is_checked(bad: Any) -> None:
+    with pytest.raises((TypeError, ValueError), match="dns_queries_per_socket"):
+        lwspy.Context(netlink=False, dns_queries_per_socket=bad)
+    with lwspy.Context(netlink=False) as ctx, pytest.raises(ValueError, match="queries_per_socket"):
+        Resolver(ctx, ["127.0.0.1"], queries_per_socket=bad)

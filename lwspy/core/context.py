@@ -108,6 +108,10 @@ class Context:
     * ``resolv_conf``: the resolver configuration read when ``nameservers`` is None
       (default ``/etc/resolv.conf``: ``nameserver``, ``search``, ``ndots``,
       ``options timeout:/attempts:``).
+    * ``dns_queries_per_socket`` (16): the most DNS queries one UDP socket (one random
+      source port) carries. A lookup made alone always has a socket of its own; lookups
+      made at the same time share a few sockets, up to this many queries each (AAAA and A
+      count as two). 2: a socket per name, as glibc; 1: a socket per query.
     * ``netlink``: follow the kernel's routing table (``ctx.routes``). None (the
       default): where a netlink socket can be opened, else without it, said once in the
       log; True: required (RuntimeError if it cannot be opened); False: off.
@@ -158,6 +162,7 @@ class Context:
         hosts_file: str | os.PathLike[str] = "/etc/hosts",
         nameservers: Iterable[str] | None = None,
         resolv_conf: str | os.PathLike[str] = "/etc/resolv.conf",
+        dns_queries_per_socket: int = 16,
         netlink: bool | None = None,
         smd_queue_depth: int = 40,
         smd_ttl: float = 2.0,
@@ -218,7 +223,12 @@ class Context:
         # The hook point: roles and subsystems follow connections through it, never by name.
         self.hooks = Hooks()
         self._resolver: Resolver | None = None
-        self._resolver_args = (nameservers, os.fspath(resolv_conf))
+        if type(dns_queries_per_socket) is not int:
+            kind = type(dns_queries_per_socket).__name__
+            raise TypeError(f"dns_queries_per_socket must be an int, not {kind}")
+        if dns_queries_per_socket < 1:
+            raise ValueError(f"dns_queries_per_socket must be >= 1, not {dns_queries_per_socket}")
+        self._resolver_args = (nameservers, os.fspath(resolv_conf), dns_queries_per_socket)
         if nameservers is not None:  # bad addresses raise here, not at the first connect
             self._new_resolver()
         self._names: dict[tuple[str, int], tuple[str, int]] = {}  # shared local names
@@ -275,8 +285,8 @@ class Context:
         # Imported on first use: a context that never resolves a name never loads DNS.
         from lwspy.core.resolver import Resolver
 
-        nameservers, resolv_conf = self._resolver_args
-        self._resolver = Resolver(self, nameservers, resolv_conf)
+        nameservers, resolv_conf, per_socket = self._resolver_args
+        self._resolver = Resolver(self, nameservers, resolv_conf, queries_per_socket=per_socket)
         return self._resolver
 
     @property
@@ -941,16 +951,20 @@ class Context:
             for vh in list(self._paused_vhosts):  # an fd was freed: try accept() again
                 vh._resume_accept()
 
-    def _hosts_lookup(self, name: str) -> list[str]:
-        """The hosts file's addresses for ``name``; re-read when the file changes."""
+    def _hosts_table(self) -> dict[str, list[str]]:
+        """The hosts file as it is now (name -> addresses); re-read when it changes."""
         try:
             mtime = os.stat(self.hosts_file).st_mtime
             if self._hosts is None or self._hosts[0] != mtime:
                 with open(self.hosts_file, encoding="utf-8", errors="replace") as f:
                     self._hosts = (mtime, parse_hosts(f.read()))
         except OSError:
-            return []
-        return list(self._hosts[1].get(name.lower().rstrip("."), ()))
+            return {}
+        return self._hosts[1]
+
+    def _hosts_lookup(self, name: str) -> list[str]:
+        """The hosts file's addresses for ``name``; re-read when the file changes."""
+        return list(self._hosts_table().get(name.lower().rstrip("."), ()))
 
     # -- callbacks -----------------------------------------------------------------------
 

@@ -2,9 +2,10 @@
 
 The decisions are :mod:`lwspy.net.dns`'s (one :class:`~lwspy.net.dns.QueryMachine` per
 family); this driver owns what they ask for: the sockets (internal wsi of
-:mod:`lwspy.roles.udp`: one per name and try, shared by the AAAA and A query sent
-together, so a fresh random source port per name; each query has its own random id),
-one timer per name, the cache and the callback::
+:mod:`lwspy.roles.udp`, connected UDP sockets that queries out at the same time share,
+at most ``queries_per_socket`` each, every query with its own random id; a socket
+closes as soon as no query waits on it, so a lookup made alone has a fresh random source
+port), one timer per name, the cache and the callback::
 
     def on_answer(answer: DnsAnswer) -> None:   # once for AAAA, once for A
         print(answer.family, answer.addresses, answer.disposition, answer.detail)
@@ -56,6 +57,10 @@ OnAnswer = Callable[[DnsAnswer], None]
 
 
 _FAMILIES = ((socket.AF_INET6, TYPE_AAAA), (socket.AF_INET, TYPE_A))
+
+QUERIES_PER_SOCKET = 16
+"""The most queries one UDP socket carries (8 names, AAAA and A each): lookups made
+together share a few source ports, one made alone has its own (see :class:`_Port`)."""
 
 DOWN_SECS = 30.0
 """A server that timed out or was unreachable is tried after the others for this long."""
@@ -135,37 +140,91 @@ class ResolveHandle:
             self._resolver._ctx._callback_failed(None, None, exc)
 
 
-class _Shared:
-    """The sink of a UDP socket that queries of one name share (both families, one try).
+class _Port:
+    """A connected UDP socket to one server, shared by the queries out at the same time.
 
-    A datagram goes to the query whose id it carries; one with an id none of them sent
-    is shown to each of them (each counts it as an answer with a wrong id).
+    A datagram goes to the query whose id it carries; one with an id no query here sent
+    is shown to each of them (each counts it as an answer with a wrong id). A port takes
+    at most ``Resolver.queries_per_socket`` queries, then no more (it is retired: the
+    next query to that server opens a fresh port, so a fresh random source port), and it
+    closes as soon as no query waits on it: a lookup made alone always has a port, and
+    so a source port, of its own; lookups made together share a few.
     """
 
-    __slots__ = ("ask", "queries")
+    __slots__ = ("by_id", "resolver", "server", "uses", "wsi")
 
-    def __init__(self, ask: _Ask, queries: list[_Query]) -> None:
-        self.ask = ask
-        self.queries = queries  # those still waiting on this socket
+    def __init__(self, resolver: Resolver, server: tuple[str, int]) -> None:
+        self.resolver = resolver
+        self.server = server
+        self.by_id: dict[int, _Query] = {}  # query id -> the query waiting for it here
+        self.uses = 0  # queries sent on it
+        self.wsi = open_udp(resolver._ctx, server, self)
+
+    def __repr__(self) -> str:
+        return f"<_Port {self.server} {len(self.by_id)} waiting, {self.uses} sent>"
+
+    def send(self, q: _Query, payload: bytes) -> None:
+        """Send ``q``'s query; it waits here for the answer. OSError: the port failed."""
+        qid = q.machine.query_id
+        self.by_id[qid] = q
+        q.port = self
+        q.port_id = qid
+        self.uses += 1
+        resolver = self.resolver
+        if self.uses >= resolver.queries_per_socket:
+            self.retire()
+        sock = self.wsi.sock
+        assert sock is not None
+        sock.send(payload)
+        resolver.sent += 1
+
+    def retire(self) -> None:
+        """Take no more queries (those waiting here stay)."""
+        ports = self.resolver._ports
+        if ports.get(self.server) is self:
+            del ports[self.server]
+
+    def leave(self, q: _Query) -> None:
+        """``q`` waits here no more; the last to leave closes the socket."""
+        by_id = self.by_id
+        if by_id.get(q.port_id) is q:
+            del by_id[q.port_id]
+        q.port = None
+        if not by_id:
+            self.retire()
+            if self.wsi.state is not CLOSED:
+                self.wsi._close_now("resolver done")
+
+    # -- DnsSink ------------------------------------------------------------------------
 
     def datagram(self, wsi: Wsi, data: bytes) -> None:
         qid = data[0] << 8 | data[1] if len(data) >= 2 else -1
-        queries = self.queries
-        now = self.ask.resolver._ctx._clock()
-        for q in queries:
-            if q.machine.query_id == qid:
-                self.ask.act1(q, q.machine.receive(data, now))
-                return
-        for q in list(queries):
-            self.ask.act1(q, q.machine.receive(data, now))
+        now = self.resolver._ctx._clock()
+        q = self.by_id.get(qid)
+        if q is not None:
+            q.ask.act1(q, q.machine.receive(data, now))
+            return
+        for q in list(self.by_id.values()):
+            if q.port is self:  # not moved on meanwhile
+                q.ask.act1(q, q.machine.receive(data, now))
 
     def failed(self, wsi: Wsi, err: int) -> None:
-        now = self.ask.resolver._ctx.now()
+        by_ask: dict[_Ask, list[tuple[_Query, Send | Done | None]]] = {}
+        for pair in self.fail(_why(err)):
+            by_ask.setdefault(pair[0].ask, []).append(pair)
+        for ask, pairs in by_ask.items():
+            ask.act(pairs)
+
+    def fail(self, why: str) -> list[tuple[_Query, Send | Done | None]]:
+        """The socket failed (ICMP refused...): every query on it leaves, and what its
+        machine makes of that is returned (for the caller to act on)."""
+        self.retire()
+        now = self.resolver._ctx.now()
         pairs: list[tuple[_Query, Send | Done | None]] = []
-        for q in list(self.queries):  # every query on it moves on, together
+        for q in list(self.by_id.values()):
             q._close()
-            pairs.append((q, q.machine.unreachable(now, _why(err))))
-        self.ask.act(pairs)
+            pairs.append((q, q.machine.unreachable(now, why)))
+        return pairs
 
 
 class _Ask:
@@ -222,8 +281,8 @@ class _Ask:
 
     def start(self, now: float) -> None:
         """Start every query (the first sends of a name: UDP, to the same server)."""
-        sends = [(q, q.machine.start(now)) for q in list(self.queries) if q.handles]
-        if len(sends) == 2:
+        sends = [(q, q.machine.start(now)) for q in self.queries]
+        if len(sends) == 2:  # the common case, without act()'s generality
             (q1, s1), (q2, s2) = sends
             assert type(s1) is Send and type(s2) is Send  # a machine starts with a UDP send
             assert s1.server == s2.server  # to the first of the servers both were given
@@ -293,39 +352,32 @@ class _Ask:
         later: list[tuple[_Query, Send | Done | None]],
     ) -> None:
         resolver = self.resolver
-        ctx = resolver._ctx
-        if len(sends) == 2 and sends[0][0].machine.query_id != sends[1][0].machine.query_id:
-            shared = _Shared(self, [q for q, _ in sends])
-            first = sends[0][1].payload
+        ports = resolver._ports
+        for q, s in sends:
+            if not q.handles:  # stopped by a failure of an earlier send of this batch
+                continue
+            port = ports.get(server)
+            if port is None or q.machine.query_id in port.by_id:
+                if port is not None:  # once in 65,536: the same id twice, apart
+                    port.retire()
+                try:
+                    port = _Port(resolver, server)
+                except OSError as e:  # no route, no address of that family: next server
+                    why = _why(e.errno or 0)
+                    later.append((q, q.machine.unreachable(resolver._ctx.now(), why)))
+                    continue
+                ports[server] = port
             try:
-                wsi = open_udp(ctx, server, first, shared)
+                port.send(q, s.payload)
             except OSError as e:
-                why = _why(e.errno or 0)
-                later += [(q, q.machine.unreachable(ctx.now(), why)) for q, _ in sends]
-                return
-            sock = wsi.sock
-            assert sock is not None
-            resolver.sent += 1
-            for q, _ in sends:
-                q.wsi = wsi
-            try:
-                for _, s in sends[1:]:
-                    sock.send(s.payload)
-                    resolver.sent += 1
-            except OSError as e:
-                # An error here is the socket's (on loopback, the ICMP refusal of the first
-                # send is already in): every query on it moves on.
-                why = _why(e.errno or 0)
-                for q, _ in sends:
-                    q._close()
-                    later.append((q, q.machine.unreachable(ctx.now(), why)))
-            return
-        for q, s in sends:  # alone (or, once in 65,536, the same id twice: apart)
-            try:
-                q.wsi = open_udp(ctx, server, s.payload, q)
-                resolver.sent += 1
-            except OSError as e:
-                later.append((q, q.machine.unreachable(ctx.now(), _why(e.errno or 0))))
+                # An error on send is the socket's (on loopback, the ICMP refusal of an
+                # earlier send is already in): every query on it moves on, this one too.
+                for other in port.fail(_why(e.errno or 0)):
+                    ask = other[0].ask
+                    if ask is self:
+                        later.append(other)
+                    else:
+                        ask.act([other])
 
     def rearm(self) -> None:
         """Set the timer for the earliest deadline of the queries still out (or none)."""
@@ -349,7 +401,7 @@ class _Query:
     the last of them is cancelled. Its timer is its :class:`_Ask`'s.
     """
 
-    __slots__ = ("ask", "handles", "key", "machine", "resolver", "wsi")
+    __slots__ = ("ask", "handles", "key", "machine", "port", "port_id", "resolver", "wsi")
 
     def __init__(
         self, resolver: Resolver, machine: QueryMachine, key: tuple[str, int], ask: _Ask
@@ -358,7 +410,9 @@ class _Query:
         self.handles: list[ResolveHandle] = []
         self.machine = machine
         self.key = key  # (cache name, qtype)
-        self.wsi: Wsi | None = None
+        self.wsi: Wsi | None = None  # its TCP socket, if it asks over TCP
+        self.port: _Port | None = None  # the UDP port it waits on, if any
+        self.port_id = -1  # the id it waits for there
         self.ask = ask
         ask.queries.append(self)
 
@@ -384,17 +438,14 @@ class _Query:
             del self.resolver._asking[self.key]
 
     def _close(self) -> None:
+        port = self.port
+        if port is not None:
+            port.leave(self)
         wsi, self.wsi = self.wsi, None
-        if wsi is None or wsi.state is CLOSED:
-            return
-        shared = wsi.user
-        if type(shared) is _Shared:
-            shared.queries.remove(self)
-            if shared.queries:  # the other family still waits on it
-                return
-        wsi._close_now("resolver done")
+        if wsi is not None and wsi.state is not CLOSED:
+            wsi._close_now("resolver done")
 
-    # -- DnsSink: what its own socket reports --------------------------------------------
+    # -- DnsSink: what its TCP socket reports --------------------------------------------
 
     def datagram(self, wsi: Wsi, data: bytes) -> None:
         if wsi is self.wsi:
@@ -442,7 +493,8 @@ class Resolver:
     ``nameservers`` (IP literals, ``[v6]:port`` or ``v4:port``) replace the servers of
     ``resolv_conf``, which is re-read when it changes; with explicit nameservers there is
     no search list and glibc's defaults apply (ndots 1, timeout 5 s, attempts 2).
-    ``cache_entries`` bounds the cache (names x families).
+    ``cache_entries`` bounds the cache (names x families); ``queries_per_socket`` bounds
+    how many queries share one UDP socket (the context's ``dns_queries_per_socket``).
     """
 
     __slots__ = (
@@ -453,11 +505,13 @@ class Resolver:
         "_down",
         "_explicit",
         "_handles",
+        "_ports",
         "_start",
         "_starting",
         "answers",
         "cache",
         "closed",
+        "queries_per_socket",
         "resolv_conf",
         "sent",
     )
@@ -468,7 +522,11 @@ class Resolver:
         nameservers: Iterable[str] | None = None,
         resolv_conf: str | os.PathLike[str] = "/etc/resolv.conf",
         cache_entries: int = 1024,
+        queries_per_socket: int = QUERIES_PER_SOCKET,
     ) -> None:
+        if type(queries_per_socket) is not int or queries_per_socket < 1:
+            raise ValueError(f"queries_per_socket must be an int >= 1, not {queries_per_socket!r}")
+        self.queries_per_socket = queries_per_socket
         self._ctx = ctx
         self.resolv_conf = os.fspath(resolv_conf)
         self._explicit: ResolvConf | None = None
@@ -485,6 +543,7 @@ class Resolver:
         self._conf_stamp: tuple[float, int] | None = None
         self._handles: dict[ResolveHandle, None] = {}
         self._down: dict[tuple[str, int], float] = {}  # server -> tried last until then
+        self._ports: dict[tuple[str, int], _Port] = {}  # server -> the port taking queries
         self._asking: dict[tuple[str, int], _Query] = {}  # (cache name, qtype) -> query out
         self._starting: list[ResolveHandle] = []  # resolves to begin on the next pass
         self._start: Sul | None = None  # made on the first resolve (ctx.pt may not exist yet)
@@ -552,17 +611,24 @@ class Resolver:
 
     def _begin_all(self) -> None:
         batch, self._starting = self._starting, []
+        hosts: dict[str, list[str]] | None = None  # the files as they are for this pass
+        conf: ResolvConf | None = None
         for handle in batch:
             if handle._waiting:  # not cancelled meanwhile
-                self._begin(handle)
+                if hosts is None or conf is None:
+                    hosts = self._ctx._hosts_table()
+                    conf = self.conf
+                self._begin(handle, hosts, conf)
 
-    def _begin(self, handle: ResolveHandle) -> None:
+    def _begin(self, handle: ResolveHandle, hosts: dict[str, list[str]], conf: ResolvConf) -> None:
         handle._waiting = False
-        ctx = self._ctx
-        now = ctx._clock()
+        now = self._ctx._clock()
         name = handle.name
         literal = handle._literal
-        addresses = [literal] if literal is not None else ctx._hosts_lookup(name)
+        if literal is not None:
+            addresses: list[str] | None = [literal]
+        else:
+            addresses = hosts.get(name.lower().rstrip("."))
         if addresses:
             handle.done = True
             self._handles.pop(handle, None)
@@ -575,7 +641,6 @@ class Resolver:
                     )
                 handle._deliver(answer)
             return
-        conf = self.conf
         # "name." is "name" unless a search list could make "name" mean something else
         cache_name = (name if conf.search else name.rstrip(".")).lower()
         servers = conf.nameservers

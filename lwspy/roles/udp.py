@@ -1,13 +1,13 @@
-"""The resolver's sockets: a connected UDP socket per name, and TCP for truncated answers.
+"""The resolver's sockets: connected UDP sockets, and TCP for truncated answers.
 
 Both are internal wsi (no user callbacks; ``ctx.destroy()`` closes them with the
 resolver). ``wsi.user`` is the :class:`DnsSink` that gets each whole message and each
 failure. A UDP socket is connected to its server, so the kernel hands it only datagrams
 from that address and port, and an ICMP port unreachable comes back as ECONNREFUSED on
-the next read. Each name (each try) gets a fresh socket, so a fresh random source port
-(Linux picks bound-to-zero UDP ports at random); its AAAA and A query share it, each
-with its own random id. The TCP socket frames the message with its
-two-byte length (RFC 1035 §4.2.2) and hands over the first whole answer.
+the next read. It is never bound, so Linux gives each a random source port; which
+queries share one is the resolver's choice (:mod:`lwspy.core.resolver`). The TCP socket
+frames the message with its two-byte length (RFC 1035 §4.2.2) and hands over the first
+whole answer.
 """
 
 from __future__ import annotations
@@ -147,14 +147,13 @@ def _family(address: str) -> int:
     return socket.AF_INET6 if ":" in address else socket.AF_INET
 
 
-def open_udp(ctx: Context, server: tuple[str, int], payload: bytes, sink: DnsSink) -> Wsi:
-    """A UDP socket connected to ``server`` that has sent ``payload``; OSError if it cannot."""
+def open_udp(ctx: Context, server: tuple[str, int], sink: DnsSink) -> Wsi:
+    """A UDP socket connected to ``server``, in the loop; OSError if it cannot be."""
     sock = socket.socket(AF_INET6 if ":" in server[0] else AF_INET, _DGRAM_NONBLOCK)
     try:
         if _DGRAM_NONBLOCK == socket.SOCK_DGRAM:  # pragma: no cover - not Linux
             sock.setblocking(False)
         sock.connect(server)
-        sock.send(payload)
         wsi = Wsi(ctx, UDP, None, INTERNAL, sock)
         wsi.user = sink
         wsi.state = WsiState.ESTABLISHED
