@@ -135,7 +135,7 @@ def name_labels(name: str) -> Labels:
     if not text:
         raise ValueError(f"{name!r} is not a host name")
     try:
-        labels = tuple(label.encode("ascii") for label in text.split("."))
+        labels = tuple(text.encode("ascii").split(b"."))
     except UnicodeEncodeError:
         raise ValueError(f"{name!r} is not an ASCII host name") from None
     encode_name(labels)  # length checks
