@@ -15,13 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
+import dns.message
 import pytest
 
 from lwspy import CaoResult, Context, Reason, RetryPolicy, Wsi, WsiState
 from lwspy.core.client import forget_paths
 from lwspy.net.cao import Cao, CaoDb
 from tests.conftest import FakeClock, Recorder, service_until
-from tests.dnsfake import FakeDns
+from tests.dnsfake import FakeDns, Reply
 
 L4, L6 = "127.0.0.1", "::1"
 
@@ -495,4 +496,93 @@ def test_destroy_mid_query_reports_context_destroyed_and_closes_every_socket(
         ctx.destroy()
         assert rec.data(Reason.CLIENT_CONNECTION_ERROR, wsi) == ["context destroyed"]
         assert _outcomes(rec, wsi) == [Reason.CLIENT_CONNECTION_ERROR]
+        assert _fds() == before
+
+
+def _garbage(srv: FakeDns, q: dns.message.Message, wire: bytes, tcp: bool) -> list[Reply]:
+    return [q.id.to_bytes(2, "big") + b"\x81\x80garbage!"]
+
+
+def _pointer_loop(srv: FakeDns, q: dns.message.Message, wire: bytes, tcp: bool) -> list[Reply]:
+    # one question whose name is a compression pointer to itself
+    return [
+        q.id.to_bytes(2, "big")
+        + b"\x81\x80\x00\x01\x00\x00\x00\x00\x00\x00\xc0\x0c\x00\x01\x00\x01"
+    ]
+
+
+def _other_question(srv: FakeDns, q: dns.message.Message, wire: bytes, tcp: bool) -> list[Reply]:
+    other = dns.message.make_query("evil.test", q.question[0].rdtype)
+    other.id = q.id  # the right id, for a question nobody asked
+    return [dns.message.make_response(other).to_wire()]
+
+
+def _loop_zone(srv: FakeDns) -> None:
+    srv.zone["loop.test"] = [("CNAME", "pool.test.")]
+    srv.zone["pool.test"] = [("CNAME", "loop.test.")]
+
+
+@pytest.mark.parametrize(
+    ("case", "name", "reason"),
+    [
+        ("empty resolv.conf", "a.test", "DNS SERVER_UNREACHABLE (no nameserver in "),
+        (
+            "no nameserver reachable",
+            "a.test",
+            "DNS SERVER_UNREACHABLE (no answer from 1 server; connection refused)",
+        ),
+        ("garbage", "a.test", "DNS malformed answer (name runs past the end of the message)"),
+        ("pointer loop", "a.test", "DNS malformed answer (compression pointer loop)"),
+        ("CNAME loop", "loop.test", "DNS CNAME loop"),
+        (
+            "another question",
+            "a.test",
+            "DNS SERVER_UNREACHABLE (no answer from 1 server;"
+            " ignored 2 answers with the wrong question)",
+        ),
+    ],
+)
+def test_a_dns_fault_is_one_connect_error_that_says_which(
+    tmp_path: Path, clock: FakeClock, case: str, name: str, reason: str
+) -> None:
+    # Issue 10, "Bad input and faults": through ctx.connect(), not only the resolver: one
+    # CLIENT_CONNECTION_ERROR naming the fault, nothing raised out of the loop, no socket
+    # left open, CONMON saying it was DNS.
+    rec = Recorder("p")
+    hosts = tmp_path / "hosts"
+    hosts.write_text("")
+    behaviours = {"garbage": _garbage, "pointer loop": _pointer_loop}
+    behaviours["another question"] = _other_question
+    with contextlib.ExitStack() as stack:
+        srv = stack.enter_context(FakeDns(behaviour=behaviours.get(case)))
+        kw: dict[str, object] = {"nameservers": [srv.address]}
+        if case == "CNAME loop":
+            _loop_zone(srv)
+        elif case == "empty resolv.conf":
+            conf = tmp_path / "resolv.conf"
+            conf.write_text("# no nameserver\nsearch test\n")
+            kw = {"resolv_conf": conf}
+        elif case == "no nameserver reachable":
+            port = srv.port
+            srv.close()  # nobody on that port any more: ICMP port unreachable
+            kw = {"nameservers": [f"{L4}:{port}"]}
+        before = _fds()
+        ctx = _ctx(rec, hosts, clock, **kw)
+        stack.callback(ctx.destroy)
+        wsi = ctx.connect(name, 80)
+        for _ in range(400):  # the resolver's timeouts (5 s a try) on the fake clock
+            if wsi.state is WsiState.CLOSED:
+                break
+            ctx.service(5)
+            if srv.udp.fileno() >= 0:
+                srv.pump()
+            clock.advance(0.5)
+        assert _outcomes(rec, wsi) == [Reason.CLIENT_CONNECTION_ERROR]
+        (why,) = rec.data(Reason.CLIENT_CONNECTION_ERROR, wsi)
+        assert why.startswith(reason), why
+        assert wsi.caos == [] and list(ctx.pt.fds) == [ctx.pt.wake_r]
+        cm = wsi.conmon
+        assert cm is not None and cm.peer is None and cm.dns_results == []
+        assert cm.dns_disposition in ("SERVER_UNREACHABLE", "NO_RESULT")
+        ctx.destroy()
         assert _fds() == before
