@@ -124,6 +124,49 @@ def test_a_hanging_first_address_loses_one_delay_later_and_is_skipped_next_time(
         assert ctx.cao_db.stats(host="dual.test", family=socket.AF_INET).wins == 2
 
 
+def test_a_measured_path_sets_the_attempt_delay_from_its_connect_times(
+    hosts: Path, clock: FakeClock
+) -> None:
+    # RFC 8305 §5 as issue 10 asks: once the database has connect times for the path, the
+    # Connection Attempt Delay after starting it is twice their median (10 ms .. 2 s),
+    # not happy_eyeballs_delay.
+    rec = Recorder("p")
+    with _ctx(rec, hosts, clock) as ctx:
+        with dual_port("listen", "listen") as (port, _):
+            wsi = ctx.connect("dual.test", port)
+            service_until(ctx, lambda: len(wsi.caos) == 1)
+            clock.advance(0.03)  # the handshake "took" 30 ms
+            service_until(ctx, lambda: Reason.RAW_CONNECTED in rec.reasons(wsi))
+            assert [(c.address, c.connect_us) for c in wsi.caos] == [(L6, 30_000)]
+        with dual_port("hang", "listen") as (port, _):
+            again = ctx.connect("dual.test", port)
+            service_until(ctx, lambda: len(again.caos) == 1)
+            assert again.caos[0].address == L6  # it won last time: first again
+            clock.advance(0.059)
+            for _ in range(3):
+                ctx.service(10)
+            assert len(again.caos) == 1
+            clock.advance(0.001)  # 2 x 30 ms after the IPv6 start, not 250 ms
+            service_until(ctx, lambda: Reason.RAW_CONNECTED in rec.reasons(again))
+            head, loser = again.caos
+            assert (head.address, loser.address, loser.result) == (L4, L6, CaoResult.LOST_RACE)
+            assert head.started - loser.started == pytest.approx(0.06)
+    # nothing measured yet in a fresh context: the configured delay
+    with (
+        _ctx(rec, hosts, clock, happy_eyeballs_delay=0.5) as ctx,
+        dual_port("hang", "listen") as (port, _),
+    ):
+        w = ctx.connect("dual.test", port)
+        service_until(ctx, lambda: len(w.caos) == 1)
+        clock.advance(0.499)
+        for _ in range(3):
+            ctx.service(10)
+        assert len(w.caos) == 1
+        clock.advance(0.001)
+        service_until(ctx, lambda: len(w.caos) == 2)
+        assert w.caos[1].started - w.caos[0].started == pytest.approx(0.5)
+
+
 def test_a_refused_first_address_starts_the_next_at_once(hosts: Path, clock: FakeClock) -> None:
     rec = Recorder("p")
     with dual_port("refuse", "listen") as (port, _), _ctx(rec, hosts, clock) as ctx:
