@@ -208,7 +208,7 @@ def test_deleting_the_ipv6_route_forgets_ipv6_history_and_keeps_ipv4s(race: Race
     assert db.stats(host=NAME, family=V4).wins == 1
 
 
-@pytest.mark.parametrize("family", [V6, V4])
+@pytest.mark.parametrize("family", [V6, V4], ids=["IPv6", "IPv4"])
 def test_replacing_a_route_forgets_the_history_of_the_attempts_that_took_it(
     race: Race, family: int
 ) -> None:
