@@ -15,13 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
+import dns.message
 import pytest
 
 from lwspy import CaoResult, Context, Reason, RetryPolicy, Wsi, WsiState
 from lwspy.core.client import forget_paths
 from lwspy.net.cao import Cao, CaoDb
 from tests.conftest import FakeClock, Recorder, service_until
-from tests.dnsfake import FakeDns
+from tests.dnsfake import FakeDns, Reply
 
 L4, L6 = "127.0.0.1", "::1"
 
@@ -121,6 +122,49 @@ def test_a_hanging_first_address_loses_one_delay_later_and_is_skipped_next_time(
         service_until(ctx, lambda: Reason.RAW_CONNECTED in rec.reasons(again))
         assert [(c.address, c.result) for c in again.caos] == [(L4, CaoResult.WON)]
         assert ctx.cao_db.stats(host="dual.test", family=socket.AF_INET).wins == 2
+
+
+def test_a_measured_path_sets_the_attempt_delay_from_its_connect_times(
+    hosts: Path, clock: FakeClock
+) -> None:
+    # RFC 8305 §5 as issue 10 asks: once the database has connect times for the path, the
+    # Connection Attempt Delay after starting it is twice their median (10 ms .. 2 s),
+    # not happy_eyeballs_delay.
+    rec = Recorder("p")
+    with _ctx(rec, hosts, clock) as ctx:
+        with dual_port("listen", "listen") as (port, _):
+            wsi = ctx.connect("dual.test", port)
+            service_until(ctx, lambda: len(wsi.caos) == 1)
+            clock.advance(0.03)  # the handshake "took" 30 ms
+            service_until(ctx, lambda: Reason.RAW_CONNECTED in rec.reasons(wsi))
+            assert [(c.address, c.connect_us) for c in wsi.caos] == [(L6, 30_000)]
+        with dual_port("hang", "listen") as (port, _):
+            again = ctx.connect("dual.test", port)
+            service_until(ctx, lambda: len(again.caos) == 1)
+            assert again.caos[0].address == L6  # it won last time: first again
+            clock.advance(0.059)
+            for _ in range(3):
+                ctx.service(10)
+            assert len(again.caos) == 1
+            clock.advance(0.001)  # 2 x 30 ms after the IPv6 start, not 250 ms
+            service_until(ctx, lambda: Reason.RAW_CONNECTED in rec.reasons(again))
+            head, loser = again.caos
+            assert (head.address, loser.address, loser.result) == (L4, L6, CaoResult.LOST_RACE)
+            assert head.started - loser.started == pytest.approx(0.06)
+    # nothing measured yet in a fresh context: the configured delay
+    with (
+        _ctx(rec, hosts, clock, happy_eyeballs_delay=0.5) as ctx,
+        dual_port("hang", "listen") as (port, _),
+    ):
+        w = ctx.connect("dual.test", port)
+        service_until(ctx, lambda: len(w.caos) == 1)
+        clock.advance(0.499)
+        for _ in range(3):
+            ctx.service(10)
+        assert len(w.caos) == 1
+        clock.advance(0.001)
+        service_until(ctx, lambda: len(w.caos) == 2)
+        assert w.caos[1].started - w.caos[0].started == pytest.approx(0.5)
 
 
 def test_a_refused_first_address_starts_the_next_at_once(hosts: Path, clock: FakeClock) -> None:
@@ -495,4 +539,93 @@ def test_destroy_mid_query_reports_context_destroyed_and_closes_every_socket(
         ctx.destroy()
         assert rec.data(Reason.CLIENT_CONNECTION_ERROR, wsi) == ["context destroyed"]
         assert _outcomes(rec, wsi) == [Reason.CLIENT_CONNECTION_ERROR]
+        assert _fds() == before
+
+
+def _garbage(srv: FakeDns, q: dns.message.Message, wire: bytes, tcp: bool) -> list[Reply]:
+    return [q.id.to_bytes(2, "big") + b"\x81\x80garbage!"]
+
+
+def _pointer_loop(srv: FakeDns, q: dns.message.Message, wire: bytes, tcp: bool) -> list[Reply]:
+    # one question whose name is a compression pointer to itself
+    return [
+        q.id.to_bytes(2, "big")
+        + b"\x81\x80\x00\x01\x00\x00\x00\x00\x00\x00\xc0\x0c\x00\x01\x00\x01"
+    ]
+
+
+def _other_question(srv: FakeDns, q: dns.message.Message, wire: bytes, tcp: bool) -> list[Reply]:
+    other = dns.message.make_query("evil.test", q.question[0].rdtype)
+    other.id = q.id  # the right id, for a question nobody asked
+    return [dns.message.make_response(other).to_wire()]
+
+
+def _loop_zone(srv: FakeDns) -> None:
+    srv.zone["loop.test"] = [("CNAME", "pool.test.")]
+    srv.zone["pool.test"] = [("CNAME", "loop.test.")]
+
+
+@pytest.mark.parametrize(
+    ("case", "name", "reason"),
+    [
+        ("empty resolv.conf", "a.test", "DNS SERVER_UNREACHABLE (no nameserver in "),
+        (
+            "no nameserver reachable",
+            "a.test",
+            "DNS SERVER_UNREACHABLE (no answer from 1 server; connection refused)",
+        ),
+        ("garbage", "a.test", "DNS malformed answer (name runs past the end of the message)"),
+        ("pointer loop", "a.test", "DNS malformed answer (compression pointer loop)"),
+        ("CNAME loop", "loop.test", "DNS CNAME loop"),
+        (
+            "another question",
+            "a.test",
+            "DNS SERVER_UNREACHABLE (no answer from 1 server;"
+            " ignored 2 answers with the wrong question)",
+        ),
+    ],
+)
+def test_a_dns_fault_is_one_connect_error_that_says_which(
+    tmp_path: Path, clock: FakeClock, case: str, name: str, reason: str
+) -> None:
+    # Issue 10, "Bad input and faults": through ctx.connect(), not only the resolver: one
+    # CLIENT_CONNECTION_ERROR naming the fault, nothing raised out of the loop, no socket
+    # left open, CONMON saying it was DNS.
+    rec = Recorder("p")
+    hosts = tmp_path / "hosts"
+    hosts.write_text("")
+    behaviours = {"garbage": _garbage, "pointer loop": _pointer_loop}
+    behaviours["another question"] = _other_question
+    with contextlib.ExitStack() as stack:
+        srv = stack.enter_context(FakeDns(behaviour=behaviours.get(case)))
+        kw: dict[str, object] = {"nameservers": [srv.address]}
+        if case == "CNAME loop":
+            _loop_zone(srv)
+        elif case == "empty resolv.conf":
+            conf = tmp_path / "resolv.conf"
+            conf.write_text("# no nameserver\nsearch test\n")
+            kw = {"resolv_conf": conf}
+        elif case == "no nameserver reachable":
+            port = srv.port
+            srv.close()  # nobody on that port any more: ICMP port unreachable
+            kw = {"nameservers": [f"{L4}:{port}"]}
+        before = _fds()
+        ctx = _ctx(rec, hosts, clock, **kw)
+        stack.callback(ctx.destroy)
+        wsi = ctx.connect(name, 80)
+        for _ in range(400):  # the resolver's timeouts (5 s a try) on the fake clock
+            if wsi.state is WsiState.CLOSED:
+                break
+            ctx.service(5)
+            if srv.udp.fileno() >= 0:
+                srv.pump()
+            clock.advance(0.5)
+        assert _outcomes(rec, wsi) == [Reason.CLIENT_CONNECTION_ERROR]
+        (why,) = rec.data(Reason.CLIENT_CONNECTION_ERROR, wsi)
+        assert why.startswith(reason), why
+        assert wsi.caos == [] and list(ctx.pt.fds) == [ctx.pt.wake_r]
+        cm = wsi.conmon
+        assert cm is not None and cm.peer is None and cm.dns_results == []
+        assert cm.dns_disposition in ("SERVER_UNREACHABLE", "NO_RESULT")
+        ctx.destroy()
         assert _fds() == before

@@ -111,7 +111,7 @@ def _family(address: str) -> int:
 
 
 def _us(seconds: float) -> int:
-    return int(seconds * 1_000_000)
+    return round(seconds * 1_000_000)  # not int(): 0.03 s is 30,000 µs, not 29,999
 
 
 _UNSET: Any = object()  # a source not looked for yet

@@ -301,7 +301,7 @@ class HttpRequest:
         resp.headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers]
         conmon = self.wsi.conmon
         if conmon is not None:
-            conmon.txn_resp_us = int((self.ctx.now() - self._sent_at) * 1_000_000)
+            conmon.txn_resp_us = round((self.ctx.now() - self._sent_at) * 1_000_000)
             conmon.protocol_specific = {"http": {"response": event.status_code}}
 
     def _closed(self, reason: str | None) -> None:

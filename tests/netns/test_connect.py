@@ -26,7 +26,7 @@ import dns.message
 import dns.query
 import pytest
 
-from lwspy import CaoResult, Context, Protocol, Reason, SystemState, Wsi, WsiState
+from lwspy import Cao, CaoResult, Context, Protocol, Reason, SystemState, Wsi, WsiState
 from tests.conftest import Recorder
 from tests.netns.conftest import Lab
 
@@ -208,15 +208,51 @@ def test_deleting_the_ipv6_route_forgets_ipv6_history_and_keeps_ipv4s(race: Race
     assert db.stats(host=NAME, family=V4).wins == 1
 
 
-def test_a_link_going_down_forgets_every_path_over_it(race: Race) -> None:
+@pytest.mark.parametrize("family", [V6, V4], ids=["IPv6", "IPv4"])
+def test_replacing_a_route_forgets_the_history_of_the_attempts_that_took_it(
+    race: Race, family: int
+) -> None:
+    # Issue 10: "route deleted or replaced -> by route id". A replace (same destination,
+    # metric and table; another MTU) is one RTM_NEWROUTE with NLM_F_REPLACE, no DELROUTE.
+    lab = race.lab
+    race.connect()
+    db = race.ctx.cao_db
+    hole, other = (HOLE6, V4) if family == V6 else (lab.B_ADDR, V6)
+    old = _route_id(race, hole)
+    assert db.stats(route_id=old).attempts == 1
+    kept = db.stats(host=NAME, family=other).attempts
+    if family == V6:
+        lab.ip("a", "-6", "route", "replace", "2001:db8:1::/64", "dev", "va", "metric", "256",
+               "proto", "kernel", "mtu", "1400")  # fmt: skip
+    else:
+        lab.ip("a", "route", "replace", "198.51.100.0/24", "dev", "va", "proto", "kernel",
+               "scope", "link", "src", lab.A_ADDR, "mtu", "1400")  # fmt: skip
+    race.service_until(lambda: _route_id(race, hole) != old)
+    race.settle()
+    assert db.stats(route_id=old).attempts == 0
+    assert db.stats(host=NAME, family=family).attempts == 0
+    assert db.stats(host=NAME, family=other).attempts == kept == 1
+
+
+@pytest.mark.parametrize("how", ["down", "deleted"])
+def test_a_link_going_down_forgets_every_path_over_it(race: Race, how: str) -> None:
     race.connect()
     race.connect()
     db = race.ctx.cao_db
-    assert db.stats(host=NAME).attempts == 3
-    race.lab.ip("a", "link", "set", "va", "down")
+    va = socket.if_nametoindex("va")
+    assert db.stats(host=NAME).attempts == db.stats(ifindex=va).attempts == 3
+    # history over another link stays: a record of an attempt over loopback
+    lo = Cao("lo.test", 80, "127.0.0.1", V4, 0.0, ifindex=1, result=CaoResult.WON)
+    db.add(lo)
+    if how == "down":
+        race.lab.ip("a", "link", "set", "va", "down")
+    else:  # the veth pair goes: RTM_DELLINK (after the link-down news)
+        race.lab.ip("a", "link", "del", "va")
     race.service_until(lambda: db.stats(host=NAME).attempts == 0)
-    assert db.stats(ifindex=socket.if_nametoindex("va")).attempts == 0
-    race.lab.ip("a", "link", "set", "va", "up")
+    assert db.stats(ifindex=va).attempts == 0
+    assert db.query(ifindex=1) == [lo]
+    if how == "down":
+        race.lab.ip("a", "link", "set", "va", "up")
 
 
 def test_a_dead_a_does_not_go_before_a_live_aaaa(race: Race) -> None:
