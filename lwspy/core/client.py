@@ -52,6 +52,9 @@ _ERRNO_RESULT = {
     errno.ENETUNREACH: CaoResult.UNREACHABLE,
     errno.ETIMEDOUT: CaoResult.TIMED_OUT,
 }
+_RESET_AFTER_CONNECT = (errno.ECONNRESET, errno.EPIPE)
+"""A connect's SO_ERROR that only a connection that was established can have (Linux
+``tcp_reset()``: ECONNRESET; EPIPE once the peer's FIN had come)."""
 _V6 = int(socket.AF_INET6)
 _V4 = int(socket.AF_INET)
 # IFA_F_* flags of an address (linux/if_addr.h) that RFC 6724's source rules read
@@ -134,13 +137,14 @@ class _Path:
 class _Attempt:
     """One attempt of the current try: its CAO and the internal wsi that holds its socket."""
 
-    __slots__ = ("cao", "n", "owner", "wsi")
+    __slots__ = ("cao", "n", "owner", "reset", "wsi")
 
     def __init__(self, owner: Wsi, n: int, cao: Cao, wsi: Wsi | None) -> None:
         self.owner = owner
         self.n = n
         self.cao = cao
         self.wsi = wsi
+        self.reset = 0  # the reset SO_ERROR reported (and so took) for a connect that completed
 
 
 class AttemptRole(InternalRole):
@@ -584,11 +588,11 @@ def _attempt_writable(aw: Wsi) -> None:
     sock = aw.sock
     assert sock is not None and cc is not None and cc.racer is not None
     err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-    if not err:
-        try:
-            sock.getpeername()
-        except OSError as e:  # reset between the writable event and here
-            err = e.errno or errno.ECONNRESET
+    if err in _RESET_AFTER_CONNECT:
+        # The connect completed and the peer reset it at once (Linux tcp_reset(): a reset
+        # in SYN-SENT is ECONNREFUSED): it won. What the peer sent before its reset is
+        # still queued; the wsi reads it, then closes with the reset that SO_ERROR took.
+        att.reset, err = err, 0
     now = wsi.ctx.pt.suls.clock()
     if err:
         _act(wsi, cc, _attempt_failed(att, err, errno_reason(err), now), now)
@@ -654,10 +658,14 @@ def _won(wsi: Wsi, cc: ClientConnect, act: Won) -> None:
     cc.caos.remove(cao)
     cc.caos.insert(0, cao)  # the HEAD; the others stay in start order behind it
     wsi.sock = sock
+    wsi._reset = att.reset
     try:
         peer = sock.getpeername()
-        local = sock.getsockname()
-    except OSError as e:  # pragma: no cover - checked a moment ago in _attempt_writable
+    except OSError:  # reset since it connected: it connected to the address it was given
+        peer = (cao.address, cc.port)
+    try:
+        local = sock.getsockname()  # kept by a socket that was reset
+    except OSError as e:  # pragma: no cover - a socket that is open has a name
         wsi._close_now(errno_reason(e.errno or errno.ECONNRESET))
         return
     wsi.peer = (peer[0], peer[1])
