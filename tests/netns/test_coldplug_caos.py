@@ -166,8 +166,14 @@ def test_the_kernel_is_asked_only_about_a_connected_routed_socket(early: Early) 
     assert watcher.ask_path(w.sock) == (socket.if_nametoindex("va"), Lab.B_ADDR)
     early.lab.ip("a", "route", "del", "203.0.113.0/24")
     assert watcher.ask_path(w.sock) is None  # the kernel has no route for it now
-    query, watcher._query = watcher._query, None
-    try:
-        assert watcher.ask_path(w.sock) is None  # no query socket: nobody to ask
-    finally:
-        watcher._query = query
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as udp:  # sends nothing
+        udp.connect((Lab.PEER6, 9))
+        assert watcher.ask_path(udp) == (socket.if_nametoindex("va"), Lab.B_ADDR6)
+        query, watcher._query = watcher._query, None
+        try:
+            assert watcher.ask_path(udp) is None  # no query socket: nobody to ask
+            with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW) as closed:
+                watcher._query = closed
+            assert watcher.ask_path(udp) is None  # the ask fails: no answer
+        finally:
+            watcher._query = query
