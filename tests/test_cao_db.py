@@ -116,6 +116,28 @@ class CaoDbModel(RuleBasedStateMachine):
         assert self.db.forget(**want) == len(gone)
         self.model = [(c, t) for c, t in self.model if not self._match(c, want)]
 
+    @rule(
+        i=st.integers(0, 40),
+        ifindex=st.sampled_from([None, 1, 2]),
+        gateway=st.sampled_from(GWS),
+        route_id=st.sampled_from([None, 10, 11, 12]),
+        unrecorded=caos,
+    )
+    def set_path(
+        self,
+        i: int,
+        ifindex: int | None,
+        gateway: str | None,
+        route_id: int | None,
+        unrecorded: Cao,
+    ) -> None:
+        # A path learnt late (the cold plug's table): a recorded CAO is found by it from
+        # now on, newest first as ever; one not recorded only gets the fields.
+        live = self._live()
+        cao = live[i % len(live)][0] if live and i < 30 else unrecorded
+        self.db.set_path(cao, ifindex, gateway, route_id)
+        assert (cao.ifindex, cao.gateway, cao.route_id) == (ifindex, gateway, route_id)
+
     @invariant()
     def same_records(self) -> None:
         if hasattr(self, "db"):
@@ -233,3 +255,23 @@ def test_conmon_as_dict_uses_lws_conmon_json_names() -> None:
     }
     assert Conmon(dns_disposition="SERVER_UNREACHABLE").as_dict()["peer"] == ""
     assert Conmon(dns_disposition="SERVER_UNREACHABLE").as_dict()["dns_disp"] == 2
+
+
+def test_a_path_learnt_late_refiles_a_record_in_age_order() -> None:
+    db = CaoDb(history=8, ttl=10, clock=FakeClock())
+    older = _cao("a.test", "198.51.100.1", None, None, None, CaoResult.WON, 1)
+    newer = _cao("a.test", "198.51.100.1", None, None, None, CaoResult.REFUSED, 1)
+    known = _cao("a.test", "198.51.100.1", 2, None, 7, CaoResult.WON, 1)
+    for cao in (older, newer, known):
+        db.add(cao)
+    db.set_path(newer, 2, "198.51.100.254", 7)
+    db.set_path(older, 2, "198.51.100.254", 7)
+    assert db.query(route_id=7) == [known, newer, older]
+    assert db.query(ifindex=2, gateway="198.51.100.254") == [newer, older]
+    assert db.forget(gateway="198.51.100.254") == 2 and db.query() == [known]
+    flying = _cao("a.test", "198.51.100.1", None, None, None, CaoResult.PENDING, 0)
+    db.started(flying)
+    db.set_path(flying, 3, None, 9)  # in flight: add() files it by the path it has then
+    flying.result = CaoResult.WON
+    db.add(flying)
+    assert db.query(route_id=9) == [flying] and db.query(ifindex=3) == [flying]

@@ -60,6 +60,7 @@ from lwspy.net.nlmsg import (
     decode,
     dump_request,
     fibmatch_request,
+    flow_route_request,
 )
 
 V4_NETS = [ipaddress.ip_network(n) for n in ("198.51.100.0/24", "203.0.113.0/24", "198.18.0.0/15")]
@@ -780,6 +781,44 @@ def test_fibmatch_request_matches_pyroute2() -> None:
         fibmatch_request(route._replace(family=7), 1)
     with pytest.raises(ValueError, match="seq"):
         fibmatch_request(route, 1 << 32)
+
+
+@pytest.mark.parametrize(
+    ("family", "dst", "src", "oif"),
+    [
+        (AF_INET, "203.0.113.1", "198.51.100.1", 0),
+        (AF_INET, "203.0.113.1", None, 0),
+        (AF_INET6, "fe80::1", "fe80::2", 3),
+        (AF_INET6, "2001:db8:2::1", None, 5),
+    ],
+)
+def test_flow_route_request_matches_pyroute2(
+    family: int, dst: str, src: str | None, oif: int
+) -> None:
+    width = 32 if family == AF_INET else 128
+    msg = rtmsg()
+    _header(msg, RTM_GETROUTE, NLM_F_REQUEST, 9, 0)
+    fields = {"family": family, "dst_len": width, "src_len": width if src else 0, "tos": 0}
+    for key, value in fields.items():
+        msg[key] = value
+    for key in ("table", "proto", "scope", "type", "flags"):
+        msg[key] = 0
+    attrs: list[tuple[str, object]] = [("RTA_DST", dst)]
+    if src is not None:
+        attrs.append(("RTA_SRC", src))
+    if oif:
+        attrs.append(("RTA_OIF", oif))
+    msg["attrs"] = attrs
+    msg.encode()
+    assert flow_route_request(family, dst, 9, src, oif) == bytes(msg.data)
+    assert decode(flow_route_request(family, dst, 9, src, oif)) == []  # a request, no record
+
+
+def test_flow_route_request_refuses_what_it_cannot_ask() -> None:
+    with pytest.raises(ValueError, match="family 7"):
+        flow_route_request(7, "203.0.113.1", 1)
+    with pytest.raises(ValueError, match="seq"):
+        flow_route_request(AF_INET, "203.0.113.1", 1 << 32)
 
 
 def test_done_and_error() -> None:

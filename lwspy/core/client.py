@@ -16,7 +16,9 @@ to the user's wsi; its CAO becomes the HEAD of ``wsi.caos``, the others follow i
 order. Every attempt that ended by itself (won, lost, refused, unreachable, timed out)
 goes into ``ctx.cao_db``, which the next connect asks: which path to try first, and how
 long to wait before the next one. The netlink role tells the database, through
-:func:`forget_paths`, which history a routing change made stale.
+:func:`forget_paths`, which history a routing change made stale, and gives the attempts
+started during its cold plug (its table still empty) their path through
+:func:`fill_paths` once the table is known.
 """
 
 from __future__ import annotations
@@ -41,10 +43,17 @@ if TYPE_CHECKING:
     from lwspy.core.context import Context
     from lwspy.core.resolver import DnsAnswer
     from lwspy.core.retry import RetryPolicy
-    from lwspy.net.route import Route
+    from lwspy.net.route import Route, RouteTable
     from lwspy.roles.netlink import RouteWatcher
 
-__all__ = ["ATTEMPT", "AttemptRole", "ClientConnect", "forget_paths", "literal_address"]
+__all__ = [
+    "ATTEMPT",
+    "AttemptRole",
+    "ClientConnect",
+    "fill_paths",
+    "forget_paths",
+    "literal_address",
+]
 
 _ERRNO_RESULT = {
     errno.ECONNREFUSED: CaoResult.REFUSED,
@@ -52,6 +61,9 @@ _ERRNO_RESULT = {
     errno.ENETUNREACH: CaoResult.UNREACHABLE,
     errno.ETIMEDOUT: CaoResult.TIMED_OUT,
 }
+_RESET_AFTER_CONNECT = (errno.ECONNRESET, errno.EPIPE)
+"""A connect's SO_ERROR that only a connection that was established can have (Linux
+``tcp_reset()``: ECONNRESET; EPIPE once the peer's FIN had come)."""
 _V6 = int(socket.AF_INET6)
 _V4 = int(socket.AF_INET)
 # IFA_F_* flags of an address (linux/if_addr.h) that RFC 6724's source rules read
@@ -118,29 +130,37 @@ _UNSET: Any = object()  # a source not looked for yet
 
 
 class _Path:
-    """What the route table says of one candidate at this try: its path and its source."""
+    """What the route table says of one candidate at this try: its path and its source.
 
-    __slots__ = ("gateway", "ifindex", "route", "route_id", "source")
+    ``early``: the netlink role's table was not filled yet (its cold plug), so it says
+    nothing; the attempts that take it get their path when the table is known.
+    """
 
-    def __init__(self, route: Route | None, source: sort.Source | None = _UNSET) -> None:
+    __slots__ = ("early", "gateway", "ifindex", "route", "route_id", "source")
+
+    def __init__(
+        self, route: Route | None, source: sort.Source | None = _UNSET, early: bool = False
+    ) -> None:
         self.route = route
         self.ifindex = route.oif if route is not None else None
         self.gateway = route.gateway if route is not None else None
         self.route_id = route.id if route is not None else None
         # None: no route, or no source address for it; looked for only when sorting
         self.source = source
+        self.early = early
 
 
 class _Attempt:
     """One attempt of the current try: its CAO and the internal wsi that holds its socket."""
 
-    __slots__ = ("cao", "n", "owner", "wsi")
+    __slots__ = ("cao", "n", "owner", "reset", "wsi")
 
     def __init__(self, owner: Wsi, n: int, cao: Cao, wsi: Wsi | None) -> None:
         self.owner = owner
         self.n = n
         self.cao = cao
         self.wsi = wsi
+        self.reset = 0  # the reset SO_ERROR reported (and so took) for a connect that completed
 
 
 class AttemptRole(InternalRole):
@@ -380,22 +400,32 @@ def _dns_failure(cc: ClientConnect) -> tuple[str, str]:
 
 
 def _path(ctx: Context, cc: ClientConnect, address: str) -> _Path:
-    """The route, interface, gateway and source for ``address`` (cached for the try)."""
-    path = cc.paths.get(address)
-    if path is not None:
-        return path
+    """The route, interface, gateway and source for ``address`` (cached for the try; an
+    early one only until the table is known)."""
     watcher = _watcher(ctx)
-    route = watcher.table.lookup(address) if watcher is not None and watcher.coldplug_done else None
-    if route is None or route.type == _RTN_THROW:
-        # No table, or tables local and main pass it on (policy rules, table default):
-        # the kernel decides, asked when a source is needed.
-        path = _Path(None)
-    elif watcher is not None and watcher.table.forwards(route):
-        path = _Path(route)
-    else:  # blackhole, unreachable, prohibit, a blackhole nexthop: no way there
-        path = _Path(None, None)
+    path = cc.paths.get(address)
+    if path is not None and not (path.early and watcher is not None and watcher.table_ready):
+        return path
+    if watcher is None:
+        path = _Path(None)  # no table: the kernel decides, asked when a source is needed
+    elif not watcher.table_ready:
+        path = _Path(None, early=True)
+    else:
+        path = _table_path(watcher.table, address)
     cc.paths[address] = path
     return path
+
+
+def _table_path(table: RouteTable, address: str) -> _Path:
+    """What ``table`` says of the path to ``address``."""
+    route = table.lookup(address)
+    if route is None or route.type == _RTN_THROW:
+        # Tables local and main pass it on (policy rules, table default): the kernel
+        # decides, asked when a source is needed.
+        return _Path(None)
+    if table.forwards(route):
+        return _Path(route)
+    return _Path(None, None)  # blackhole, unreachable, prohibit, a blackhole nexthop
 
 
 def _watcher(ctx: Context) -> RouteWatcher | None:
@@ -529,6 +559,10 @@ def _start_attempt(wsi: Wsi, cc: ClientConnect, n: int, address: str, now: float
     cao = Cao(cc.host, cc.port, address, family, started=now)  # when the racer said so
     path = _path(ctx, cc, address)
     cao.ifindex, cao.gateway, cao.route_id = path.ifindex, path.gateway, path.route_id
+    if path.early:  # the netlink role fills its path in when its table is known
+        watcher = _watcher(ctx)
+        assert watcher is not None
+        watcher.early_caos.append(cao)
     cc.caos.append(cao)
     cc.db.started(cao)  # a forget() of its path from now on keeps it out of the database
     att = _Attempt(wsi, n, cao, None)
@@ -584,11 +618,11 @@ def _attempt_writable(aw: Wsi) -> None:
     sock = aw.sock
     assert sock is not None and cc is not None and cc.racer is not None
     err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-    if not err:
-        try:
-            sock.getpeername()
-        except OSError as e:  # reset between the writable event and here
-            err = e.errno or errno.ECONNRESET
+    if err in _RESET_AFTER_CONNECT:
+        # The connect completed and the peer reset it at once (Linux tcp_reset(): a reset
+        # in SYN-SENT is ECONNREFUSED): it won. What the peer sent before its reset is
+        # still queued; the wsi reads it, then closes with the reset that SO_ERROR took.
+        att.reset, err = err, 0
     now = wsi.ctx.pt.suls.clock()
     if err:
         _act(wsi, cc, _attempt_failed(att, err, errno_reason(err), now), now)
@@ -654,15 +688,24 @@ def _won(wsi: Wsi, cc: ClientConnect, act: Won) -> None:
     cc.caos.remove(cao)
     cc.caos.insert(0, cao)  # the HEAD; the others stay in start order behind it
     wsi.sock = sock
+    wsi._reset = att.reset
     try:
         peer = sock.getpeername()
-        local = sock.getsockname()
-    except OSError as e:  # pragma: no cover - checked a moment ago in _attempt_writable
+    except OSError:  # reset since it connected: it connected to the address it was given
+        peer = (cao.address, cc.port)
+    try:
+        local = sock.getsockname()  # kept by a socket that was reset
+    except OSError as e:  # pragma: no cover - a socket that is open has a name
         wsi._close_now(errno_reason(e.errno or errno.ECONNRESET))
         return
     wsi.peer = (peer[0], peer[1])
     wsi.local = (local[0], local[1])
     cao.local = wsi.local
+    watcher = _watcher(ctx)
+    if watcher is not None and not watcher.table_ready:
+        # Connected during the cold plug: the kernel says which way the connection goes
+        # now; the route id (the table's) comes when the table is known.
+        cao.ifindex, cao.gateway = watcher.ask_path(sock) or (None, None)
     db.add(cao)
     if wsi.conmon is not None:
         wsi.conmon.peer = wsi.peer
@@ -712,6 +755,17 @@ def _give_up(wsi: Wsi, cc: ClientConnect, reason: str | None) -> None:
 
 
 # -- what the netlink role calls --------------------------------------------------------
+
+
+def fill_paths(db: CaoDb, table: RouteTable, caos: Iterable[Cao]) -> None:
+    """The route table is known at last: give the attempts started before it (during the
+    netlink cold plug) the interface, gateway and route id it has for their address, as
+    an attempt started now gets them (what the kernel said of a connection made
+    meanwhile stays where the table has no route for it)."""
+    for cao in caos:
+        path = _table_path(table, cao.address)
+        if path.route is not None:
+            db.set_path(cao, path.ifindex, path.gateway, path.route_id)
 
 
 def forget_paths(db: CaoDb, removed: Iterable[Route], links_down: Iterable[int]) -> None:

@@ -95,6 +95,7 @@ class Wsi:
         "_created",
         "_drain",
         "_events",
+        "_reset",
         "_route_id",
         "_rx_on",
         "_stream",
@@ -158,6 +159,9 @@ class Wsi:
         self._timeout_reason = "timeout"
         self._client: ClientConnect | None = None
         self._route_id: int | None = None  # the route the netlink role indexed this wsi by
+        # A reset that SO_ERROR reported (and so took from the kernel) as the connect
+        # completed: the reads end in an end of stream, and the close says this instead.
+        self._reset = 0
 
     def __repr__(self) -> str:
         return (
@@ -253,7 +257,8 @@ class Wsi:
         on the next pass.
         """
         if self.close_reason is None:
-            self.close_reason = errno_reason(exc.errno) if exc.errno else str(exc)
+            err = self._reset or exc.errno  # a send after such a reset fails with EPIPE
+            self.close_reason = errno_reason(err) if err else str(exc)
         self.state = CLOSING
         self._rx_on = False
         self._want_writable = False
@@ -417,7 +422,10 @@ class Wsi:
             except BlockingIOError:
                 return False
             except OSError as e:
-                self._fail_io(e)
+                if e.errno in _PEER_GONE and self.state is ESTABLISHED:
+                    self._fail_later(e)  # what the peer sent before it went is read first
+                else:
+                    self._fail_io(e)
                 return False
             self.tx_pending -= sent
             if sent < len(head):  # every queued piece is flat bytes: len() is its size

@@ -184,6 +184,7 @@ class CaoStats(Record):
 
 _KEYS = ("host", "address", "family", "ifindex", "gateway", "route_id")
 _keys_of = attrgetter(*_KEYS)  # a record's index keys, in _KEYS order, in one C call
+_PATH_AT = _KEYS.index("ifindex")  # the path keys (ifindex, gateway, route_id) end _KEYS
 # The record, when it was added (clock seconds), and its index keys as they were then: the
 # record is the application's too (wsi.caos), so an edit of it must not unhook the index.
 _Entry = tuple[Cao, float, tuple[object, ...]]
@@ -355,6 +356,38 @@ class CaoDb:
                 del self._flying[key]
                 self._stale[key] = cao
         return len(serials)
+
+    def set_path(
+        self, cao: Cao, ifindex: int | None, gateway: str | None, route_id: int | None
+    ) -> None:
+        """Give ``cao`` the path it took, learnt after it started (the route table was not
+        known yet): its fields and, if it is recorded, its index entries, so that queries
+        and forgets by interface, gateway and route find it from now on."""
+        self._expire(self.clock())
+        serial = None
+        for s, rec in self._index["address"].get(cao.address, {}).items():
+            if rec is cao:
+                serial = s
+                break
+        cao.ifindex, cao.gateway, cao.route_id = ifindex, gateway, route_id
+        if serial is None:  # in flight, or not kept: add() indexes it as it is then
+            return
+        _, added, old = self._records[serial]
+        keys: tuple[object, ...] = (*old[:_PATH_AT], ifindex, gateway, route_id)
+        self._records[serial] = (cao, added, keys)
+        indexes = list(self._index.values())[_PATH_AT:]
+        for index, before, after in zip(indexes, old[_PATH_AT:], keys[_PATH_AT:], strict=True):
+            if before is not None:
+                bucket = index[before]
+                del bucket[serial]
+                if not bucket:
+                    del index[before]
+            if after is not None:
+                bucket = index.setdefault(after, {})
+                newest = next(reversed(bucket), 0)
+                bucket[serial] = cao
+                if newest > serial:  # oldest first, as add() keeps them
+                    index[after] = dict(sorted(bucket.items()))
 
     def clear(self) -> None:
         """Drop every record (and keep out the attempts in flight)."""

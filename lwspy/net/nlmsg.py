@@ -19,7 +19,8 @@ Requests: :func:`dump_request` builds ``RTM_GETLINK`` / ``RTM_GETADDR`` /
 ``RTM_GETNEXTHOP`` / ``RTM_GETROUTE`` dumps; :data:`RTMGRP_SUBSCRIBE` is the group mask
 to ``bind()`` with (nexthop objects, group :data:`RTNLGRP_NEXTHOP`, lie beyond the
 32-bit mask: join it with ``NETLINK_ADD_MEMBERSHIP``); :func:`fibmatch_request` asks
-the kernel which route it would use for an address.
+the kernel which route it would use for an address, :func:`flow_route_request` which
+way it sends a connection's flow.
 
 >>> msgs = decode(dump_request(RTM_GETROUTE, AF_INET, 1))  # a request is no record
 >>> msgs
@@ -37,7 +38,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import count, islice, repeat
 from operator import and_, itemgetter, ne
-from socket import inet_ntop
+from socket import inet_ntop, inet_pton
 from typing import Final, Literal, NamedTuple, TypeVar, cast
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "decode",
     "dump_request",
     "fibmatch_request",
+    "flow_route_request",
     "next_route_id",
 ]
 
@@ -1418,5 +1420,33 @@ def fibmatch_request(route: Route, seq: int) -> bytes:
     attrs = _NLA.pack(4 + nbytes, RTA_DST) + route.dst_num.to_bytes(nbytes, "big")
     if route.oif is not None:
         attrs += _NLA.pack(8, RTA_OIF) + _U32.pack(route.oif)
+    length = _RTMSG_END + len(attrs)
+    return _HDR.pack(length, RTM_GETROUTE, NLM_F_REQUEST, seq, 0) + body + attrs
+
+
+def flow_route_request(
+    family: int, dst: str, seq: int, src: str | None = None, oif: int = 0
+) -> bytes:
+    """An ``RTM_GETROUTE`` request (no dump) for the kernel's output route of a flow to
+    ``dst`` from ``src`` out of ``oif`` (0: any), as a socket bound so would get it: every
+    rule and table applied. The answer is one route (its ``oif``, ``gateway``,
+    ``prefsrc``) or an error (no route).
+
+    >>> len(flow_route_request(AF_INET, "198.51.100.2", 7, src="198.51.100.1", oif=2))
+    52
+    """
+    nbytes = _ADDR_BYTES.get(family)
+    if nbytes is None:
+        raise ValueError(f"flow_route_request: family {family}")
+    if not 0 <= seq <= 0xFFFFFFFF:
+        raise ValueError(f"flow_route_request: seq {seq} does not fit in 32 bits")
+    sfam = _SOCK_FAMILY[family]
+    attrs = _NLA.pack(4 + nbytes, RTA_DST) + inet_pton(sfam, dst)
+    if src is not None:
+        attrs += _NLA.pack(4 + nbytes, RTA_SRC) + inet_pton(sfam, src)
+    if oif:
+        attrs += _NLA.pack(8, RTA_OIF) + _U32.pack(oif)
+    src_len = 8 * nbytes if src is not None else 0
+    body = _RTMSG.pack(family, 8 * nbytes, src_len, 0, 0, 0, 0, 0, 0)
     length = _RTMSG_END + len(attrs)
     return _HDR.pack(length, RTM_GETROUTE, NLM_F_REQUEST, seq, 0) + body + attrs

@@ -90,7 +90,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from lwspy.core.client import forget_paths
+from lwspy.core.client import fill_paths, forget_paths
 from lwspy.core.log import INFO, log
 from lwspy.core.protocol import INTERNAL
 from lwspy.core.role import InternalRole
@@ -133,6 +133,7 @@ from lwspy.net.nlmsg import (
     decode,
     dump_request,
     fibmatch_request,
+    flow_route_request,
 )
 from lwspy.net.route import (
     NOT_ROUTABLE,
@@ -148,6 +149,7 @@ from lwspy.system.state import SystemState
 
 if TYPE_CHECKING:
     from lwspy.core.context import Context
+    from lwspy.net.cao import Cao
 
 __all__ = [
     "COLDPLUG_TIMEOUT",
@@ -187,6 +189,10 @@ REPLAY_SLICE = 2048
 
 RETRY_DELAY = 0.05
 """Seconds before a refused dump request is sent again."""
+
+EARLY_CAOS = 4096
+"""The most connect attempts kept to be given their path when the cold plug's table is
+known (the newest; a table that never comes keeps no more)."""
 
 _DUMP_STEPS: tuple[int, ...] = (RTM_GETLINK, RTM_GETADDR, RTM_GETNEXTHOP, RTM_GETROUTE)
 """What a dump asks for, in order (one request each, ``AF_UNSPEC``); a step is one entry.
@@ -567,6 +573,7 @@ class RouteWatcher:
         "by_route",
         "coldplug_done",
         "ctx",
+        "early_caos",
         "links",
         "local_count",
         "phase",
@@ -601,6 +608,9 @@ class RouteWatcher:
             "replayed": 0,
         }
         self._early: set[Wsi] = set()  # connections made before the table was known
+        # Connect attempts started before the table was known (client.py adds them): given
+        # their path when it is (fill_paths).
+        self.early_caos: deque[Cao] = deque(maxlen=EARLY_CAOS)
         self._keys: dict[Wsi, _Conn] = {}  # every tracked connection
         self._peers = _PeerIndex()
         self._fast: dict[int, bool] = {}  # family -> the table decides (absent: not known yet)
@@ -677,6 +687,44 @@ class RouteWatcher:
         if self.policy_wsi is not None:
             self.policy_wsi._close_now("context destroyed")
         self.wsi._close_now("context destroyed")
+
+    @property
+    def table_ready(self) -> bool:
+        """True once a complete dump has filled :attr:`table` (the cold plug's dump; a
+        cold plug that timed out has none yet)."""
+        return self._synced
+
+    def ask_path(self, sock: socket.socket) -> tuple[int | None, str | None] | None:
+        """The interface and gateway the kernel sends a connected socket's flow by
+        (``RTM_GETROUTE`` for its peer, from its local address, out of the device it is
+        bound to; answered within the send), or None if it cannot be asked: what a
+        connection made before the table is known says of its path."""
+        query = self._query
+        if query is None:
+            return None
+        try:
+            local = sock.getsockname()
+            peer = sock.getpeername()
+            oif = sock.getsockopt(socket.SOL_SOCKET, SO_BINDTOIFINDEX)
+        except OSError:  # reset, closed: nothing to ask about
+            return None
+        family = AF_INET6 if sock.family == socket.AF_INET6 else AF_INET
+        if not oif and family == AF_INET6:
+            oif = peer[3]  # a link-local peer's scope is its device
+        seq = next(self._seq)
+        dst, src = peer[0].partition("%")[0], local[0].partition("%")[0]
+        try:
+            query.send(flow_route_request(family, dst, seq, src, oif))
+            for _ in range(_QUERY_READS):  # an answer left from an earlier ask comes first
+                for rec in decode(query.recv(1 << 16)):
+                    if type(rec) is RouteMsg and rec.seq == seq and rec.routes:
+                        route = rec.routes[0]
+                        return route.oif, route.gateway
+                    if type(rec) is ErrorMsg and rec.seq == seq:
+                        return None
+        except OSError as e:
+            log.debug("lwspy netlink: cannot ask about %s (%s)", dst, e)
+        return None
 
     # -- what the hook point announces ---------------------------------------------------
 
@@ -1003,6 +1051,8 @@ class RouteWatcher:
                 self._work.schedule(0)
             elif dump.initial:
                 self._adopt(dump)
+                early, self.early_caos = self.early_caos, deque(maxlen=EARLY_CAOS)
+                fill_paths(self.ctx.cao_db, self.table, early)
                 self.phase = Phase.LIVE
                 self._expiries(_Batch())  # cold plug: no SMD, no culling
                 if self.coldplug_done:  # it came after the timeout: connections since then

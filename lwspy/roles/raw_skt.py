@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from lwspy.core.protocol import INTERNAL, Reason
 from lwspy.core.role import RX_CHUNK, InternalRole, RoleOps
-from lwspy.core.wsi import ESTABLISHED, EV_READ, Wsi
+from lwspy.core.wsi import ESTABLISHED, EV_READ, Wsi, errno_reason
 
 if TYPE_CHECKING:
     from lwspy.core.context import Context
@@ -88,8 +88,9 @@ class RawSktRole(RoleOps):
             wsi._call(RAW_RX, data)
         else:
             # Half-close: nothing more will come; what we still owe the peer is flushed.
+            # After a reset that the connect's SO_ERROR took, the end of stream is that reset.
             wsi._rx_on = False
-            wsi.close("peer closed")
+            wsi.close(errno_reason(wsi._reset) if wsi._reset else "peer closed")
 
     def send(self, wsi: Wsi, data: bytes | memoryview | bytearray) -> int:
         sock = wsi.sock
