@@ -818,3 +818,41 @@ def test_dns_queries_per_socket_is_checked(bad: Any) -> None:
         lwspy.Context(netlink=False, dns_queries_per_socket=bad)
     with lwspy.Context(netlink=False) as ctx, pytest.raises(ValueError, match="queries_per_socket"):
         Resolver(ctx, ["127.0.0.1"], queries_per_socket=bad)
+
+
+# -- destroy() from inside an answer callback ------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["hosts", "cached", "joined"])
+def test_destroy_from_an_answer_callback_silences_every_other_answer(
+    tmp_path: Path, srv: FakeDns, how: str
+) -> None:
+    """Answers given in the same step as the one whose callback destroys the context
+    (the other family of a hosts-file or cached name, the other resolves of a name being
+    asked) are never delivered: no callback after destroy()."""
+    ctx = make_ctx(tmp_path, nameservers=[srv.address])
+    name = "h.test" if how == "hosts" else "a.test"
+    if how == "cached":
+        ctx.resolver.resolve(name, print)
+        run(ctx, [srv], lambda: len(ctx.resolver.cache) == 2)
+    late: list[DnsAnswer] = []
+    mine: list[DnsAnswer] = []
+
+    def first(a: DnsAnswer) -> None:
+        mine.append(a)
+        if how != "joined" or len(mine) == 2:  # joined: at the name's last answer
+            ctx.destroy()
+
+    def other(a: DnsAnswer) -> None:
+        if ctx.destroying:
+            late.append(a)
+
+    ctx.resolver.resolve(name, first)
+    if how == "joined":  # the same name at once: both wait for one pair of queries
+        ctx.resolver.resolve(name, other)
+    for _ in range(20):
+        if ctx.destroyed:
+            break
+        ctx.service(5)
+        srv.pump()
+    assert ctx.destroyed and late == [] and len(mine) == (2 if how == "joined" else 1)

@@ -131,8 +131,8 @@ class ResolveHandle:
 
     def _deliver(self, answer: DnsAnswer) -> None:
         cb = self._on_answer
-        if cb is None:
-            return
+        if cb is None or self._resolver.closed:  # cancelled, or a callback destroyed the
+            return  # context while answers given in the same step were being delivered
         self._resolver.answers += 1
         try:
             cb(answer)
