@@ -856,3 +856,60 @@ def test_destroy_from_an_answer_callback_silences_every_other_answer(
         ctx.service(5)
         srv.pump()
     assert ctx.destroyed and late == [] and len(mine) == (2 if how == "joined" else 1)
+
+
+# -- answers that came in before an error on a shared socket ---------------------------
+
+
+def test_answers_queued_before_an_icmp_error_are_read_not_lost(
+    tmp_path: Path, srv: FakeDns
+) -> None:
+    """Linux reports a connected UDP socket's ICMP error on the next read, before the
+    datagrams already queued: the answers that came before it are still read, and only
+    the queries left without one move on."""
+    srv.zone["b.test"] = [("A", "198.51.100.30")]
+    conf = f"nameserver [{srv.host}]:{srv.port}\noptions timeout:30 attempts:1\n"
+    with make_ctx(tmp_path, conf=conf) as ctx:
+        got: list[DnsAnswer] = []
+        ctx.resolver.resolve("a.test", got.append)
+        ctx.resolver.resolve("b.test", got.append)
+        ctx.service(0)
+        (wsi,) = udp_sockets(ctx)
+        srv.pump()  # four answers wait in the shared socket
+        srv.udp.close()  # then the server goes away, and a datagram sent on the socket
+        wsi.sock.send(b"\0" * 12)  # (as a retry landing there would be) is refused
+        run(ctx, [], lambda: len(got) == 4)
+        assert sorted(a for g in got for a in g.addresses) == [
+            "198.51.100.30",
+            "198.51.100.7",
+            "198.51.100.8",
+            "2001:db8::7",
+        ]
+        assert only_wake_fd(ctx)
+
+
+def test_answers_queued_before_a_refused_send_are_read_not_lost(
+    tmp_path: Path, srv: FakeDns
+) -> None:
+    """The same when the error comes back on a send (a lookup joining the socket after
+    the server went away): what was queued before it is read first."""
+    from lwspy.roles.udp import READS_PER_EVENT
+
+    n = READS_PER_EVENT // 2 + 1  # names whose answers overflow one readable event
+    for i in range(n):
+        srv.zone[f"n{i}.test"] = [("A", f"198.51.100.{60 + i}"), ("AAAA", f"2001:db8::{60 + i}")]
+    conf = f"nameserver [{srv.host}]:{srv.port}\noptions timeout:30 attempts:1\n"
+    with make_ctx(tmp_path, conf=conf, dns_queries_per_socket=64) as ctx:
+        got: list[DnsAnswer] = []
+        for i in range(n):
+            ctx.resolver.resolve(f"n{i}.test", got.append)
+        ctx.service(0)
+        assert len(udp_sockets(ctx)) == 1
+        srv.pump()
+        srv.udp.close()
+        late: list[DnsAnswer] = []
+        ctx.resolver.resolve("c.test", late.append)  # joins the socket, refused
+        run(ctx, [], lambda: len(got) == 2 * n and len(late) == 2)
+        assert sorted(a.disposition for a in got) == ["OK"] * (2 * n)
+        assert {a.disposition for a in late} == {"SERVER_UNREACHABLE"}
+        assert only_wake_fd(ctx)

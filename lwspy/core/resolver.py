@@ -46,7 +46,7 @@ from lwspy.net.dns import (
     search_names,
 )
 from lwspy.net.hosts import HOSTNAME
-from lwspy.roles.udp import open_tcp, open_udp
+from lwspy.roles.udp import drain, open_tcp, open_udp
 
 if TYPE_CHECKING:
     from lwspy.core.context import Context
@@ -61,6 +61,9 @@ _FAMILIES = ((socket.AF_INET6, TYPE_AAAA), (socket.AF_INET, TYPE_A))
 QUERIES_PER_SOCKET = 16
 """The most queries one UDP socket carries (8 names, AAAA and A each): lookups made
 together share a few source ports, one made alone has its own (see :class:`_Port`)."""
+
+DRAIN_READS = 64
+"""The most datagrams read from a UDP socket that failed, for answers queued before the error."""
 
 DOWN_SECS = 30.0
 """A server that timed out or was unreachable is tried after the others for this long."""
@@ -217,13 +220,28 @@ class _Port:
 
     def fail(self, why: str) -> list[tuple[_Query, Send | Done | None]]:
         """The socket failed (ICMP refused...): every query on it leaves, and what its
-        machine makes of that is returned (for the caller to act on)."""
+        machine makes of that is returned (for the caller to act on).
+
+        The datagrams queued before the error are read first (Linux reports the error
+        ahead of them): a query whose answer is among them takes it; only the others
+        are unreachable.
+        """
         self.retire()
         now = self.resolver._ctx.now()
+        by_id = self.by_id
+        waiting = list(by_id.values())
+        decided: dict[_Query, Send | Done | None] = {}
+        for data in drain(self.wsi, DRAIN_READS):
+            q = by_id.get(data[0] << 8 | data[1] if len(data) >= 2 else -1)
+            for t in waiting if q is None else (q,):
+                if t not in decided:
+                    action = t.machine.receive(data, now)
+                    if action is not None or t.machine.state is not QState.UDP:
+                        decided[t] = action  # answered (or moved on by what it read)
         pairs: list[tuple[_Query, Send | Done | None]] = []
-        for q in list(self.by_id.values()):
+        for q in waiting:
             q._close()
-            pairs.append((q, q.machine.unreachable(now, why)))
+            pairs.append((q, decided[q] if q in decided else q.machine.unreachable(now, why)))
         return pairs
 
 
