@@ -248,10 +248,10 @@ class _Port:
 class _Ask:
     """The queries of one name started together (AAAA and A), and the one timer they share.
 
-    Sends made together (the first try of both, their retries after a shared timeout) to
-    the same server go out on one fresh connected UDP socket: a random source port per
-    name and try, each query with its own random id. Any other send (a retry of one
-    family, TCP after a truncated answer, the next search name) gets a socket of its own.
+    Every UDP send (a first try, a retry, the next search name, a CNAME followed) goes
+    out on the server's :class:`_Port` taking queries then, with its own random id: the
+    first tries of both families land on the same one, a retry may land on a port that
+    other lookups still wait on. TCP after a truncated answer has a socket of its own.
     """
 
     __slots__ = ("armed", "pair", "queries", "resolver", "sul")
