@@ -913,3 +913,66 @@ def test_answers_queued_before_a_refused_send_are_read_not_lost(
         assert sorted(a.disposition for a in got) == ["OK"] * (2 * n)
         assert {a.disposition for a in late} == {"SERVER_UNREACHABLE"}
         assert only_wake_fd(ctx)
+
+
+# -- a server's error is every socket's to it ------------------------------------------
+
+
+def test_a_refusal_on_one_socket_moves_the_queries_of_every_socket_to_that_server(
+    tmp_path: Path, srv: FakeDns
+) -> None:
+    for i in range(3):
+        srv.zone[f"n{i}.test"] = [("A", f"198.51.100.{40 + i}")]
+    with FakeDns() as first:
+        first.behaviour = silent
+        conf = f"nameserver [{first.host}]:{first.port}\nnameserver [{srv.host}]:{srv.port}\n"
+        with make_ctx(
+            tmp_path, conf=conf + "options timeout:30\n", dns_queries_per_socket=2
+        ) as ctx:
+            got: list[DnsAnswer] = []
+            for i in range(3):
+                ctx.resolver.resolve(f"n{i}.test", got.append)
+            ctx.service(0)
+            first.pump()
+            socks = udp_sockets(ctx)
+            assert len(socks) == 3  # a socket per name
+            # an error that is not the server's (here EIO) moves only that socket's queries
+            socks[0].user.failed(socks[0], errno.EIO)
+            run(ctx, [first, srv], lambda: len(got) == 2)
+            assert len(udp_sockets(ctx)) == 2
+            # a refusal is the server's word: the other sockets to it are done too
+            socks[1].user.failed(socks[1], errno.ECONNREFUSED)
+            run(ctx, [first, srv], lambda: len(got) == 6)  # long before any 30 s timeout
+            assert sorted(a for g in got for a in g.addresses) == [
+                f"198.51.100.{40 + i}" for i in range(3)
+            ]
+            assert len(first.queries) == 6 and only_wake_fd(ctx)
+
+
+def test_a_server_that_refused_a_moment_ago_is_not_asked_again_at_once(
+    tmp_path: Path, srv: FakeDns
+) -> None:
+    dead = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    dead.bind(("127.0.0.1", 0))
+    port = dead.getsockname()[1]
+    dead.close()  # nothing listens there: ICMP port unreachable, at once on loopback
+    for i in range(3):
+        srv.zone[f"n{i}.test"] = [("A", f"198.51.100.{40 + i}")]
+    conf = f"nameserver [127.0.0.1]:{port}\nnameserver [{srv.host}]:{srv.port}\n"
+    with make_ctx(tmp_path, conf=conf + "options timeout:30\n") as ctx:
+        got: list[DnsAnswer] = []
+        for i in range(3):
+            ctx.resolver.resolve(f"n{i}.test", got.append)
+        run(ctx, [srv], lambda: len(got) == 6)
+        # the first datagram was sent and refused; the second send said so; the other
+        # four queries of that pass went to the next server unsent
+        assert ctx.resolver.sent == 1 + 6
+        assert len(srv.queries) == 6 and only_wake_fd(ctx)
+        # a while later it is asked again (last: it is down)
+        ctx.resolver._refused = dict.fromkeys(ctx.resolver._refused, (0.0, "refused"))
+        ctx.resolver._down.clear()
+        got.clear()
+        ctx.resolver.resolve("v4.test", got.append)
+        run(ctx, [srv], lambda: len(got) == 2)
+        assert ctx.resolver.sent == 7 + 1 + 2  # refused again, then the next server
+        assert all(when > 0 for when, _ in ctx.resolver._refused.values())
