@@ -867,6 +867,12 @@ def test_answers_queued_before_an_icmp_error_are_read_not_lost(
     """Linux reports a connected UDP socket's ICMP error on the next read, before the
     datagrams already queued: the answers that came before it are still read, and only
     the queries left without one move on."""
+
+    def spoof_answer_twice(s: FakeDns, q: dns.message.Message, w: bytes, t: bool) -> list[Reply]:
+        real = s.answer(q).to_wire()
+        return [bytes([real[0] ^ 0x55]) + real[1:], real, real]
+
+    srv.behaviour = spoof_answer_twice
     srv.zone["b.test"] = [("A", "198.51.100.30")]
     conf = f"nameserver [{srv.host}]:{srv.port}\noptions timeout:30 attempts:1\n"
     with make_ctx(tmp_path, conf=conf) as ctx:
@@ -875,7 +881,7 @@ def test_answers_queued_before_an_icmp_error_are_read_not_lost(
         ctx.resolver.resolve("b.test", got.append)
         ctx.service(0)
         (wsi,) = udp_sockets(ctx)
-        srv.pump()  # four answers wait in the shared socket
+        srv.pump()  # four answers (each after a spoof, and again) wait in the socket
         srv.udp.close()  # then the server goes away, and a datagram sent on the socket
         wsi.sock.send(b"\0" * 12)  # (as a retry landing there would be) is refused
         run(ctx, [], lambda: len(got) == 4)
