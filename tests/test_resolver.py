@@ -818,3 +818,167 @@ def test_dns_queries_per_socket_is_checked(bad: Any) -> None:
         lwspy.Context(netlink=False, dns_queries_per_socket=bad)
     with lwspy.Context(netlink=False) as ctx, pytest.raises(ValueError, match="queries_per_socket"):
         Resolver(ctx, ["127.0.0.1"], queries_per_socket=bad)
+
+
+# -- destroy() from inside an answer callback ------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["hosts", "cached", "joined"])
+def test_destroy_from_an_answer_callback_silences_every_other_answer(
+    tmp_path: Path, srv: FakeDns, how: str
+) -> None:
+    """Answers given in the same step as the one whose callback destroys the context
+    (the other family of a hosts-file or cached name, the other resolves of a name being
+    asked) are never delivered: no callback after destroy()."""
+    ctx = make_ctx(tmp_path, nameservers=[srv.address])
+    name = "h.test" if how == "hosts" else "a.test"
+    if how == "cached":
+        ctx.resolver.resolve(name, print)
+        run(ctx, [srv], lambda: len(ctx.resolver.cache) == 2)
+    late: list[DnsAnswer] = []
+    mine: list[DnsAnswer] = []
+
+    def first(a: DnsAnswer) -> None:
+        mine.append(a)
+        if how != "joined" or len(mine) == 2:  # joined: at the name's last answer
+            ctx.destroy()
+
+    def other(a: DnsAnswer) -> None:
+        if ctx.destroying:
+            late.append(a)
+
+    ctx.resolver.resolve(name, first)
+    if how == "joined":  # the same name at once: both wait for one pair of queries
+        ctx.resolver.resolve(name, other)
+    for _ in range(20):
+        if ctx.destroyed:
+            break
+        ctx.service(5)
+        srv.pump()
+    assert ctx.destroyed and late == [] and len(mine) == (2 if how == "joined" else 1)
+
+
+# -- answers that came in before an error on a shared socket ---------------------------
+
+
+def test_answers_queued_before_an_icmp_error_are_read_not_lost(
+    tmp_path: Path, srv: FakeDns
+) -> None:
+    """Linux reports a connected UDP socket's ICMP error on the next read, before the
+    datagrams already queued: the answers that came before it are still read, and only
+    the queries left without one move on."""
+
+    def spoof_answer_twice(s: FakeDns, q: dns.message.Message, w: bytes, t: bool) -> list[Reply]:
+        real = s.answer(q).to_wire()
+        return [bytes([real[0] ^ 0x55]) + real[1:], real, real]
+
+    srv.behaviour = spoof_answer_twice
+    srv.zone["b.test"] = [("A", "198.51.100.30")]
+    conf = f"nameserver [{srv.host}]:{srv.port}\noptions timeout:30 attempts:1\n"
+    with make_ctx(tmp_path, conf=conf) as ctx:
+        got: list[DnsAnswer] = []
+        ctx.resolver.resolve("a.test", got.append)
+        ctx.resolver.resolve("b.test", got.append)
+        ctx.service(0)
+        (wsi,) = udp_sockets(ctx)
+        srv.pump()  # four answers (each after a spoof, and again) wait in the socket
+        srv.udp.close()  # then the server goes away, and a datagram sent on the socket
+        wsi.sock.send(b"\0" * 12)  # (as a retry landing there would be) is refused
+        run(ctx, [], lambda: len(got) == 4)
+        assert sorted(a for g in got for a in g.addresses) == [
+            "198.51.100.30",
+            "198.51.100.7",
+            "198.51.100.8",
+            "2001:db8::7",
+        ]
+        assert only_wake_fd(ctx)
+
+
+def test_answers_queued_before_a_refused_send_are_read_not_lost(
+    tmp_path: Path, srv: FakeDns
+) -> None:
+    """The same when the error comes back on a send (a lookup joining the socket after
+    the server went away): what was queued before it is read first."""
+    from lwspy.roles.udp import READS_PER_EVENT
+
+    n = READS_PER_EVENT // 2 + 1  # names whose answers overflow one readable event
+    for i in range(n):
+        srv.zone[f"n{i}.test"] = [("A", f"198.51.100.{60 + i}"), ("AAAA", f"2001:db8::{60 + i}")]
+    conf = f"nameserver [{srv.host}]:{srv.port}\noptions timeout:30 attempts:1\n"
+    with make_ctx(tmp_path, conf=conf, dns_queries_per_socket=64) as ctx:
+        got: list[DnsAnswer] = []
+        for i in range(n):
+            ctx.resolver.resolve(f"n{i}.test", got.append)
+        ctx.service(0)
+        assert len(udp_sockets(ctx)) == 1
+        srv.pump()
+        srv.udp.close()
+        late: list[DnsAnswer] = []
+        ctx.resolver.resolve("c.test", late.append)  # joins the socket, refused
+        run(ctx, [], lambda: len(got) == 2 * n and len(late) == 2)
+        assert sorted(a.disposition for a in got) == ["OK"] * (2 * n)
+        assert {a.disposition for a in late} == {"SERVER_UNREACHABLE"}
+        assert only_wake_fd(ctx)
+
+
+# -- a server's error is every socket's to it ------------------------------------------
+
+
+def test_a_refusal_on_one_socket_moves_the_queries_of_every_socket_to_that_server(
+    tmp_path: Path, srv: FakeDns
+) -> None:
+    for i in range(3):
+        srv.zone[f"n{i}.test"] = [("A", f"198.51.100.{40 + i}")]
+    with FakeDns() as first:
+        first.behaviour = silent
+        conf = f"nameserver [{first.host}]:{first.port}\nnameserver [{srv.host}]:{srv.port}\n"
+        with make_ctx(
+            tmp_path, conf=conf + "options timeout:30\n", dns_queries_per_socket=2
+        ) as ctx:
+            got: list[DnsAnswer] = []
+            for i in range(3):
+                ctx.resolver.resolve(f"n{i}.test", got.append)
+            ctx.service(0)
+            first.pump()
+            socks = udp_sockets(ctx)
+            assert len(socks) == 3  # a socket per name
+            # an error that is not the server's (here EIO) moves only that socket's queries
+            socks[0].user.failed(socks[0], errno.EIO)
+            run(ctx, [first, srv], lambda: len(got) == 2)
+            assert len(udp_sockets(ctx)) == 2
+            # a refusal is the server's word: the other sockets to it are done too
+            socks[1].user.failed(socks[1], errno.ECONNREFUSED)
+            run(ctx, [first, srv], lambda: len(got) == 6)  # long before any 30 s timeout
+            assert sorted(a for g in got for a in g.addresses) == [
+                f"198.51.100.{40 + i}" for i in range(3)
+            ]
+            assert len(first.queries) == 6 and only_wake_fd(ctx)
+
+
+def test_a_server_that_refused_a_moment_ago_is_not_asked_again_at_once(
+    tmp_path: Path, srv: FakeDns
+) -> None:
+    dead = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    dead.bind(("127.0.0.1", 0))
+    port = dead.getsockname()[1]
+    dead.close()  # nothing listens there: ICMP port unreachable, at once on loopback
+    for i in range(3):
+        srv.zone[f"n{i}.test"] = [("A", f"198.51.100.{40 + i}")]
+    conf = f"nameserver [127.0.0.1]:{port}\nnameserver [{srv.host}]:{srv.port}\n"
+    with make_ctx(tmp_path, conf=conf + "options timeout:30\n") as ctx:
+        got: list[DnsAnswer] = []
+        for i in range(3):
+            ctx.resolver.resolve(f"n{i}.test", got.append)
+        run(ctx, [srv], lambda: len(got) == 6)
+        # the first datagram was sent and refused; the second send said so; the other
+        # four queries of that pass went to the next server unsent
+        assert ctx.resolver.sent == 1 + 6
+        assert len(srv.queries) == 6 and only_wake_fd(ctx)
+        # a while later it is asked again (last: it is down)
+        ctx.resolver._refused = dict.fromkeys(ctx.resolver._refused, (0.0, "refused"))
+        ctx.resolver._down.clear()
+        got.clear()
+        ctx.resolver.resolve("v4.test", got.append)
+        run(ctx, [srv], lambda: len(got) == 2)
+        assert ctx.resolver.sent == 7 + 1 + 2  # refused again, then the next server
+        assert all(when > 0 for when, _ in ctx.resolver._refused.values())

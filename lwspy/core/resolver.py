@@ -20,6 +20,7 @@ of DNS (glibc ``hosts: files dns``): its families come from the file alone.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import secrets
@@ -46,7 +47,7 @@ from lwspy.net.dns import (
     search_names,
 )
 from lwspy.net.hosts import HOSTNAME
-from lwspy.roles.udp import open_tcp, open_udp
+from lwspy.roles.udp import drain, open_tcp, open_udp
 
 if TYPE_CHECKING:
     from lwspy.core.context import Context
@@ -61,6 +62,19 @@ _FAMILIES = ((socket.AF_INET6, TYPE_AAAA), (socket.AF_INET, TYPE_A))
 QUERIES_PER_SOCKET = 16
 """The most queries one UDP socket carries (8 names, AAAA and A each): lookups made
 together share a few source ports, one made alone has its own (see :class:`_Port`)."""
+
+DRAIN_READS = 64
+"""The most datagrams read from a UDP socket that failed, for answers queued before the error."""
+
+SERVER_ERRORS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
+"""Socket errors that are the server's (or its route's), not one socket's: one of them on
+any socket to a server moves every query waiting on every socket to it. The kernel rate-
+limits ICMP errors (Linux: a burst of 6 per peer, then one a second), so in a burst of
+lookups only a few of the sockets to a dead server would ever be told."""
+
+REFUSED_SECS = 1.0
+"""After such an error, UDP sends to that server move on at once for this long, unsent
+(the kernel's ICMP rate-limit interval: within it, it might not say so again)."""
 
 DOWN_SECS = 30.0
 """A server that timed out or was unreachable is tried after the others for this long."""
@@ -131,8 +145,8 @@ class ResolveHandle:
 
     def _deliver(self, answer: DnsAnswer) -> None:
         cb = self._on_answer
-        if cb is None:
-            return
+        if cb is None or self._resolver.closed:  # cancelled, or a callback destroyed the
+            return  # context while answers given in the same step were being delivered
         self._resolver.answers += 1
         try:
             cb(answer)
@@ -159,6 +173,7 @@ class _Port:
         self.by_id: dict[int, _Query] = {}  # query id -> the query waiting for it here
         self.uses = 0  # queries sent on it
         self.wsi = open_udp(resolver._ctx, server, self)
+        resolver._open.setdefault(server, {})[self] = None
 
     def __repr__(self) -> str:
         return f"<_Port {self.server} {len(self.by_id)} waiting, {self.uses} sent>"
@@ -192,6 +207,11 @@ class _Port:
         q.port = None
         if not by_id:
             self.retire()
+            resolver = self.resolver
+            open_ = resolver._open[self.server]
+            del open_[self]
+            if not open_:
+                del resolver._open[self.server]
             if self.wsi.state is not CLOSED:
                 self.wsi._close_now("resolver done")
 
@@ -209,31 +229,43 @@ class _Port:
                 q.ask.act1(q, q.machine.receive(data, now))
 
     def failed(self, wsi: Wsi, err: int) -> None:
-        by_ask: dict[_Ask, list[tuple[_Query, Send | Done | None]]] = {}
-        for pair in self.fail(_why(err)):
-            by_ask.setdefault(pair[0].ask, []).append(pair)
-        for ask, pairs in by_ask.items():
+        for ask, pairs in _by_ask(self.resolver._fail(self, err)).items():
             ask.act(pairs)
 
     def fail(self, why: str) -> list[tuple[_Query, Send | Done | None]]:
         """The socket failed (ICMP refused...): every query on it leaves, and what its
-        machine makes of that is returned (for the caller to act on)."""
+        machine makes of that is returned (for the caller to act on).
+
+        The datagrams queued before the error are read first (Linux reports the error
+        ahead of them): a query whose answer is among them takes it; only the others
+        are unreachable.
+        """
         self.retire()
         now = self.resolver._ctx.now()
+        by_id = self.by_id
+        waiting = list(by_id.values())
+        decided: dict[_Query, Send | Done | None] = {}
+        for data in drain(self.wsi, DRAIN_READS):
+            q = by_id.get(data[0] << 8 | data[1] if len(data) >= 2 else -1)
+            for t in waiting if q is None else (q,):
+                if t not in decided:
+                    action = t.machine.receive(data, now)
+                    if action is not None or t.machine.state is not QState.UDP:
+                        decided[t] = action  # answered (or moved on by what it read)
         pairs: list[tuple[_Query, Send | Done | None]] = []
-        for q in list(self.by_id.values()):
+        for q in waiting:
             q._close()
-            pairs.append((q, q.machine.unreachable(now, why)))
+            pairs.append((q, decided[q] if q in decided else q.machine.unreachable(now, why)))
         return pairs
 
 
 class _Ask:
     """The queries of one name started together (AAAA and A), and the one timer they share.
 
-    Sends made together (the first try of both, their retries after a shared timeout) to
-    the same server go out on one fresh connected UDP socket: a random source port per
-    name and try, each query with its own random id. Any other send (a retry of one
-    family, TCP after a truncated answer, the next search name) gets a socket of its own.
+    Every UDP send (a first try, a retry, the next search name, a CNAME followed) goes
+    out on the server's :class:`_Port` taking queries then, with its own random id: the
+    first tries of both families land on the same one, a retry may land on a port that
+    other lookups still wait on. TCP after a truncated answer has a socket of its own.
     """
 
     __slots__ = ("armed", "pair", "queries", "resolver", "sul")
@@ -356,6 +388,11 @@ class _Ask:
         for q, s in sends:
             if not q.handles:  # stopped by a failure of an earlier send of this batch
                 continue
+            if resolver._refused:
+                why = resolver._refused_now(server)
+                if why is not None:  # it said so a moment ago: do not ask it again now
+                    later.append((q, q.machine.unreachable(resolver._ctx.now(), why)))
+                    continue
             port = ports.get(server)
             if port is None or q.machine.query_id in port.by_id:
                 if port is not None:  # once in 65,536: the same id twice, apart
@@ -363,7 +400,7 @@ class _Ask:
                 try:
                     port = _Port(resolver, server)
                 except OSError as e:  # no route, no address of that family: next server
-                    why = _why(e.errno or 0)
+                    why = resolver._refuse(server, e.errno or 0)
                     later.append((q, q.machine.unreachable(resolver._ctx.now(), why)))
                     continue
                 ports[server] = port
@@ -372,12 +409,11 @@ class _Ask:
             except OSError as e:
                 # An error on send is the socket's (on loopback, the ICMP refusal of an
                 # earlier send is already in): every query on it moves on, this one too.
-                for other in port.fail(_why(e.errno or 0)):
-                    ask = other[0].ask
+                for ask, pairs in _by_ask(resolver._fail(port, e.errno or 0)).items():
                     if ask is self:
-                        later.append(other)
+                        later.extend(pairs)
                     else:
-                        ask.act([other])
+                        ask.act(pairs)
 
     def rearm(self) -> None:
         """Set the timer for the earliest deadline of the queries still out (or none)."""
@@ -505,7 +541,9 @@ class Resolver:
         "_down",
         "_explicit",
         "_handles",
+        "_open",
         "_ports",
+        "_refused",
         "_start",
         "_starting",
         "answers",
@@ -544,6 +582,8 @@ class Resolver:
         self._handles: dict[ResolveHandle, None] = {}
         self._down: dict[tuple[str, int], float] = {}  # server -> tried last until then
         self._ports: dict[tuple[str, int], _Port] = {}  # server -> the port taking queries
+        self._open: dict[tuple[str, int], dict[_Port, None]] = {}  # server -> its open ports
+        self._refused: dict[tuple[str, int], tuple[float, str]] = {}  # server -> when, why
         self._asking: dict[tuple[str, int], _Query] = {}  # (cache name, qtype) -> query out
         self._starting: list[ResolveHandle] = []  # resolves to begin on the next pass
         self._start: Sul | None = None  # made on the first resolve (ctx.pt may not exist yet)
@@ -606,6 +646,36 @@ class Resolver:
         self.closed = True
         for handle in list(self._handles):
             handle.cancel()
+
+    def _fail(self, port: _Port, err: int) -> list[tuple[_Query, Send | Done | None]]:
+        """``port`` failed with errno ``err``: its queries leave it, and those of every
+        other port to its server too when the error is the server's (SERVER_ERRORS);
+        what their machines make of that is returned, for the caller to act on."""
+        why = self._refuse(port.server, err)
+        if err not in SERVER_ERRORS:
+            return port.fail(why)
+        pairs: list[tuple[_Query, Send | Done | None]] = []
+        for other in list(self._open.get(port.server, ())):
+            pairs += other.fail(why)
+        return pairs
+
+    def _refuse(self, server: tuple[str, int], err: int) -> str:
+        """Errno ``err`` came from a socket to ``server``: if it is the server's, sends
+        to it move on unsent for REFUSED_SECS. Returns the error as text."""
+        why = _why(err)
+        if err in SERVER_ERRORS:
+            self._refused[server] = (self._ctx._clock(), why)
+        return why
+
+    def _refused_now(self, server: tuple[str, int]) -> str | None:
+        """Why ``server`` is not to be asked now (it refused a moment ago), or None."""
+        got = self._refused.get(server)
+        if got is None:
+            return None
+        if self._ctx._clock() - got[0] < REFUSED_SECS:
+            return got[1]
+        del self._refused[server]
+        return None
 
     # -- one resolve ---------------------------------------------------------------------
 
@@ -698,6 +768,15 @@ class Resolver:
             if len(ask.queries) == 2 and len(candidates or ()) > 1:
                 ask.lockstep()
             ask.start(now)
+
+
+def _by_ask(
+    pairs: list[tuple[_Query, Send | Done | None]],
+) -> dict[_Ask, list[tuple[_Query, Send | Done | None]]]:
+    by_ask: dict[_Ask, list[tuple[_Query, Send | Done | None]]] = {}
+    for pair in pairs:
+        by_ask.setdefault(pair[0].ask, []).append(pair)
+    return by_ask
 
 
 def _why(err: int) -> str:

@@ -23,7 +23,7 @@ from lwspy.core.wsi import CLOSED, EV_READ, EV_WRITE, Wsi, WsiState
 if TYPE_CHECKING:
     from lwspy.core.context import Context
 
-__all__ = ["TCP_DNS", "UDP", "DnsSink", "TcpDnsRole", "UdpRole", "open_tcp", "open_udp"]
+__all__ = ["TCP_DNS", "UDP", "DnsSink", "TcpDnsRole", "UdpRole", "drain", "open_tcp", "open_udp"]
 
 READS_PER_EVENT = 16
 """The most datagrams read per readable event (a flood of spoofs cannot starve the loop)."""
@@ -162,6 +162,23 @@ def open_udp(ctx: Context, server: tuple[str, int], sink: DnsSink) -> Wsi:
         sock.close()
         raise
     return wsi
+
+
+def drain(wsi: Wsi, limit: int) -> list[bytes]:
+    """Up to ``limit`` datagrams queued on ``wsi``'s UDP socket, read now, not handed on.
+
+    For a socket that failed: Linux reports an ICMP error on the next read or send, ahead
+    of the datagrams already queued, which came in before it (answers to keep).
+    """
+    out: list[bytes] = []
+    sock = wsi.sock
+    assert sock is not None
+    for _ in range(limit):
+        try:
+            out.append(sock.recv(65535))
+        except OSError:  # empty (BlockingIOError), or another error: the socket is done
+            break
+    return out
 
 
 def open_tcp(ctx: Context, server: tuple[str, int], payload: bytes, sink: DnsSink) -> Wsi:

@@ -351,3 +351,25 @@ def test_tcp_socket_to_an_unroutable_server_fails_at_once(lab: Lab, tmp_path: Pa
             open_udp(ctx, ("2001:db8:ffff::1", 53), Sink())
         assert e.value.errno == errno.ENETUNREACH
         assert list(ctx.pt.fds) == [ctx.pt.wake_r]
+
+
+def test_a_burst_moves_off_a_dead_first_nameserver_at_once(
+    lab: Lab, dnsmasq: Dnsmasq, tmp_path: Path
+) -> None:
+    # 100 lookups at once share 13 sockets to the dead server. The kernel of "b" rate-
+    # limits its ICMP errors (a burst of 6, then one a second), so only a few of those
+    # sockets are told "refused"; one refusal is the server's word for every socket to
+    # it. timeout:30: answers within the pass bound mean nobody waited for a timeout.
+    conf = f"nameserver {DEAD}\nnameserver {lab.B_ADDR}\noptions timeout:30 attempts:1\n"
+    with context(tmp_path, conf) as ctx:
+        got: list[DnsAnswer] = []
+        for i in range(99):
+            ctx.resolver.resolve(f"n{i}.test", got.append)
+        ctx.resolver.resolve("a.test", got.append)
+        for _ in range(400):
+            if len(got) == 200:
+                break
+            ctx.service(5)
+        assert len(got) == 200, f"{200 - len(got)} answers still waiting"
+        assert sorted({a.disposition for a in got}) == ["NXDOMAIN", "OK"]
+        assert list(ctx.pt.fds) == [ctx.pt.wake_r]
