@@ -957,17 +957,13 @@ def decode(buf: bytes | bytearray | memoryview) -> list[NlRecord]:
             else:
                 out.add(nexthop)
         elif mtype == NLMSG_DONE:
-            _, _, nl_flags, seq, pid = _HDR.unpack_from(buf, off)
-            # The payload (an int) is missing in some old kernels' DONE: treat as 0.
-            error = _I32.unpack_from(buf, off + _HDRLEN)[0] if length >= _HDRLEN + 4 else 0
-            out.add(DoneMsg(seq, pid, nl_flags, error))
+            out.add(_done(buf, off, length))
         elif mtype == NLMSG_ERROR:
             if length < _HDRLEN + 4:
                 if debug:
                     _skip("error message too short", mtype, off)
             else:
-                _, _, nl_flags, seq, pid = _HDR.unpack_from(buf, off)
-                out.add(ErrorMsg(seq, pid, -_I32.unpack_from(buf, off + _HDRLEN)[0]))
+                out.add(_error(buf, off))
         elif debug and mtype != NLMSG_NOOP:
             _skip("unhandled type", mtype, off)
         off += (length + 3) & ~3
@@ -976,6 +972,20 @@ def decode(buf: bytes | bytearray | memoryview) -> list[NlRecord]:
             _skip(f"{n - off} trailing bytes", 0, off)
     out.flush()
     return out.records
+
+
+def _done(buf: bytes, off: int, length: int) -> DoneMsg:
+    """The ``NLMSG_DONE`` at ``off`` (``length`` bytes)."""
+    _, _, nl_flags, seq, pid = _HDR.unpack_from(buf, off)
+    # The payload (an int) is missing in some old kernels' DONE: treat as 0.
+    error = _I32.unpack_from(buf, off + _HDRLEN)[0] if length >= _HDRLEN + 4 else 0
+    return DoneMsg(seq, pid, nl_flags, error)
+
+
+def _error(buf: bytes, off: int) -> ErrorMsg:
+    """The ``NLMSG_ERROR`` at ``off`` (at least its error code long)."""
+    _, _, _, seq, pid = _HDR.unpack_from(buf, off)
+    return ErrorMsg(seq, pid, -_I32.unpack_from(buf, off + _HDRLEN)[0])
 
 
 _RUN_MIN = 8

@@ -24,6 +24,10 @@ from dataclasses import dataclass
 from typing import Final
 
 from lwspy.net.nlmsg import (
+    _HDR,
+    _HDRLEN,
+    _NLA,
+    _U32,
     AF_INET,
     AF_INET6,
     NLM_F_DUMP,
@@ -35,6 +39,8 @@ from lwspy.net.nlmsg import (
     RT_TABLE_MAIN,
     DoneMsg,
     ErrorMsg,
+    _done,
+    _error,
 )
 
 __all__ = [
@@ -72,14 +78,8 @@ DEFAULT_RULES: Final = {
 }
 """The ``(priority, table)`` rules a namespace starts with, per family."""
 
-_HDR = struct.Struct("=IHHII")
-_LEN_TYPE = struct.Struct("=IH")
 # fib_rule_hdr: family, dst_len, src_len, tos, table, res1, res2, action, flags
 _FRH = struct.Struct("=BBBBBBBBI")
-_NLA = struct.Struct("=HH")
-_U32 = struct.Struct("=I")
-_I32 = struct.Struct("=i")
-_HDRLEN: Final = 16
 _FRH_END: Final = 28
 
 
@@ -122,7 +122,7 @@ def decode_rules(buf: bytes | bytearray | memoryview) -> list[RuleRecord]:
     n = len(buf)
     off = 0
     while off + _HDRLEN <= n:
-        length, mtype, _flags, seq, pid = _HDR.unpack_from(buf, off)
+        length, mtype, _, seq, pid = _HDR.unpack_from(buf, off)
         end = off + length
         if length < _HDRLEN or end > n:
             break
@@ -133,10 +133,9 @@ def decode_rules(buf: bytes | bytearray | memoryview) -> list[RuleRecord]:
             elif log.isEnabledFor(logging.DEBUG):
                 log.debug("netlink: skipped rule message at offset %d: %s", off, rule)
         elif mtype == NLMSG_DONE:
-            error = _I32.unpack_from(buf, off + _HDRLEN)[0] if length >= _HDRLEN + 4 else 0
-            out.append(DoneMsg(seq, pid, _flags, error))
+            out.append(_done(buf, off, length))
         elif mtype == NLMSG_ERROR and length >= _HDRLEN + 4:
-            out.append(ErrorMsg(seq, pid, -_I32.unpack_from(buf, off + _HDRLEN)[0]))
+            out.append(_error(buf, off))
         off += (length + 3) & ~3
     return out
 
