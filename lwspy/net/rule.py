@@ -26,7 +26,6 @@ from typing import Final
 from lwspy.net.nlmsg import (
     _HDR,
     _HDRLEN,
-    _NLA,
     _U32,
     AF_INET,
     AF_INET6,
@@ -39,8 +38,10 @@ from lwspy.net.nlmsg import (
     RT_TABLE_MAIN,
     DoneMsg,
     ErrorMsg,
+    _attributes,
     _done,
     _error,
+    _Malformed,
 )
 
 __all__ = [
@@ -147,26 +148,22 @@ def _rule(buf: bytes, off: int, end: int) -> Rule | str:
     family, dst_len, src_len, tos, table, _, _, action, flags = _FRH.unpack_from(buf, off + _HDRLEN)
     priority = 0
     plain = not (dst_len or src_len or tos or flags) and action == FR_ACT_TO_TBL
-    a = off + _FRH_END
-    while a < end:
-        if a + 4 > end:
-            return "attribute header truncated"
-        alen, atype = _NLA.unpack_from(buf, a)
-        if alen < 4 or a + alen > end:
-            return "attribute overruns message"
-        if atype in (FRA_PRIORITY, FRA_TABLE, FRA_SUPPRESS_PREFIXLEN, FRA_SUPPRESS_IFGROUP):
-            if alen != 8:
-                return f"attribute {atype} size {alen}"
-            val = _U32.unpack_from(buf, a + 4)[0]
-            if atype == FRA_PRIORITY:
-                priority = val
-            elif atype == FRA_TABLE:
-                table = val
-            elif val != _UNSET:
-                plain = False  # suppress_prefixlength / suppress_ifgroup: wg-quick's rule
-        elif atype != FRA_PROTOCOL:
-            plain = False  # a selector (from, to, iif, oif, fwmark, uid, ...) or a goto
-        a += (alen + 3) & ~3
+    try:
+        for a, alen, atype in _attributes(buf, off + _FRH_END, end):
+            if atype in (FRA_PRIORITY, FRA_TABLE, FRA_SUPPRESS_PREFIXLEN, FRA_SUPPRESS_IFGROUP):
+                if alen != 8:
+                    return f"attribute {atype} size {alen}"
+                val = _U32.unpack_from(buf, a + 4)[0]
+                if atype == FRA_PRIORITY:
+                    priority = val
+                elif atype == FRA_TABLE:
+                    table = val
+                elif val != _UNSET:
+                    plain = False  # suppress_prefixlength / suppress_ifgroup: wg-quick's rule
+            elif atype != FRA_PROTOCOL:
+                plain = False  # a selector (from, to, iif, oif, fwmark, uid, ...) or a goto
+    except _Malformed as bad:
+        return str(bad)
     return Rule(family, priority, table, action, plain, buf[off + _HDRLEN : end])
 
 
