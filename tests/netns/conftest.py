@@ -23,12 +23,17 @@ import os
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
+import dns.exception
+import dns.message
+import dns.query
 import pytest
 
 CLONE_NEWNET = 0x40000000
+DNSMASQ = "/usr/sbin/dnsmasq"
 RTN_NAMES = {
     1: "unicast",
     2: "local",
@@ -71,6 +76,15 @@ def require_netns() -> None:
         if os.environ.get("LWSPY_REQUIRE_NETNS") == "1":
             pytest.fail(f"LWSPY_REQUIRE_NETNS=1 but {_WHY}")
         pytest.skip(_WHY)
+
+
+def require_dnsmasq() -> None:
+    """Skip (or, under LWSPY_REQUIRE_NETNS=1, fail) when dnsmasq is not installed."""
+    if not os.access(DNSMASQ, os.X_OK):
+        why = f"{DNSMASQ} is not installed (Debian dnsmasq-base)"
+        if os.environ.get("LWSPY_REQUIRE_NETNS") == "1":
+            pytest.fail(f"LWSPY_REQUIRE_NETNS=1 but {why}")
+        pytest.skip(why)
 
 
 class Lab:
@@ -228,3 +242,56 @@ def lab() -> Iterator[Lab]:
         yield lab
     finally:
         lab.destroy()
+
+
+class Dnsmasq:
+    """dnsmasq in namespace "b" on port 53 of ``listen`` (default: ``B_ADDR``), answering
+    the names of ``hosts`` (hosts-file text) and nothing else under ``.test``; ready when
+    made (it answered an A query for ``probe``), until :meth:`stop`. ``ttl``: the TTL of
+    its answers (None: dnsmasq's default, 0)."""
+
+    def __init__(
+        self,
+        lab: Lab,
+        workdir: Path,
+        hosts: str,
+        probe: str,
+        listen: Sequence[str] = (),
+        ttl: int | None = 300,
+    ) -> None:
+        listen = list(listen) or [lab.B_ADDR]
+        (workdir / "hosts").write_text(hosts)
+        self.log_path = workdir / "dnsmasq.log"
+        self.log = self.log_path.open("w")
+        args = [
+            "ip", "netns", "exec", lab.ns["b"], DNSMASQ,
+            "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+            f"--addn-hosts={workdir / 'hosts'}", "--local=/test/",
+            *([f"--local-ttl={ttl}"] if ttl is not None else []),
+            *(f"--listen-address={a}" for a in listen),
+            "--bind-interfaces", "--port=53", f"--pid-file={workdir / 'dnsmasq.pid'}",
+            "--user=root", "--log-facility=-",
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        try:
+            self._wait(dns.message.make_query(probe, "A"), listen[0])
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait(self, query: dns.message.Message, server: str) -> None:
+        for _ in range(100):  # ready when it answers
+            try:
+                dns.query.udp(query, server, timeout=0.1)
+                return
+            except (dns.exception.Timeout, OSError):
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"dnsmasq exited: {self.log_path.read_text()}") from None
+        raise RuntimeError("dnsmasq did not answer")
+
+    def stop(self) -> None:
+        """Stop it (and close its log); safe to call twice."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.proc.wait(5)
+        self.log.close()
