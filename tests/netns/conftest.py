@@ -178,34 +178,48 @@ class Lab:
         _setns(self._home)
         self.current = None
 
-    def kernel_routes(self, ns: str = "a") -> set[tuple[object, ...]]:
-        """Tables main and local as ``ip -j route show table all`` gives them, normalised
-        to (family, prefix, table, type, gateway, ifindex, metric)."""
-        index = {name: idx for idx, name in socket.if_nameindex()}
-        out: set[tuple[object, ...]] = set()
+    def kernel_json(
+        self, ns: str = "a", family: int | None = None, numeric: bool = False
+    ) -> Iterator[tuple[int, str, int, dict[str, Any]]]:
+        """The routes of tables main and local (of ``family``, default both) as
+        ``ip -j route show table all`` gives them (``numeric``: with ``-N``), each as
+        ``(family, prefix with its length, table number, the JSON object)``."""
         for fam, width in ((socket.AF_INET, 32), (socket.AF_INET6, 128)):
-            text = self.ip(ns, "-j", "-4" if width == 32 else "-6", "route", "show", "table", "all")
+            if family is not None and fam != family:
+                continue
+            args = ["-N"] if numeric else []
+            text = self.ip(ns, *args, "-j", f"-{4 if width == 32 else 6}", "route", "show",
+                           "table", "all")  # fmt: skip
             for r in json.loads(text or "[]"):
-                table = {"main": 254, "local": 255}.get(r.get("table", "main"))
-                if table is None:
+                if numeric:
+                    table = int(r.get("table", 254))
+                else:  # by name: main, local or another (0)
+                    table = {"main": 254, "local": 255}.get(r.get("table", "main"), 0)
+                if table not in (254, 255):
                     continue
                 dst = r["dst"]
                 if dst == "default":
                     dst = "0.0.0.0/0" if width == 32 else "::/0"
                 elif "/" not in dst:
                     dst = f"{dst}/{width}"
-                out.add(
-                    (
-                        int(fam),
-                        str(ipaddress.ip_network(dst, strict=False)),
-                        table,
-                        r.get("type", "unicast"),
-                        r.get("gateway"),
-                        index.get(r.get("dev", "")),
-                        r.get("metric", 0),
-                    )
-                )
-        return out
+                yield int(fam), dst, table, r
+
+    def kernel_routes(self, ns: str = "a") -> set[tuple[object, ...]]:
+        """Tables main and local as ``ip -j route show table all`` gives them, normalised
+        to (family, prefix, table, type, gateway, ifindex, metric)."""
+        index = {name: idx for idx, name in socket.if_nameindex()}
+        return {
+            (
+                fam,
+                str(ipaddress.ip_network(dst, strict=False)),
+                table,
+                r.get("type", "unicast"),
+                r.get("gateway"),
+                index.get(r.get("dev", "")),
+                r.get("metric", 0),
+            )
+            for fam, dst, table, r in self.kernel_json(ns)
+        }
 
     @staticmethod
     def table_routes(table: Iterable[Any]) -> set[tuple[object, ...]]:
