@@ -15,8 +15,6 @@ the tests skip with the reason, unless LWSPY_REQUIRE_NETNS=1 (CI), where they fa
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import ipaddress
 import json
 import os
@@ -32,7 +30,8 @@ import dns.message
 import dns.query
 import pytest
 
-CLONE_NEWNET = 0x40000000
+from lwspy._lab import setns_thread
+
 DNSMASQ = "/usr/sbin/dnsmasq"
 RTN_NAMES = {
     1: "unicast",
@@ -45,13 +44,6 @@ RTN_NAMES = {
     8: "prohibit",
     9: "throw",
 }
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
 
 
 def _why_no_netns() -> str | None:
@@ -171,11 +163,11 @@ class Lab:
                 self.enter(before)
 
     def enter(self, ns: str) -> None:
-        _setns(self._fds[ns])
+        setns_thread(self._fds[ns])
         self.current = ns
 
     def leave(self) -> None:
-        _setns(self._home)
+        setns_thread(self._home)
         self.current = None
 
     def kernel_json(
