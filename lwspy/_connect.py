@@ -16,7 +16,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from lwspy import _render
+from lwspy import _output
 from lwspy.core.client import literal_address
 from lwspy.core.context import Context
 from lwspy.core.protocol import Protocol, Reason
@@ -102,7 +102,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 wsi.close("done")
                 ctx.service(0)
             if args.json:
-                record = _render.connect_record(caos, conmon)
+                record = _output.connect_record(caos, conmon)
                 record["error"] = error
                 print(json.dumps(record), file=out)
                 continue
@@ -113,13 +113,13 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             if not caos:  # e.g. NXDOMAIN: nothing to tabulate or draw
                 print(f"  no attempt was made: {error}", file=out)
             for line in [
-                *(_render.cao_table(caos) if caos else []),
-                *_render.conmon_lines(conmon, hosts),
+                *(_output.cao_table(caos) if caos else []),
+                *_output.conmon_lines(conmon, hosts),
             ]:
                 print(line, file=out)
             if caos:
                 print("  timeline (from the first attempt's start):", file=out)
-                for line in _render.timeline(caos):
+                for line in _output.timeline(caos):
                     print(line, file=out)
             print(file=out)
     return 1 if failed else 0

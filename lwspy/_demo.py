@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any, TextIO
 
-from lwspy import _lab, _render
+from lwspy import _lab, _output
 from lwspy.core.context import Context
 from lwspy.core.protocol import Protocol, Reason
 from lwspy.core.wsi import Wsi, WsiState
@@ -215,10 +215,10 @@ def _echo_rtt(ctx: Context, wsi: Wsi) -> float | None:
 
 
 def _show_connect(say: Narrator, wsi: Wsi, now: float) -> None:
-    say.lines(_render.cao_table(wsi.caos))
-    say.lines(_render.conmon_lines(wsi.conmon))
+    say.lines(_output.cao_table(wsi.caos))
+    say.lines(_output.conmon_lines(wsi.conmon))
     say.say("  timeline (from the first attempt's start):")
-    say.lines(_render.timeline(wsi.caos, now=now))
+    say.lines(_output.timeline(wsi.caos, now=now))
 
 
 def _smd_listener(ctx: Context, say: Narrator) -> list[tuple[SmdClass, bytes]]:
@@ -248,9 +248,9 @@ def loopback_part(say: Narrator, ctx: Context) -> Wsi | None:
     rtt = _echo_rtt(ctx, wsi)
     say.check(rtt is not None, "the loopback echo did not come back")
     say.para(
-        f"A client connected to it in {_render.human_seconds(took)}"
+        f"A client connected to it in {_output.human_seconds(took)}"
         + (
-            f" and {len(MESSAGE)} bytes made the round trip in {_render.human_seconds(rtt)}."
+            f" and {len(MESSAGE)} bytes made the round trip in {_output.human_seconds(rtt)}."
             if rtt is not None
             else "."
         )
@@ -315,11 +315,11 @@ def _lab_story(say: Narrator, lab: _lab.Lab, peer: Peer, ctx: Context) -> None:
     if lost:
         say.para(
             f"  IPv6 went first (RFC 6724 prefers it). It had no answer after "
-            f"{_render.human_seconds(head.started - lost[0].started)}, so lwspy started "
+            f"{_output.human_seconds(head.started - lost[0].started)}, so lwspy started "
             f"IPv4 alongside it (RFC 8305 Happy Eyeballs); IPv4 connected in "
-            f"{_render.human_us(head.connect_us)} and the IPv6 attempt was closed."
+            f"{_output.human_ms(head.connect_us)} and the IPv6 attempt was closed."
         )
-    say.say(f"  Connect #1 took {_render.human_seconds(took1)} in all.")
+    say.say(f"  Connect #1 took {_output.human_seconds(took1)} in all.")
     w1.close("done")
     say.say()
     say.para(
@@ -338,8 +338,8 @@ def _lab_story(say: Narrator, lab: _lab.Lab, peer: Peer, ctx: Context) -> None:
     if w2.conmon is not None and w2.conmon.dns_us < 1000:
         say.para("  DNS came from lwspy's resolver cache this time (the answer's TTL holds).")
     say.para(
-        f"  Connect #2 took {_render.human_seconds(took2)}, no race"
-        + (f"; the echo server answered in {_render.human_seconds(rtt)}." if rtt else ".")
+        f"  Connect #2 took {_output.human_seconds(took2)}, no race"
+        + (f"; the echo server answered in {_output.human_seconds(rtt)}." if rtt else ".")
     )
     say.say()
     say.para(
@@ -355,7 +355,7 @@ def _lab_story(say: Narrator, lab: _lab.Lab, peer: Peer, ctx: Context) -> None:
     say.check(gone and w2.close_reason == "route lost", "connection #2 was not closed")
     if gone and u2.closed_at is not None:
         say.para(
-            f"  lwspy closed connection #2 {_render.human_seconds(u2.closed_at - t0)} after "
+            f"  lwspy closed connection #2 {_output.human_seconds(u2.closed_at - t0)} after "
             f"the delete, close_reason {w2.close_reason!r}."
         )
     stays = loop is not None and loop.state is WsiState.ESTABLISHED
@@ -364,7 +364,7 @@ def _lab_story(say: Narrator, lab: _lab.Lab, peer: Peer, ctx: Context) -> None:
     if rtt is not None:
         say.para(
             "  The loopback connection was left alone: it still echoes "
-            f"({_render.human_seconds(rtt)})."
+            f"({_output.human_seconds(rtt)})."
         )
     _until(ctx, lambda: len(smd) > seen, 1)
     # The delete removed a route with a gateway: CPD runs again.
@@ -409,7 +409,7 @@ def _cpd_step(
     say.check(done and result == "CAPTIVE_PORTAL", f"CPD found {result}, not the portal")
     say.para(
         f"CPD probed {lab.CHECK} and got a redirect, not a 204: result {result}, portal "
-        f"URL {cpd.portal_url}, {_render.human_seconds(time.monotonic() - t0)} after the "
+        f"URL {cpd.portal_url}, {_output.human_seconds(time.monotonic() - t0)} after the "
         "route change. An application would now show the portal's login page.",
         "  ",
     )
@@ -449,7 +449,7 @@ def _lab_run(say: Narrator) -> None:
         if peer.error is not None or peer.ctx is None:
             raise DemoFailed(f"the lab's servers did not start: {peer.error}")
         say.para(
-            f"Built a private network lab in {_render.human_seconds(time.monotonic() - t0)}: "
+            f"Built a private network lab in {_output.human_seconds(time.monotonic() - t0)}: "
             f'namespace "a" ({lab.A_ADDR}, {lab.A_ADDR6}) runs this demo\'s lwspy loop; '
             f'"b" ({lab.B_ADDR}) is its router, with dnsmasq (DNS), an echo server '
             f"(on {lab.PEER}) and a captive portal. Documentation addresses only."
@@ -510,7 +510,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO | None = None) -> int
     except (DemoFailed, RuntimeError, OSError) as exc:
         say.say(f"The demo failed: {exc}")
         return 1
-    took = _render.human_seconds(time.monotonic() - t0)
+    took = _output.human_seconds(time.monotonic() - t0)
     if say.failures:
         say.say(f"Demo finished in {took} with {len(say.failures)} unexpected results.")
         return 1

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import glob
 import os
 import re
@@ -45,9 +46,14 @@ PREFIX = "lwspydemo"
 _NAME = re.compile(rf"^{PREFIX}(\d+)[ab]\b")
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library, loaded once (``find_library`` may run a program: not per call)."""
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
 def _setns(fd: int) -> None:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
+    if _libc().setns(fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
 
@@ -133,8 +139,7 @@ def sweep() -> list[str]:
 
 def _die_with_parent() -> None:
     # Runs in the child before exec: if the demo is killed outright, dnsmasq goes too.
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    _libc().prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _dns_query(name: str, qid: int) -> bytes:
@@ -204,6 +209,7 @@ class Lab:
         with open(hosts, "w", encoding="ascii") as f:
             f.write(f"{self.HOLE6} {self.NAME}\n{self.PEER} {self.NAME}\n")
             f.write(f"{self.PORTAL_ADDR} {self.CHECK} {self.PORTAL}\n")
+        _libc()  # loaded here, not in the child between fork and exec
         log = open(os.path.join(self._dir, "dnsmasq.log"), "wb")  # noqa: SIM115
         with log:
             self.dnsmasq = subprocess.Popen(
@@ -290,5 +296,6 @@ class Lab:
 
 
 def setns_thread(fd: int) -> None:
-    """Move the calling thread into the network namespace open as ``fd``."""
+    """Move the calling thread into the network namespace open as ``fd`` (setns(2): the
+    ``os.setns`` of Python 3.12, for 3.10 too)."""
     _setns(fd)

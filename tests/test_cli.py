@@ -424,6 +424,15 @@ def test_tables_align_and_units_are_human() -> None:
         "  -  bb",
         "100  c",
     ]
+    # a ">" header puts a text column right; indent, separator and rule as cao_table has them
+    assert table(
+        [">ms", "N", "S"], [["1", 5, "a"], ["250", 10, "bb"]], indent=". ", sep="|", rule=True
+    ) == [
+        ".  ms| N|S",
+        ". ---|--|--",
+        ".   1| 5|a",
+        ". 250|10|bb",
+    ]
     assert [human_us(x) for x in (12, 999, 1000, 999_999, 1_000_000)] == [
         "12 us",
         "999 us",

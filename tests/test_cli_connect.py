@@ -1,4 +1,4 @@
-"""``lwspy connect`` and the shared CAO rendering (lwspy._render), on loopback."""
+"""``lwspy connect`` and the shared CAO rendering (lwspy._output), on loopback."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lwspy import Cao, CaoResult, Conmon, _render
+from lwspy import Cao, CaoResult, Conmon, _output
 from lwspy.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,43 +121,43 @@ def _cao(address: str, family: int, start: float, end: float | None, result: Cao
 def test_the_timeline_puts_each_attempt_on_one_scale_from_the_first_start() -> None:
     v6 = _cao("2001:db8::1", socket.AF_INET6, 10.0, 10.3, CaoResult.LOST_RACE)
     v4 = _cao("198.51.100.1", socket.AF_INET, 10.25, 10.3, CaoResult.WON)
-    lines = _render.timeline([v4, v6], width=20)  # start order, whatever the list order
+    lines = _output.timeline([v4, v6], width=20)  # start order, whatever the list order
     assert lines[0].split() == ["0", "300", "ms"]
     assert lines[1] == "  2001:db8::1   |" + "=" * 20 + "|     0 ms ..  300 ms  LOST_RACE"
     assert lines[2] == "  198.51.100.1  |" + " " * 17 + "===|   250 ms ..  300 ms  WON"
     pending = _cao("198.51.100.2", socket.AF_INET, 10.0, None, CaoResult.PENDING)
-    assert _render.timeline([pending], width=4, now=10.5)[1].endswith(
+    assert _output.timeline([pending], width=4, now=10.5)[1].endswith(
         "|====|     0 ms ..  500 ms  PENDING"
     )
-    assert _render.timeline([]) == []
+    assert _output.timeline([]) == []
 
 
 def test_the_cao_table_marks_head_only_when_it_won() -> None:
     won = _cao("198.51.100.1", socket.AF_INET, 1.0, 1.002, CaoResult.WON)
     won.local, won.ifindex, won.gateway = ("198.51.100.9", 5000), None, "198.51.100.254"
     lost = _cao("2001:db8::1", socket.AF_INET6, 0.9, None, CaoResult.LOST_RACE)
-    rows = [line.split() for line in _render.cao_table([won, lost])[2:]]
+    rows = [line.split() for line in _output.cao_table([won, lost])[2:]]
     assert rows == [
         ["HEAD", "198.51.100.1", "IPv4", "198.51.100.9", "-", "198.51.100.254", "WON", "2.0", "ms"],
         ["1", "2001:db8::1", "IPv6", "-", "-", "-", "LOST_RACE", "-"],
     ]
     failed = _cao("198.51.100.1", 99, 1.0, 4.0, CaoResult.TIMED_OUT)
-    assert _render.cao_table([failed])[2].split()[0:3] == ["0", "198.51.100.1", "99"]
+    assert _output.cao_table([failed])[2].split()[0:3] == ["0", "198.51.100.1", "99"]
 
 
 def test_units_for_people() -> None:
-    assert [_render.human_us(us) for us in (0, 350, 12_100, 253_000, 3_010_000)] == [
+    assert [_output.human_ms(us) for us in (0, 350, 12_100, 253_000, 3_010_000)] == [
         "0 ms", "0.35 ms", "12.1 ms", "253 ms", "3.01 s",
     ]  # fmt: skip
-    assert _render.human_seconds(0.25) == "250 ms"
-    assert _render.if_name(None) == "-" and _render.if_name(1) == socket.if_indextoname(1)
-    assert _render.if_name(2**31 - 1) == f"#{2**31 - 1}"
-    assert _render.conmon_lines(None) == ["  CONMON: none (conmon=False)"]
+    assert _output.human_seconds(0.25) == "250 ms"
+    assert _output.if_name(None) == "-" and _output.if_name(1) == socket.if_indextoname(1)
+    assert _output.if_name(2**31 - 1) == f"#{2**31 - 1}"
+    assert _output.conmon_lines(None) == ["  CONMON: none (conmon=False)"]
     cm = Conmon(peer=("198.51.100.1", 80), dns_us=1500, dns_results=["198.51.100.1"])
-    assert "DNS OK in 1.5 ms gave 198.51.100.1" in _render.conmon_lines(cm)[0]
-    line = _render.conmon_lines(cm, hosts=True)[0]
+    assert "DNS OK in 1.5 ms gave 198.51.100.1" in _output.conmon_lines(cm)[0]
+    line = _output.conmon_lines(cm, hosts=True)[0]
     assert "hosts file gave 198.51.100.1 (no DNS)" in line and "DNS OK" not in line
-    assert _render.connect_record([], None) == {"caos": [], "conmon": None}
+    assert _output.connect_record([], None) == {"caos": [], "conmon": None}
 
 
 def test_ctrl_c_exits_130(monkeypatch: pytest.MonkeyPatch, listener: int) -> None:

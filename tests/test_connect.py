@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import select
 import socket
 from collections.abc import Iterator
@@ -23,12 +22,9 @@ from lwspy.core.client import forget_paths
 from lwspy.net.cao import Cao, CaoDb
 from tests.conftest import FakeClock, Recorder, service_until
 from tests.dnsfake import FakeDns, Reply
+from tests.helpers import open_fds
 
 L4, L6 = "127.0.0.1", "::1"
-
-
-def _fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
 
 
 def _outcomes(rec: Recorder, wsi: Wsi) -> list[Reason]:
@@ -193,7 +189,7 @@ def test_every_address_dead_gives_one_error_and_every_attempt_in_start_order(
 ) -> None:
     rec = Recorder("p")
     with dual_port("refuse", "refuse") as (port, _), _ctx(rec, hosts, clock) as ctx:
-        before = _fds()
+        before = open_fds()
         wsi = ctx.connect("dual.test", port)
         service_until(ctx, lambda: wsi.state is WsiState.CLOSED)
         for _ in range(3):
@@ -204,7 +200,7 @@ def test_every_address_dead_gives_one_error_and_every_attempt_in_start_order(
         assert all(c.result is CaoResult.REFUSED for c in wsi.caos)
         assert wsi.conmon is not None and wsi.conmon.peer is None
         assert wsi.conmon.dns_results == [L6, L4]
-        assert _fds() == before
+        assert open_fds() == before
 
 
 def test_retries_are_silent_and_append_their_attempts(clock: FakeClock, tmp_path: Path) -> None:
@@ -273,7 +269,7 @@ def test_retries_run_out_then_one_error(clock: FakeClock, tmp_path: Path) -> Non
 def test_a_connecting_callback_that_closes_stops_the_race(hosts: Path, clock: FakeClock) -> None:
     rec = Recorder("p", lambda w, r, d: 1 if r is Reason.CONNECTING else 0)
     with dual_port("hang", "listen") as (port, _), _ctx(rec, hosts, clock) as ctx:
-        before = _fds()
+        before = open_fds()
         wsi = ctx.connect("dual.test", port)
         service_until(ctx, lambda: wsi.state is WsiState.CLOSED)
         clock.advance(1)
@@ -283,13 +279,13 @@ def test_a_connecting_callback_that_closes_stops_the_race(hosts: Path, clock: Fa
         assert [(c.address, c.result) for c in wsi.caos] == [(L6, CaoResult.ERROR)]
         assert len(ctx.cao_db) == 0  # abandoned, not the path's fault
         assert ctx.cao_db._flying == {} and ctx.cao_db._stale == {}  # nothing left marked
-        assert _fds() == before
+        assert open_fds() == before
 
 
 def test_destroy_mid_race_closes_every_attempt(hosts: Path, clock: FakeClock) -> None:
     rec = Recorder("p")
     with dual_port("hang", "hang") as (port, _):
-        before = _fds()
+        before = open_fds()
         ctx = _ctx(rec, hosts, clock)
         wsi = ctx.connect("dual.test", port)
         service_until(ctx, lambda: len(wsi.caos) == 1)
@@ -300,7 +296,7 @@ def test_destroy_mid_race_closes_every_attempt(hosts: Path, clock: FakeClock) ->
         assert rec.data(Reason.CLIENT_CONNECTION_ERROR, wsi) == ["context destroyed"]
         assert [c.result for c in wsi.caos] == [CaoResult.ERROR, CaoResult.ERROR]
         assert ctx.cao_db._flying == {}
-        assert _fds() == before
+        assert open_fds() == before
 
 
 def test_the_connect_timeout_times_out_every_attempt_in_flight(
@@ -388,7 +384,7 @@ def test_the_connect_timeout_bounds_a_resolve_that_never_answers(
         FakeDns(behaviour=lambda srv, q, wire, tcp: []) as srv,  # hears, never answers
         _ctx(rec, hosts, clock, nameservers=[srv.address], connect_timeout_secs=2) as ctx,
     ):
-        before = _fds()
+        before = open_fds()
         wsi = ctx.connect("silent.test", 80)
         for _ in range(3):
             ctx.service(0)
@@ -400,7 +396,7 @@ def test_the_connect_timeout_bounds_a_resolve_that_never_answers(
         clock.advance(0.001)  # the resolver would wait its 5 s per server: the bound is 2 s
         service_until(ctx, lambda: wsi.state is WsiState.CLOSED)
         assert rec.data(Reason.CLIENT_CONNECTION_ERROR, wsi) == ["timed out"]
-        assert wsi.caos == [] and _fds() == before  # the resolver's socket went too
+        assert wsi.caos == [] and open_fds() == before  # the resolver's socket went too
         cm = wsi.conmon
         assert cm is not None and (cm.dns_disposition, cm.dns_us) == ("SERVER_UNREACHABLE", 2e6)
 
@@ -527,7 +523,7 @@ def test_destroy_mid_query_reports_context_destroyed_and_closes_every_socket(
     hosts = tmp_path / "hosts"
     hosts.write_text("")
     with FakeDns(behaviour=lambda srv, q, wire, tcp: []) as srv:  # hears, never answers
-        before = _fds()
+        before = open_fds()
         ctx = Context(
             protocols=[rec.protocol], hosts_file=hosts, nameservers=[srv.address], netlink=False
         )
@@ -539,7 +535,7 @@ def test_destroy_mid_query_reports_context_destroyed_and_closes_every_socket(
         ctx.destroy()
         assert rec.data(Reason.CLIENT_CONNECTION_ERROR, wsi) == ["context destroyed"]
         assert _outcomes(rec, wsi) == [Reason.CLIENT_CONNECTION_ERROR]
-        assert _fds() == before
+        assert open_fds() == before
 
 
 def _garbage(srv: FakeDns, q: dns.message.Message, wire: bytes, tcp: bool) -> list[Reply]:
@@ -609,7 +605,7 @@ def test_a_dns_fault_is_one_connect_error_that_says_which(
             port = srv.port
             srv.close()  # nobody on that port any more: ICMP port unreachable
             kw = {"nameservers": [f"{L4}:{port}"]}
-        before = _fds()
+        before = open_fds()
         ctx = _ctx(rec, hosts, clock, **kw)
         stack.callback(ctx.destroy)
         wsi = ctx.connect(name, 80)
@@ -628,4 +624,4 @@ def test_a_dns_fault_is_one_connect_error_that_says_which(
         assert cm is not None and cm.peer is None and cm.dns_results == []
         assert cm.dns_disposition in ("SERVER_UNREACHABLE", "NO_RESULT")
         ctx.destroy()
-        assert _fds() == before
+        assert open_fds() == before

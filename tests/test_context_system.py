@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 
 import pytest
 
 from lwspy import Context, SmdClass, SystemState
+from tests.helpers import open_fds
 
 
 def test_a_new_context_steps_to_operational_posting_each_state() -> None:
@@ -64,12 +64,12 @@ def test_post_from_another_thread_wakes_a_sleeping_loop() -> None:
 
 
 def test_smd_options_are_checked_before_any_fd_is_opened() -> None:
-    before = set(os.listdir("/proc/self/fd"))
+    before = open_fds()
     with pytest.raises(ValueError, match="queue_depth"):
         Context(smd_queue_depth=0)
     with pytest.raises(ValueError, match="ttl"):
         Context(smd_ttl=-1)
-    assert set(os.listdir("/proc/self/fd")) == before
+    assert open_fds() == before
     with Context(smd_queue_depth=2, smd_ttl=5) as ctx:
         assert ctx.smd.queue_depth == 2 and ctx.smd.ttl == 5
 

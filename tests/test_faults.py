@@ -14,10 +14,8 @@ import resource
 import select
 import signal
 import socket
-import struct
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,51 +24,9 @@ import pytest
 from lwspy import CaoResult, Context, Protocol, Reason, Wsi, WsiState
 from tests.conftest import FakeClock, Recorder, service_until
 from tests.dnsfake import FakeDns
-
-LOOP4 = "127.0.0.1"
-
+from tests.helpers import LOOP4, open_fds, reset, tcp_pair, watchdog
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def open_fds() -> set[str]:
-    """The fds this process has open (the listing's own fd shows up in both snapshots)."""
-    return set(os.listdir("/proc/self/fd"))
-
-
-@contextlib.contextmanager
-def watchdog(seconds: float) -> Iterator[None]:
-    """Turn a hang (a regression) into a failure instead of a stuck suite."""
-
-    def expired(signum: int, frame: object) -> None:
-        raise AssertionError(f"still running after {seconds} s: hung")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-
-
-def tcp_pair(
-    *, our_sndbuf: int | None = None, peer_rcvbuf: int | None = None
-) -> tuple[socket.socket, socket.socket]:
-    """A connected loopback TCP pair (ours, peer), made without lwspy."""
-    with socket.create_server((LOOP4, 0)) as lst:
-        peer = socket.socket()
-        try:
-            if peer_rcvbuf is not None:
-                peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, peer_rcvbuf)
-            peer.connect(lst.getsockname())
-            ours, _ = lst.accept()
-        except BaseException:
-            peer.close()
-            raise
-    if our_sndbuf is not None:
-        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, our_sndbuf)
-    return ours, peer
 
 
 def closed_port(family: socket.AddressFamily = socket.AF_INET) -> socket.socket:
@@ -468,8 +424,7 @@ def test_peer_reset_closes_with_peer_reset_once(tx_pending: bool) -> None:
         if tx_pending:
             wsi.write(b"x" * (4 << 20))
             assert wsi.tx_pending > 0
-        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        peer.close()  # RST
+        reset(peer)  # RST
         service_until(ctx, lambda: wsi.state is WsiState.CLOSED)
         for _ in range(3):
             ctx.service(10)

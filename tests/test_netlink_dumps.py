@@ -18,11 +18,8 @@ from lwspy.core.wsi import WsiState
 from lwspy.net.nlmsg import NLM_F_APPEND, NLM_F_DUMP_INTR, NLM_F_MULTI, DoneMsg, ErrorMsg, RouteMsg
 from lwspy.roles.netlink import DUMP_TIMEOUT, Phase, RouteWatcher
 from tests.conftest import FakeClock
+from tests.helpers import open_fds
 from tests.test_route import copy, gone, new, rt
-
-
-def _fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
 
 
 def _watcher(ctx: Context) -> RouteWatcher:
@@ -60,7 +57,7 @@ class FailingSock:
 
 
 def test_the_dump_runs_on_its_own_socket_which_closes_when_it_ends() -> None:
-    before = _fds()
+    before = open_fds()
     with Context(netlink=True) as ctx:
         watcher = _watcher(ctx)
         dump = watcher._dump
@@ -73,16 +70,16 @@ def test_the_dump_runs_on_its_own_socket_which_closes_when_it_ends() -> None:
         assert watcher.stats["dumps"] == 1
         # the selector, the wake fd, the event socket, the socket that asks about
         # lifetimes, the policy (rules) socket
-        assert len(_fds()) == len(before) + 5
-    assert _fds() == before
+        assert len(open_fds()) == len(before) + 5
+    assert open_fds() == before
 
 
 def test_destroy_while_a_dump_runs_releases_its_socket() -> None:
-    before = _fds()
+    before = open_fds()
     ctx = Context(netlink=True)
     assert _watcher(ctx).phase is Phase.DUMPING
     ctx.destroy()
-    assert _fds() == before
+    assert open_fds() == before
 
 
 def test_a_dump_that_gets_no_answer_starts_again_on_a_new_socket(

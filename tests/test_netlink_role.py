@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import socket
 from collections.abc import Iterator
 
@@ -17,14 +16,11 @@ from lwspy import Context, Reason, SmdClass, SystemState, Wsi
 from lwspy.net.nlmsg import AF_UNSPEC, RTM_GETADDR, RTM_GETLINK, RTM_GETROUTE, decode, dump_request
 from lwspy.roles.netlink import RouteWatcher, _Batch, open_netlink
 from tests.conftest import Recorder, service_until
+from tests.helpers import open_fds
 
 
 def _refuse() -> socket.socket:
     raise PermissionError(1, "Operation not permitted")
-
-
-def _fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
 
 
 def test_netlink_none_runs_without_it_and_says_so_once(
@@ -46,10 +42,10 @@ def test_netlink_true_where_it_cannot_be_opened_is_a_clear_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(netlink_mod, "open_netlink", _refuse)
-    before = _fds()
+    before = open_fds()
     with pytest.raises(RuntimeError, match="netlink=True, but no netlink socket"):
         Context(netlink=True)
-    assert _fds() == before
+    assert open_fds() == before
     with pytest.raises(TypeError, match="netlink must be"):
         Context(netlink="yes")  # type: ignore[arg-type]
 

@@ -1067,6 +1067,40 @@ def test_one_destination_many_prefix_lengths_in_a_run() -> None:
     assert got[9] == ("198.51.100.0", 24)
 
 
+def test_ipv6_address_columns_of_a_run_agree_with_pyroute2() -> None:
+    # Gateways that differ from route to route, a source the whole run shares.
+    msgs = [
+        enc_route(
+            [
+                ("RTA_DST", f"2001:db8:{i:x}::"),
+                ("RTA_GATEWAY", f"2001:db8:1::{i % 3 + 1:x}"),
+                ("RTA_PREFSRC", "2001:db8:1::99"),
+                ("RTA_OIF", 2),
+            ],
+            family=AF_INET6,
+            dst_len=48,
+        )
+        for i in range(3 * nlmsg._RUN_MIN)
+    ]
+    got = flat_routes(decode(b"".join(msgs)))
+    assert nlmsg._SHAPES  # the run went column-wise
+    assert [ours(route, hdr) for hdr, route in got] == [ref_route(m) for m in msgs]
+    assert {r.gateway for _, r in got} == {"2001:db8:1::1", "2001:db8:1::2", "2001:db8:1::3"}
+
+
+def test_a_route_message_of_an_unaligned_length_is_walked_never_learnt() -> None:
+    # An unknown last attribute of 1 byte, unpadded: the next message starts 4-aligned.
+    msgs = []
+    for i in range(2 * nlmsg._RUN_MIN):
+        m = bytearray(enc_route([("RTA_DST", f"198.51.100.{i}")], dst_len=32))
+        m += struct.pack("=HH", 5, 99) + b"x"
+        m[0:4] = struct.pack("=I", len(m))
+        msgs.append(bytes(m) + bytes(-len(m) % 4))
+    got = [r.dst for _, r in flat_routes(decode(b"".join(msgs)))]
+    assert got == [f"198.51.100.{i}" for i in range(2 * nlmsg._RUN_MIN)]
+    assert not nlmsg._SHAPES
+
+
 def test_headers_that_differ_inside_a_run_split_records() -> None:
     msgs = [
         enc_route([("RTA_DST", f"198.51.100.{i}")], dst_len=32, seq=1 + (i >= 12))

@@ -9,12 +9,8 @@ import contextlib
 import logging
 import os
 import select
-import signal
 import socket
-import struct
-import threading
 import tracemalloc
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,68 +18,7 @@ import pytest
 from lwspy import Context, Reason, SmdClass, Wsi, WsiState
 from lwspy.roles import raw_skt
 from tests.conftest import FakeClock, Recorder, service_until
-
-LOOP4 = "127.0.0.1"
-
-
-class Hung(BaseException):
-    """Raised by the watchdog: a BaseException, so no ``except Exception`` in lwspy eats it."""
-
-
-@contextlib.contextmanager
-def watchdog(seconds: float) -> Iterator[None]:
-    """Turn a hang (the regression) into a failure instead of a stuck suite."""
-
-    def expired(signum: int, frame: object) -> None:
-        raise Hung(f"still running after {seconds} s: hung")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-
-
-def tcp_pair(*, peer_rcvbuf: int | None = None) -> tuple[socket.socket, socket.socket]:
-    """A connected loopback TCP pair (ours, peer), made without lwspy."""
-    with socket.create_server((LOOP4, 0)) as lst:
-        peer = socket.socket()
-        if peer_rcvbuf is not None:
-            peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, peer_rcvbuf)
-        peer.connect(lst.getsockname())
-        ours, _ = lst.accept()
-    return ours, peer
-
-
-def reset(peer: socket.socket) -> None:
-    """Close ``peer`` with a reset (SO_LINGER 0)."""
-    peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    peer.close()
-
-
-class Reader(threading.Thread):
-    """Reads a socket to its end in a thread; records the bytes and how the stream ended."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        super().__init__(daemon=True)
-        self.sock = sock
-        self.data = bytearray()
-        self.error: OSError | None = None
-
-    def run(self) -> None:
-        try:
-            while chunk := self.sock.recv(1 << 20):
-                self.data += chunk
-        except OSError as e:
-            self.error = e
-
-
-def pattern(n: int) -> bytes:
-    """``n`` bytes that show a loss or a reordering."""
-    return (bytes(range(251)) * (n // 251 + 1))[:n]
-
+from tests.helpers import LOOP4, Reader, pattern, reset, tcp_pair, watchdog
 
 # -- severe: destroy() from a close callback; ctx.wsis inside RAW_CLOSE --------------------
 

@@ -15,7 +15,7 @@ import pytest
 
 from lwspy import Context, Reason, SmdClass, Wsi, WsiState
 from tests.conftest import Recorder, service_until
-from tests.test_review import Reader, pattern, tcp_pair, watchdog
+from tests.helpers import Reader, in_thread, pattern, tcp_pair, watchdog
 
 # -- datagram boundaries: buffered small writes are never merged ---------------------------
 
@@ -145,21 +145,6 @@ def test_close_keeps_reading_while_it_flushes_so_an_uploading_peer_gets_everythi
 
 
 # -- destroy() and stop() from another thread ----------------------------------------------
-
-
-def in_thread(fn: Any) -> BaseException | None:
-    caught: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            fn()
-        except BaseException as e:
-            caught.append(e)
-
-    t = threading.Thread(target=body)
-    t.start()
-    t.join(30)
-    return caught[0] if caught else None
 
 
 def test_destroy_from_another_thread_raises_and_names_the_ways() -> None:

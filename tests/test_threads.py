@@ -12,23 +12,7 @@ import pytest
 
 from lwspy import Context, Reason
 from tests.conftest import Recorder
-
-
-def _in_thread(fn: Callable[[], Any]) -> BaseException | None:
-    """Run ``fn`` in another thread; the exception it raised, or None."""
-    caught: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            fn()
-        except BaseException as e:
-            caught.append(e)
-
-    t = threading.Thread(target=body)
-    t.start()
-    t.join(30)
-    assert not t.is_alive()
-    return caught[0] if caught else None
+from tests.helpers import in_thread
 
 
 def test_loop_only_calls_from_another_thread_raise_and_name_call_from_thread() -> None:
@@ -47,7 +31,7 @@ def test_loop_only_calls_from_another_thread_raise_and_name_call_from_thread() -
                 lambda: ctx.call_later(0, lambda: None),
             ]
             for call in calls:
-                exc = _in_thread(call)
+                exc = in_thread(call)
                 assert isinstance(exc, RuntimeError), exc
                 assert "ctx.call_from_thread" in str(exc)
             # nothing was half-done: no wsi, no vhost, no timer from the refused calls
@@ -74,7 +58,7 @@ def test_the_thread_that_services_the_loop_owns_it() -> None:
             ctx.service(0)
             ctx.service(0)
 
-        assert _in_thread(worker) is None
+        assert in_thread(worker) is None
         assert done.is_set()
         with pytest.raises(RuntimeError, match="call_from_thread"):
             ctx.sul(lambda: None)  # the creating thread is no longer the loop's
@@ -200,7 +184,7 @@ def test_a_thread_posting_faster_than_the_loop_drains_is_refused_and_counted() -
         ctx.smd.register(lambda c, ts, payload: got.append(payload), cls)
         results: list[bool] = []
         assert (
-            _in_thread(lambda: results.extend(ctx.smd.post(cls, str(n)) for n in range(50))) is None
+            in_thread(lambda: results.extend(ctx.smd.post(cls, str(n)) for n in range(50))) is None
         )
         assert results == [True] * 40 + [False] * 10  # the default smd_queue_depth is 40
         ctx.service(0)

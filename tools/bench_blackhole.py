@@ -20,8 +20,6 @@ documentation ranges and 198.18.0.0/15 only, traffic inside the namespaces. Usag
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import os
 import resource
 import socket
@@ -32,17 +30,10 @@ import time
 from typing import Any
 
 from lwspy import Context, Protocol, Reason, WsiState
+from lwspy._lab import setns_thread
 
-CLONE_NEWNET = 0x40000000
 A_ADDR, B_ADDR = "198.51.100.1", "198.51.100.2"
 PEERS = [f"203.0.113.{i}" for i in range(1, 11)]
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
 
 
 def ip(*args: str, stdin: str | None = None) -> None:
@@ -68,9 +59,9 @@ def run(conns: int, routes: int) -> dict[str, Any]:
             ip("-n", ns, "link", "set", dev, "up")
         ip("-n", b, "-batch", "-", stdin="".join(f"addr add {p}/32 dev lo\n" for p in PEERS))
         ip("-n", a, "route", "add", "default", "via", B_ADDR)
-        _setns(fds[b])
+        setns_thread(fds[b])
         listener = socket.socket()
-        _setns(fds[a])
+        setns_thread(fds[a])
         listener.bind(("0.0.0.0", 0))
         listener.listen(socket.SOMAXCONN)
         port = listener.getsockname()[1]
@@ -134,7 +125,7 @@ def run(conns: int, routes: int) -> dict[str, Any]:
             ctx.destroy()
         if listener is not None:
             listener.close()
-        _setns(home)
+        setns_thread(home)
         os.close(home)
         for n, fd in fds.items():
             os.close(fd)

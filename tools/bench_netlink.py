@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import ctypes
-import ctypes.util
 import gc
 import ipaddress
 import os
@@ -56,10 +54,10 @@ from typing import Any
 
 import lwspy
 from lwspy import Context, Protocol, Reason, WsiState
+from lwspy._lab import setns_thread
 from lwspy.net.nlmsg import AF_UNSPEC, RTM_GETROUTE, decode, dump_request
 from lwspy.net.route import RouteTable
 
-CLONE_NEWNET = 0x40000000
 SO_RCVBUFFORCE = 33
 NLMSG_DONE = 3
 RTM_NEWROUTE = 24
@@ -80,20 +78,12 @@ RAW_ADOPT = Reason.RAW_ADOPT
 RAW_CONNECTED = Reason.RAW_CONNECTED
 CLIENT_CONNECTION_ERROR = Reason.CLIENT_CONNECTION_ERROR
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
 
 class BenchError(RuntimeError):
     """A peer did not do the work it was asked for."""
 
 
 # -- namespaces ------------------------------------------------------------------------------
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
 
 
 def ip(*args: str, stdin: str | None = None) -> str:
@@ -126,14 +116,14 @@ class Namespaces:
 
     @contextmanager
     def inside(self, name: str) -> Iterator[None]:
-        _setns(self._fds[name])
+        setns_thread(self._fds[name])
         try:
             yield
         finally:
-            _setns(self._home)
+            setns_thread(self._home)
 
     def close(self) -> None:
-        _setns(self._home)
+        setns_thread(self._home)
         for name in list(self._fds):
             self.remove(name)
         os.close(self._home)

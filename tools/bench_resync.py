@@ -20,8 +20,6 @@ the way out. Usage::
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import ipaddress
 import os
 import socket
@@ -33,24 +31,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from lwspy import Context
+from lwspy._lab import setns_thread
 
-CLONE_NEWNET = 0x40000000
 N4, N6 = 120_000, 40_000
 BASE4 = int(ipaddress.IPv4Address("198.18.0.0"))
 CHANGES = 1_000
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 def ip(*args: str, stdin: str | None = None) -> None:
     r = subprocess.run(["ip", *args], input=stdin, capture_output=True, text=True, check=False)
     if r.returncode != 0:
         raise RuntimeError(f"ip {' '.join(args[:6])}: {r.stderr.strip()}")
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
 
 
 @contextmanager
@@ -73,10 +64,10 @@ def namespace() -> Iterator[str]:
             for i in range(N6)
         ]
         ip("-n", name, "-batch", "-", stdin="\n".join(lines) + "\n")
-        _setns(fd)
+        setns_thread(fd)
         yield name
     finally:
-        _setns(home)
+        setns_thread(home)
         os.close(home)
         os.close(fd)
         subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)

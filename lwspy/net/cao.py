@@ -10,7 +10,7 @@ O(matches), never O(database).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from enum import IntEnum
 from itertools import islice
 from operator import attrgetter
@@ -190,6 +190,12 @@ _PATH_AT = _KEYS.index("ifindex")  # the path keys (ifindex, gateway, route_id) 
 _Entry = tuple[Cao, float, tuple[object, ...]]
 
 
+def _given(values: tuple[object, ...]) -> list[tuple[str, object]]:
+    """The filters given, as ``(key, value)``: ``values`` holds one per key of ``_KEYS``, in
+    its order, None where that filter is not given."""
+    return [(k, v) for k, v in zip(_KEYS, values, strict=True) if v is not None]
+
+
 class CaoDb:
     """A bounded, multi-indexed database of recent connection attempts (``ctx.cao_db``).
 
@@ -287,15 +293,8 @@ class CaoDb:
     ) -> list[Cao]:
         """The records matching every filter given, newest first; at most ``limit`` of them
         (the newest), found in O(limit) when one filter is given."""
-        want = {
-            "host": host,
-            "address": address,
-            "family": family,
-            "ifindex": ifindex,
-            "gateway": gateway,
-            "route_id": route_id,
-        }
-        return [self._records[s][0] for s in self._matching(want, limit)]
+        given = _given((host, address, family, ifindex, gateway, route_id))
+        return [self._records[s][0] for s in self._matching(given, limit)]
 
     def stats(
         self,
@@ -308,15 +307,8 @@ class CaoDb:
         route_id: int | None = None,
     ) -> CaoStats:
         """Counts and the median connect time of the records matching every filter given."""
-        cos = self.query(
-            host=host,
-            address=address,
-            family=family,
-            ifindex=ifindex,
-            gateway=gateway,
-            route_id=route_id,
-        )
-        return summarize(cos)
+        given = _given((host, address, family, ifindex, gateway, route_id))
+        return summarize([self._records[s][0] for s in self._matching(given)])
 
     def forget(
         self,
@@ -337,20 +329,12 @@ class CaoDb:
         ``ifindex=`` together, since the same link-local address is another router on
         another link.
         """
-        want = {
-            "host": host,
-            "address": address,
-            "family": None,
-            "ifindex": ifindex,
-            "gateway": gateway,
-            "route_id": route_id,
-        }
-        if all(v is None for v in want.values()):
+        given = _given((host, address, None, ifindex, gateway, route_id))
+        if not given:
             raise ValueError("forget() needs at least one filter")
-        serials = self._matching(want)
+        serials = self._matching(given)
         for serial in serials:
             self._drop(serial)
-        given = [(k, v) for k, v in want.items() if v is not None]
         for key, cao in list(self._flying.items()):  # a handful: the connects under way
             if all(getattr(cao, k) == v for k, v in given):
                 del self._flying[key]
@@ -399,10 +383,9 @@ class CaoDb:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _matching(self, want: Mapping[str, object], limit: int | None = None) -> list[int]:
-        """Serials (newest first) of the live records matching every given filter."""
+    def _matching(self, given: list[tuple[str, object]], limit: int | None = None) -> list[int]:
+        """Serials (newest first) of the live records matching every filter ``given``."""
         self._expire(self.clock())
-        given = [(k, v) for k, v in want.items() if v is not None]
         if not given:
             return list(islice(reversed(self._records), limit))
         # Walk the smallest index bucket; check the other filters on each of its records.

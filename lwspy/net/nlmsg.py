@@ -34,7 +34,7 @@ import socket
 import struct
 import sys
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import count, islice, repeat
 from operator import and_, itemgetter, ne
@@ -943,33 +943,22 @@ def decode(buf: bytes | bytearray | memoryview) -> list[NlRecord]:
                         _remember(length, shape)
                 off += (length + 3) & ~3
             continue
-        if mtype in (RTM_NEWLINK, RTM_DELLINK):
-            link = _link(buf, off, end, debug)
-            if link is not None:
-                out.add(link)
-        elif mtype in (RTM_NEWADDR, RTM_DELADDR):
-            ifaddr = _ifaddr(buf, off, end, debug)
-            if ifaddr is not None:
-                out.add(ifaddr)
-        elif mtype in (RTM_NEWNEXTHOP, RTM_DELNEXTHOP):
-            nexthop = _nexthop(buf, off, end)
-            if isinstance(nexthop, str):
+        decoder = _DECODERS.get(mtype)
+        if decoder is not None:
+            record = decoder(buf, off, end)
+            if isinstance(record, str):
                 if debug:
-                    _skip(nexthop, mtype, off)
+                    _skip(record, mtype, off)
             else:
-                out.add(nexthop)
+                out.add(record)
         elif mtype == NLMSG_DONE:
-            _, _, nl_flags, seq, pid = _HDR.unpack_from(buf, off)
-            # The payload (an int) is missing in some old kernels' DONE: treat as 0.
-            error = _I32.unpack_from(buf, off + _HDRLEN)[0] if length >= _HDRLEN + 4 else 0
-            out.add(DoneMsg(seq, pid, nl_flags, error))
+            out.add(_done(buf, off, length))
         elif mtype == NLMSG_ERROR:
             if length < _HDRLEN + 4:
                 if debug:
                     _skip("error message too short", mtype, off)
             else:
-                _, _, nl_flags, seq, pid = _HDR.unpack_from(buf, off)
-                out.add(ErrorMsg(seq, pid, -_I32.unpack_from(buf, off + _HDRLEN)[0]))
+                out.add(_error(buf, off))
         elif debug and mtype != NLMSG_NOOP:
             _skip("unhandled type", mtype, off)
         off += (length + 3) & ~3
@@ -978,6 +967,20 @@ def decode(buf: bytes | bytearray | memoryview) -> list[NlRecord]:
             _skip(f"{n - off} trailing bytes", 0, off)
     out.flush()
     return out.records
+
+
+def _done(buf: bytes, off: int, length: int) -> DoneMsg:
+    """The ``NLMSG_DONE`` at ``off`` (``length`` bytes)."""
+    _, _, nl_flags, seq, pid = _HDR.unpack_from(buf, off)
+    # The payload (an int) is missing in some old kernels' DONE: treat as 0.
+    error = _I32.unpack_from(buf, off + _HDRLEN)[0] if length >= _HDRLEN + 4 else 0
+    return DoneMsg(seq, pid, nl_flags, error)
+
+
+def _error(buf: bytes, off: int) -> ErrorMsg:
+    """The ``NLMSG_ERROR`` at ``off`` (at least its error code long)."""
+    _, _, _, seq, pid = _HDR.unpack_from(buf, off)
+    return ErrorMsg(seq, pid, -_I32.unpack_from(buf, off + _HDRLEN)[0])
 
 
 _RUN_MIN = 8
@@ -1014,6 +1017,23 @@ def _run(sh: _Shape, buf: bytes, mv: memoryview, off: int, out: _Out, debug: boo
         step = n
 
 
+class _Malformed(Exception):
+    """An attribute header that is truncated or runs past its message (the why)."""
+
+
+def _attributes(buf: bytes, a: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """``(offset, length, type)`` of each ``rtattr`` from ``a`` up to ``end``, header
+    included in offset and length; :class:`_Malformed` at a header that cannot be true."""
+    while a < end:
+        if a + 4 > end:
+            raise _Malformed("attribute header truncated")
+        alen, atype = _NLA.unpack_from(buf, a)
+        if alen < 4 or a + alen > end:
+            raise _Malformed("attribute overruns message")
+        yield a, alen, atype
+        a += (alen + 3) & ~3
+
+
 def _route(buf: bytes, off: int, end: int) -> tuple[tuple[int, int, int, int], Route] | str:
     """Walk one route message attribute by attribute: ``((type, nl_flags, seq, pid),
     route)``, or why it was skipped."""
@@ -1039,57 +1059,53 @@ def _route(buf: bytes, off: int, end: int) -> tuple[tuple[int, int, int, int], R
     metrics = _NO_METRICS
     nhid = 0
     expires = 0.0
-    a = off + _RTMSG_END
-    while a < end:
-        if a + 4 > end:
-            return "attribute header truncated"
-        alen, atype = _NLA.unpack_from(buf, a)
-        if alen < 4 or a + alen > end:
-            return "attribute overruns message"
-        if atype in (RTA_DST, RTA_GATEWAY, RTA_PREFSRC, RTA_SRC):
-            if alen != alen_addr:
-                return f"attribute {atype} size {alen}"
-            raw = buf[a + 4 : a + alen]
-            if atype == RTA_DST:
-                dst_num = int.from_bytes(raw, "big") & _MASKS[family][dst_len]
-            elif atype == RTA_GATEWAY:
-                gateway = _addr(family, raw)
-            elif atype == RTA_PREFSRC:
-                prefsrc = _addr(family, raw)
-            else:
-                src = _addr(family, raw)
-        elif atype in (RTA_OIF, RTA_PRIORITY, RTA_TABLE, RTA_NH_ID):
-            if alen != 8:
-                return f"attribute {atype} size {alen}"
-            val = _U32.unpack_from(buf, a + 4)[0]
-            if atype == RTA_OIF:
-                oif = val
-            elif atype == RTA_PRIORITY:
-                priority = val
-            elif atype == RTA_TABLE:
-                table = val
-            else:
-                nhid = val
-        elif atype == RTA_MULTIPATH:
-            mp = _multipath(buf, a + 4, a + alen, family)
-            if mp is None:
-                return "RTA_MULTIPATH malformed"
-            nexthops, nh_dead = mp
-        elif atype == RTA_METRICS:
-            parsed = _metrics(buf[a + 4 : a + alen])
-            if parsed is None:
-                return "RTA_METRICS malformed"
-            metrics = parsed
-        elif atype == RTA_CACHEINFO:
-            if alen < 4 + _CACHEINFO_EXPIRES + 4:
-                return f"attribute {atype} size {alen}"
-            expires = _I32.unpack_from(buf, a + 4 + _CACHEINFO_EXPIRES)[0] / USER_HZ
-        elif atype == RTA_VIA:
-            via = _via(buf, a + 4, a + alen)
-            if via is None:
-                return "RTA_VIA malformed"
-            gateway = via
-        a += (alen + 3) & ~3
+    try:
+        for a, alen, atype in _attributes(buf, off + _RTMSG_END, end):
+            if atype in (RTA_DST, RTA_GATEWAY, RTA_PREFSRC, RTA_SRC):
+                if alen != alen_addr:
+                    return f"attribute {atype} size {alen}"
+                raw = buf[a + 4 : a + alen]
+                if atype == RTA_DST:
+                    dst_num = int.from_bytes(raw, "big") & _MASKS[family][dst_len]
+                elif atype == RTA_GATEWAY:
+                    gateway = _addr(family, raw)
+                elif atype == RTA_PREFSRC:
+                    prefsrc = _addr(family, raw)
+                else:
+                    src = _addr(family, raw)
+            elif atype in (RTA_OIF, RTA_PRIORITY, RTA_TABLE, RTA_NH_ID):
+                if alen != 8:
+                    return f"attribute {atype} size {alen}"
+                val = _U32.unpack_from(buf, a + 4)[0]
+                if atype == RTA_OIF:
+                    oif = val
+                elif atype == RTA_PRIORITY:
+                    priority = val
+                elif atype == RTA_TABLE:
+                    table = val
+                else:
+                    nhid = val
+            elif atype == RTA_MULTIPATH:
+                mp = _multipath(buf, a + 4, a + alen, family)
+                if mp is None:
+                    return "RTA_MULTIPATH malformed"
+                nexthops, nh_dead = mp
+            elif atype == RTA_METRICS:
+                parsed = _metrics(buf[a + 4 : a + alen])
+                if parsed is None:
+                    return "RTA_METRICS malformed"
+                metrics = parsed
+            elif atype == RTA_CACHEINFO:
+                if alen < 4 + _CACHEINFO_EXPIRES + 4:
+                    return f"attribute {atype} size {alen}"
+                expires = _I32.unpack_from(buf, a + 4 + _CACHEINFO_EXPIRES)[0] / USER_HZ
+            elif atype == RTA_VIA:
+                via = _via(buf, a + 4, a + alen)
+                if via is None:
+                    return "RTA_VIA malformed"
+                gateway = via
+    except _Malformed as bad:
+        return str(bad)
     if nexthops and oif is None:
         gateway, oif = nexthops[0][:2]
     route = Route(
@@ -1130,20 +1146,16 @@ def _metrics(raw: bytes) -> Metrics | None:
     if got is not None:
         return got
     pairs: list[tuple[int, int | str]] = []
-    a, end = 0, len(raw)
-    while a < end:
-        if a + 4 > end:
-            return None
-        alen, atype = _NLA.unpack_from(raw, a)
-        if alen < 4 or a + alen > end:
-            return None
-        if atype == RTAX_CC_ALGO:
-            pairs.append((atype, _asciiz(raw, a + 4, a + alen)))
-        elif alen == 8:
-            pairs.append((atype, _U32.unpack_from(raw, a + 4)[0]))
-        else:
-            return None
-        a += (alen + 3) & ~3
+    try:
+        for a, alen, atype in _attributes(raw, 0, len(raw)):
+            if atype == RTAX_CC_ALGO:
+                pairs.append((atype, _asciiz(raw, a + 4, a + alen)))
+            elif alen == 8:
+                pairs.append((atype, _U32.unpack_from(raw, a + 4)[0]))
+            else:
+                return None
+    except _Malformed:
+        return None
     metrics = tuple(pairs)
     if len(_METRICS_CACHE) >= _ADDR_CACHE_MAX:
         _METRICS_CACHE.clear()
@@ -1165,22 +1177,18 @@ def _multipath(buf: bytes, a: int, end: int, family: int) -> tuple[tuple[NextHop
         if nh_len < 8 or nh_end > end:
             return None
         gateway: str | None = None
-        b = a + 8
-        while b < nh_end:
-            if b + 4 > nh_end:
-                return None
-            alen, atype = _NLA.unpack_from(buf, b)
-            if alen < 4 or b + alen > nh_end:
-                return None
-            if atype == RTA_GATEWAY:
-                if alen != alen_addr:
-                    return None
-                gateway = _addr(family, buf[b + 4 : b + alen])
-            elif atype == RTA_VIA:
-                gateway = _via(buf, b + 4, b + alen)
-                if gateway is None:
-                    return None
-            b += (alen + 3) & ~3
+        try:
+            for b, alen, atype in _attributes(buf, a + 8, nh_end):
+                if atype == RTA_GATEWAY:
+                    if alen != alen_addr:
+                        return None
+                    gateway = _addr(family, buf[b + 4 : b + alen])
+                elif atype == RTA_VIA:
+                    gateway = _via(buf, b + 4, b + alen)
+                    if gateway is None:
+                        return None
+        except _Malformed:
+            return None
         if flags & RTNH_F_DEAD:
             dead |= 1 << len(hops)
         hops.append((gateway, ifindex, weight + 1, flags & RTNH_F_IDENTITY))
@@ -1199,97 +1207,73 @@ def _via(buf: bytes, a: int, end: int) -> str | None:
     return _addr(family, buf[a + 2 : end])
 
 
-def _link(buf: bytes, off: int, end: int, debug: bool) -> LinkMsg | None:
-    """Decode one ``RTM_NEWLINK`` / ``RTM_DELLINK`` (``end`` already bounds-checked)."""
-    _, mtype, nl_flags, seq, pid = _HDR.unpack_from(buf, off)
+def _link(buf: bytes, off: int, end: int) -> LinkMsg | str:
+    """Decode one ``RTM_NEWLINK`` / ``RTM_DELLINK`` (``end`` already bounds-checked), or
+    say why it was skipped."""
     if end - off < _IFINFO_END:
-        if debug:
-            _skip("link message too short", mtype, off)
-        return None
+        return "link message too short"
+    _, mtype, nl_flags, seq, pid = _HDR.unpack_from(buf, off)
     family, ifi_type, index, flags, change = _IFINFO.unpack_from(buf, off + _HDRLEN)
     name: str | None = None
-    a = off + _IFINFO_END
-    while a < end:
-        if a + 4 > end:
-            break
-        alen, atype = _NLA.unpack_from(buf, a)
-        if alen < 4 or a + alen > end:
-            break
-        if atype == IFLA_IFNAME:
-            name = _asciiz(buf, a + 4, a + alen)
-        a += (alen + 3) & ~3
-    else:
-        up = bool(flags & IFF_UP)
-        return LinkMsg(mtype, nl_flags, seq, pid, family, index, flags, change, ifi_type, name, up)
-    if debug:
-        _skip("attribute overruns message", mtype, off)
-    return None
+    try:
+        for a, alen, atype in _attributes(buf, off + _IFINFO_END, end):
+            if atype == IFLA_IFNAME:
+                name = _asciiz(buf, a + 4, a + alen)
+    except _Malformed:
+        return "attribute overruns message"
+    up = bool(flags & IFF_UP)
+    return LinkMsg(mtype, nl_flags, seq, pid, family, index, flags, change, ifi_type, name, up)
 
 
-def _ifaddr(buf: bytes, off: int, end: int, debug: bool) -> AddrMsg | None:
-    """Decode one ``RTM_NEWADDR`` / ``RTM_DELADDR`` (``end`` already bounds-checked)."""
-    _, mtype, nl_flags, seq, pid = _HDR.unpack_from(buf, off)
+def _ifaddr(buf: bytes, off: int, end: int) -> AddrMsg | str:
+    """Decode one ``RTM_NEWADDR`` / ``RTM_DELADDR`` (``end`` already bounds-checked), or
+    say why it was skipped."""
     if end - off < _IFADDR_END:
-        if debug:
-            _skip("address message too short", mtype, off)
-        return None
+        return "address message too short"
+    _, mtype, nl_flags, seq, pid = _HDR.unpack_from(buf, off)
     family, prefixlen, flags, scope, index = _IFADDR.unpack_from(buf, off + _HDRLEN)
     alen_addr = _ADDR_ATTR_LEN.get(family)
     if alen_addr is None:
-        if debug:
-            _skip(f"address family {family}", mtype, off)
-        return None
+        return f"address family {family}"
     address: str | None = None
     local: str | None = None
     label: str | None = None
-    bad = "attribute overruns message"
-    a = off + _IFADDR_END
-    while a < end:
-        if a + 4 > end:
-            break
-        alen, atype = _NLA.unpack_from(buf, a)
-        if alen < 4 or a + alen > end:
-            break
-        if atype in (IFA_ADDRESS, IFA_LOCAL):
-            if alen != alen_addr:
-                bad = f"attribute {atype} size {alen}"
-                break
-            text = inet_ntop(_SOCK_FAMILY[family], buf[a + 4 : a + alen])
-            if atype == IFA_ADDRESS:
-                address = text
-            else:
-                local = text
-        elif atype == IFA_FLAGS:
-            if alen != 8:
-                bad = f"IFA_FLAGS size {alen}"
-                break
-            flags |= _U32.unpack_from(buf, a + 4)[0]
-        elif atype == IFA_LABEL:
-            label = _asciiz(buf, a + 4, a + alen)
-        a += (alen + 3) & ~3
-    else:
-        if address is None:
-            address = local
-        if address is None:
-            bad = "no IFA_ADDRESS or IFA_LOCAL"
-        else:
-            return AddrMsg(
-                mtype,
-                nl_flags,
-                seq,
-                pid,
-                family,
-                index,
-                prefixlen,
-                flags,
-                scope,
-                address,
-                local or address,
-                label,
-            )
-    if debug:
-        _skip(bad, mtype, off)
-    return None
+    try:
+        for a, alen, atype in _attributes(buf, off + _IFADDR_END, end):
+            if atype in (IFA_ADDRESS, IFA_LOCAL):
+                if alen != alen_addr:
+                    return f"attribute {atype} size {alen}"
+                text = inet_ntop(_SOCK_FAMILY[family], buf[a + 4 : a + alen])
+                if atype == IFA_ADDRESS:
+                    address = text
+                else:
+                    local = text
+            elif atype == IFA_FLAGS:
+                if alen != 8:
+                    return f"IFA_FLAGS size {alen}"
+                flags |= _U32.unpack_from(buf, a + 4)[0]
+            elif atype == IFA_LABEL:
+                label = _asciiz(buf, a + 4, a + alen)
+    except _Malformed:
+        return "attribute overruns message"
+    if address is None:
+        address = local
+    if address is None:
+        return "no IFA_ADDRESS or IFA_LOCAL"
+    return AddrMsg(
+        mtype,
+        nl_flags,
+        seq,
+        pid,
+        family,
+        index,
+        prefixlen,
+        flags,
+        scope,
+        address,
+        local or address,
+        label,
+    )
 
 
 def _nexthop(buf: bytes, off: int, end: int) -> NexthopMsg | str:
@@ -1305,43 +1289,39 @@ def _nexthop(buf: bytes, off: int, end: int) -> NexthopMsg | str:
     blackhole = fdb = False
     group: tuple[tuple[int, int], ...] = ()
     group_type = 0
-    a = off + _NHMSG_END
-    while a < end:
-        if a + 4 > end:
-            return "attribute header truncated"
-        alen, atype = _NLA.unpack_from(buf, a)
-        if alen < 4 or a + alen > end:
-            return "attribute overruns message"
-        size = alen - 4
-        if atype in (NHA_ID, NHA_OIF):
-            if size != 4:
-                return f"attribute {atype} size {alen}"
-            val = _U32.unpack_from(buf, a + 4)[0]
-            if atype == NHA_ID:
-                nh_id = val
-            else:
-                oif = val
-        elif atype == NHA_GATEWAY:
-            gw_family = {4: AF_INET, 16: AF_INET6}.get(size)
-            if gw_family is None:
-                return f"NHA_GATEWAY size {alen}"
-            gateway = _addr(gw_family, buf[a + 4 : a + alen])
-        elif atype == NHA_GROUP:
-            if size % _NH_GRP.size:
-                return f"NHA_GROUP size {alen}"
-            group = tuple(
-                (member, (high << 8 | low) + 1)
-                for member, low, high, _ in _NH_GRP.iter_unpack(buf[a + 4 : a + alen])
-            )
-        elif atype == NHA_GROUP_TYPE:
-            if size != 2:
-                return f"NHA_GROUP_TYPE size {alen}"
-            group_type = _VIA_FAMILY.unpack_from(buf, a + 4)[0]
-        elif atype == NHA_BLACKHOLE:
-            blackhole = True
-        elif atype == NHA_FDB:
-            fdb = True
-        a += (alen + 3) & ~3
+    try:
+        for a, alen, atype in _attributes(buf, off + _NHMSG_END, end):
+            size = alen - 4
+            if atype in (NHA_ID, NHA_OIF):
+                if size != 4:
+                    return f"attribute {atype} size {alen}"
+                val = _U32.unpack_from(buf, a + 4)[0]
+                if atype == NHA_ID:
+                    nh_id = val
+                else:
+                    oif = val
+            elif atype == NHA_GATEWAY:
+                gw_family = {4: AF_INET, 16: AF_INET6}.get(size)
+                if gw_family is None:
+                    return f"NHA_GATEWAY size {alen}"
+                gateway = _addr(gw_family, buf[a + 4 : a + alen])
+            elif atype == NHA_GROUP:
+                if size % _NH_GRP.size:
+                    return f"NHA_GROUP size {alen}"
+                group = tuple(
+                    (member, (high << 8 | low) + 1)
+                    for member, low, high, _ in _NH_GRP.iter_unpack(buf[a + 4 : a + alen])
+                )
+            elif atype == NHA_GROUP_TYPE:
+                if size != 2:
+                    return f"NHA_GROUP_TYPE size {alen}"
+                group_type = _VIA_FAMILY.unpack_from(buf, a + 4)[0]
+            elif atype == NHA_BLACKHOLE:
+                blackhole = True
+            elif atype == NHA_FDB:
+                fdb = True
+    except _Malformed as bad:
+        return str(bad)
     if nh_id is None:
         return "no NHA_ID"
     return NexthopMsg(
@@ -1371,6 +1351,17 @@ def _asciiz(buf: bytes, a: int, end: int) -> str:
         raw = raw[:nul]
     return raw.decode("utf-8", "replace")
 
+
+_DECODERS: dict[int, Callable[[bytes, int, int], LinkMsg | AddrMsg | NexthopMsg | str]] = {
+    RTM_NEWLINK: _link,
+    RTM_DELLINK: _link,
+    RTM_NEWADDR: _ifaddr,
+    RTM_DELADDR: _ifaddr,
+    RTM_NEWNEXTHOP: _nexthop,
+    RTM_DELNEXTHOP: _nexthop,
+}
+"""The decoder of each message type :func:`decode` takes other than routes, DONE and
+ERROR: the record, or why the message was skipped."""
 
 # ifinfomsg, ifaddrmsg, rtmsg, nhmsg
 _DUMP_BODY_LEN = {RTM_GETLINK: 16, RTM_GETADDR: 8, RTM_GETROUTE: 12, RTM_GETNEXTHOP: 8}

@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from typing import Final
 
 from lwspy.net.nlmsg import (
+    _HDR,
+    _HDRLEN,
+    _U32,
     AF_INET,
     AF_INET6,
     NLM_F_DUMP,
@@ -35,6 +38,10 @@ from lwspy.net.nlmsg import (
     RT_TABLE_MAIN,
     DoneMsg,
     ErrorMsg,
+    _attributes,
+    _done,
+    _error,
+    _Malformed,
 )
 
 __all__ = [
@@ -72,14 +79,8 @@ DEFAULT_RULES: Final = {
 }
 """The ``(priority, table)`` rules a namespace starts with, per family."""
 
-_HDR = struct.Struct("=IHHII")
-_LEN_TYPE = struct.Struct("=IH")
 # fib_rule_hdr: family, dst_len, src_len, tos, table, res1, res2, action, flags
 _FRH = struct.Struct("=BBBBBBBBI")
-_NLA = struct.Struct("=HH")
-_U32 = struct.Struct("=I")
-_I32 = struct.Struct("=i")
-_HDRLEN: Final = 16
 _FRH_END: Final = 28
 
 
@@ -122,7 +123,7 @@ def decode_rules(buf: bytes | bytearray | memoryview) -> list[RuleRecord]:
     n = len(buf)
     off = 0
     while off + _HDRLEN <= n:
-        length, mtype, _flags, seq, pid = _HDR.unpack_from(buf, off)
+        length, mtype, _, seq, pid = _HDR.unpack_from(buf, off)
         end = off + length
         if length < _HDRLEN or end > n:
             break
@@ -133,10 +134,9 @@ def decode_rules(buf: bytes | bytearray | memoryview) -> list[RuleRecord]:
             elif log.isEnabledFor(logging.DEBUG):
                 log.debug("netlink: skipped rule message at offset %d: %s", off, rule)
         elif mtype == NLMSG_DONE:
-            error = _I32.unpack_from(buf, off + _HDRLEN)[0] if length >= _HDRLEN + 4 else 0
-            out.append(DoneMsg(seq, pid, _flags, error))
+            out.append(_done(buf, off, length))
         elif mtype == NLMSG_ERROR and length >= _HDRLEN + 4:
-            out.append(ErrorMsg(seq, pid, -_I32.unpack_from(buf, off + _HDRLEN)[0]))
+            out.append(_error(buf, off))
         off += (length + 3) & ~3
     return out
 
@@ -148,26 +148,22 @@ def _rule(buf: bytes, off: int, end: int) -> Rule | str:
     family, dst_len, src_len, tos, table, _, _, action, flags = _FRH.unpack_from(buf, off + _HDRLEN)
     priority = 0
     plain = not (dst_len or src_len or tos or flags) and action == FR_ACT_TO_TBL
-    a = off + _FRH_END
-    while a < end:
-        if a + 4 > end:
-            return "attribute header truncated"
-        alen, atype = _NLA.unpack_from(buf, a)
-        if alen < 4 or a + alen > end:
-            return "attribute overruns message"
-        if atype in (FRA_PRIORITY, FRA_TABLE, FRA_SUPPRESS_PREFIXLEN, FRA_SUPPRESS_IFGROUP):
-            if alen != 8:
-                return f"attribute {atype} size {alen}"
-            val = _U32.unpack_from(buf, a + 4)[0]
-            if atype == FRA_PRIORITY:
-                priority = val
-            elif atype == FRA_TABLE:
-                table = val
-            elif val != _UNSET:
-                plain = False  # suppress_prefixlength / suppress_ifgroup: wg-quick's rule
-        elif atype != FRA_PROTOCOL:
-            plain = False  # a selector (from, to, iif, oif, fwmark, uid, ...) or a goto
-        a += (alen + 3) & ~3
+    try:
+        for a, alen, atype in _attributes(buf, off + _FRH_END, end):
+            if atype in (FRA_PRIORITY, FRA_TABLE, FRA_SUPPRESS_PREFIXLEN, FRA_SUPPRESS_IFGROUP):
+                if alen != 8:
+                    return f"attribute {atype} size {alen}"
+                val = _U32.unpack_from(buf, a + 4)[0]
+                if atype == FRA_PRIORITY:
+                    priority = val
+                elif atype == FRA_TABLE:
+                    table = val
+                elif val != _UNSET:
+                    plain = False  # suppress_prefixlength / suppress_ifgroup: wg-quick's rule
+            elif atype != FRA_PROTOCOL:
+                plain = False  # a selector (from, to, iif, oif, fwmark, uid, ...) or a goto
+    except _Malformed as bad:
+        return str(bad)
     return Rule(family, priority, table, action, plain, buf[off + _HDRLEN : end])
 
 

@@ -15,20 +15,24 @@ the tests skip with the reason, unless LWSPY_REQUIRE_NETNS=1 (CI), where they fa
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import ipaddress
 import json
 import os
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
+import dns.exception
+import dns.message
+import dns.query
 import pytest
 
-CLONE_NEWNET = 0x40000000
+from lwspy._lab import setns_thread
+
+DNSMASQ = "/usr/sbin/dnsmasq"
 RTN_NAMES = {
     1: "unicast",
     2: "local",
@@ -40,13 +44,6 @@ RTN_NAMES = {
     8: "prohibit",
     9: "throw",
 }
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
 
 
 def _why_no_netns() -> str | None:
@@ -71,6 +68,15 @@ def require_netns() -> None:
         if os.environ.get("LWSPY_REQUIRE_NETNS") == "1":
             pytest.fail(f"LWSPY_REQUIRE_NETNS=1 but {_WHY}")
         pytest.skip(_WHY)
+
+
+def require_dnsmasq() -> None:
+    """Skip (or, under LWSPY_REQUIRE_NETNS=1, fail) when dnsmasq is not installed."""
+    if not os.access(DNSMASQ, os.X_OK):
+        why = f"{DNSMASQ} is not installed (Debian dnsmasq-base)"
+        if os.environ.get("LWSPY_REQUIRE_NETNS") == "1":
+            pytest.fail(f"LWSPY_REQUIRE_NETNS=1 but {why}")
+        pytest.skip(why)
 
 
 class Lab:
@@ -157,41 +163,55 @@ class Lab:
                 self.enter(before)
 
     def enter(self, ns: str) -> None:
-        _setns(self._fds[ns])
+        setns_thread(self._fds[ns])
         self.current = ns
 
     def leave(self) -> None:
-        _setns(self._home)
+        setns_thread(self._home)
         self.current = None
 
-    def kernel_routes(self, ns: str = "a") -> set[tuple[object, ...]]:
-        """Tables main and local as ``ip -j route show table all`` gives them, normalised
-        to (family, prefix, table, type, gateway, ifindex, metric)."""
-        index = {name: idx for idx, name in socket.if_nameindex()}
-        out: set[tuple[object, ...]] = set()
+    def kernel_json(
+        self, ns: str = "a", family: int | None = None, numeric: bool = False
+    ) -> Iterator[tuple[int, str, int, dict[str, Any]]]:
+        """The routes of tables main and local (of ``family``, default both) as
+        ``ip -j route show table all`` gives them (``numeric``: with ``-N``), each as
+        ``(family, prefix with its length, table number, the JSON object)``."""
         for fam, width in ((socket.AF_INET, 32), (socket.AF_INET6, 128)):
-            text = self.ip(ns, "-j", "-4" if width == 32 else "-6", "route", "show", "table", "all")
+            if family is not None and fam != family:
+                continue
+            args = ["-N"] if numeric else []
+            text = self.ip(ns, *args, "-j", f"-{4 if width == 32 else 6}", "route", "show",
+                           "table", "all")  # fmt: skip
             for r in json.loads(text or "[]"):
-                table = {"main": 254, "local": 255}.get(r.get("table", "main"))
-                if table is None:
+                if numeric:
+                    table = int(r.get("table", 254))
+                else:  # by name: main, local or another (0)
+                    table = {"main": 254, "local": 255}.get(r.get("table", "main"), 0)
+                if table not in (254, 255):
                     continue
                 dst = r["dst"]
                 if dst == "default":
                     dst = "0.0.0.0/0" if width == 32 else "::/0"
                 elif "/" not in dst:
                     dst = f"{dst}/{width}"
-                out.add(
-                    (
-                        int(fam),
-                        str(ipaddress.ip_network(dst, strict=False)),
-                        table,
-                        r.get("type", "unicast"),
-                        r.get("gateway"),
-                        index.get(r.get("dev", "")),
-                        r.get("metric", 0),
-                    )
-                )
-        return out
+                yield int(fam), dst, table, r
+
+    def kernel_routes(self, ns: str = "a") -> set[tuple[object, ...]]:
+        """Tables main and local as ``ip -j route show table all`` gives them, normalised
+        to (family, prefix, table, type, gateway, ifindex, metric)."""
+        index = {name: idx for idx, name in socket.if_nameindex()}
+        return {
+            (
+                fam,
+                str(ipaddress.ip_network(dst, strict=False)),
+                table,
+                r.get("type", "unicast"),
+                r.get("gateway"),
+                index.get(r.get("dev", "")),
+                r.get("metric", 0),
+            )
+            for fam, dst, table, r in self.kernel_json(ns)
+        }
 
     @staticmethod
     def table_routes(table: Iterable[Any]) -> set[tuple[object, ...]]:
@@ -228,3 +248,56 @@ def lab() -> Iterator[Lab]:
         yield lab
     finally:
         lab.destroy()
+
+
+class Dnsmasq:
+    """dnsmasq in namespace "b" on port 53 of ``listen`` (default: ``B_ADDR``), answering
+    the names of ``hosts`` (hosts-file text) and nothing else under ``.test``; ready when
+    made (it answered an A query for ``probe``), until :meth:`stop`. ``ttl``: the TTL of
+    its answers (None: dnsmasq's default, 0)."""
+
+    def __init__(
+        self,
+        lab: Lab,
+        workdir: Path,
+        hosts: str,
+        probe: str,
+        listen: Sequence[str] = (),
+        ttl: int | None = 300,
+    ) -> None:
+        listen = list(listen) or [lab.B_ADDR]
+        (workdir / "hosts").write_text(hosts)
+        self.log_path = workdir / "dnsmasq.log"
+        self.log = self.log_path.open("w")
+        args = [
+            "ip", "netns", "exec", lab.ns["b"], DNSMASQ,
+            "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+            f"--addn-hosts={workdir / 'hosts'}", "--local=/test/",
+            *([f"--local-ttl={ttl}"] if ttl is not None else []),
+            *(f"--listen-address={a}" for a in listen),
+            "--bind-interfaces", "--port=53", f"--pid-file={workdir / 'dnsmasq.pid'}",
+            "--user=root", "--log-facility=-",
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        try:
+            self._wait(dns.message.make_query(probe, "A"), listen[0])
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait(self, query: dns.message.Message, server: str) -> None:
+        for _ in range(100):  # ready when it answers
+            try:
+                dns.query.udp(query, server, timeout=0.1)
+                return
+            except (dns.exception.Timeout, OSError):
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"dnsmasq exited: {self.log_path.read_text()}") from None
+        raise RuntimeError("dnsmasq did not answer")
+
+    def stop(self) -> None:
+        """Stop it (and close its log); safe to call twice."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.proc.wait(5)
+        self.log.close()

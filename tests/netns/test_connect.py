@@ -13,26 +13,20 @@ the black hole would have answered.
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import dns.exception
-import dns.message
-import dns.query
 import pytest
 
 from lwspy import Cao, CaoResult, Context, Protocol, Reason, SystemState, Wsi, WsiState
 from tests.conftest import Recorder
-from tests.netns.conftest import Lab
+from tests.netns.conftest import Dnsmasq, Lab, require_dnsmasq
 
 pytestmark = pytest.mark.netns
 
-DNSMASQ = "/usr/sbin/dnsmasq"
 HOLE6 = "2001:db8:1::99"  # on va's subnet, held by nobody
 HOLE4 = "198.51.100.99"
 NOROUTE6 = "2001:db8:ffff::1"  # no route from "a"
@@ -49,26 +43,15 @@ class Race:
 
     def __init__(self, lab: Lab, workdir: Path) -> None:
         self.lab = lab
-        hosts = workdir / "hosts"
-        hosts.write_text(
+        hosts = (
             f"{HOLE6} {NAME}\n{lab.B_ADDR} {NAME}\n"
             f"{HOLE4} v6wins.test\n{lab.B_ADDR6} v6wins.test\n"
             f"{NOROUTE6} noroute.test\n{lab.B_ADDR} noroute.test\n"
         )
-        self.pidfile = f"/tmp/lwspy-dnsmasq-race-{os.getpid()}.pid"
-        self.log = (workdir / "dnsmasq.log").open("w")
-        args = [
-            "ip", "netns", "exec", lab.ns["b"], DNSMASQ,
-            "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
-            f"--addn-hosts={hosts}", "--local=/test/", "--local-ttl=300",
-            f"--listen-address={lab.B_ADDR}", "--bind-interfaces", "--port=53",
-            f"--pid-file={self.pidfile}", "--user=root", "--log-facility=-",
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        self.dnsmasq = Dnsmasq(lab, workdir, hosts, NAME)
         self.b: Context | None = None
         self.a: Context | None = None
         try:
-            self._wait_dnsmasq(workdir)
             with lab.inside("b"):
                 self.b = Context(protocols=[Protocol("peer", _nop)], netlink=False)
                 self.port = self.b.create_vhost("default", port=0).port
@@ -83,18 +66,6 @@ class Race:
         except BaseException:
             self.close()
             raise
-
-    def _wait_dnsmasq(self, workdir: Path) -> None:
-        q = dns.message.make_query(NAME, "A")
-        for _ in range(100):  # ready when it answers
-            try:
-                dns.query.udp(q, self.lab.B_ADDR, timeout=0.1)
-                return
-            except (dns.exception.Timeout, OSError):
-                if self.proc.poll() is not None:
-                    log = (workdir / "dnsmasq.log").read_text()
-                    raise RuntimeError(f"dnsmasq exited: {log}") from None
-        raise RuntimeError("dnsmasq did not answer")
 
     @staticmethod
     def wait_ipv6(lab: Lab) -> None:
@@ -141,17 +112,12 @@ class Race:
         for ctx in (self.a, self.b):
             if ctx is not None:
                 ctx.destroy()
-        self.proc.terminate()
-        self.proc.wait(5)
-        self.log.close()
-        if os.path.exists(self.pidfile):
-            os.unlink(self.pidfile)
+        self.dnsmasq.stop()
 
 
 @pytest.fixture
 def race(lab: Lab, tmp_path: Path) -> Iterator[Race]:
-    if not os.access(DNSMASQ, os.X_OK):
-        pytest.skip(f"{DNSMASQ} is not installed (Debian dnsmasq-base)")
+    require_dnsmasq()
     r = Race(lab, tmp_path)
     try:
         yield r

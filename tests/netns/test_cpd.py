@@ -11,9 +11,7 @@ import contextlib
 import http.server
 import itertools
 import json
-import os
 import socket
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,11 +20,10 @@ from typing import Any
 import pytest
 
 from lwspy import Context, CpdResult, HttpResponse, Protocol, Reason, SmdClass, SystemState, Wsi
-from tests.netns.conftest import Lab
+from tests.netns.conftest import Dnsmasq, Lab, require_dnsmasq
 
 pytestmark = pytest.mark.netns
 
-DNSMASQ = "/usr/sbin/dnsmasq"
 SILENT_DNS = "198.51.100.3"
 URL = "http://portal.test/generate_204"
 
@@ -61,48 +58,6 @@ class Web(http.server.ThreadingHTTPServer):
         self.hits = 0
 
 
-class Dnsmasq:
-    """dnsmasq in "b" on 198.51.100.2, serving portal.test (and nothing else under .test)."""
-
-    def __init__(self, lab: Lab, workdir: Path) -> None:
-        hosts = workdir / "hosts"
-        hosts.write_text(f"{lab.PEER} portal.test\n")
-        self.pidfile = f"/tmp/lwspy-cpd-dnsmasq-{os.getpid()}.pid"
-        self.log = (workdir / "dnsmasq.log").open("w")
-        args = [
-            "ip", "netns", "exec", lab.ns["b"], DNSMASQ,
-            "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
-            f"--addn-hosts={hosts}", "--local=/test/", f"--listen-address={lab.B_ADDR}",
-            "--bind-interfaces", "--port=53", f"--pid-file={self.pidfile}", "--user=root",
-            "--log-facility=-",
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
-        with lab.inside("a"):
-            probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        probe.settimeout(0.1)
-        header = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
-        query = header + b"\x06portal\x04test\x00\x00\x01\x00\x01"  # portal.test A
-        try:
-            for _ in range(100):  # ready when it answers
-                try:
-                    probe.sendto(query, (lab.B_ADDR, 53))
-                    probe.recv(512)
-                    return
-                except OSError:
-                    if self.proc.poll() is not None:
-                        raise RuntimeError("dnsmasq exited") from None
-            raise RuntimeError("dnsmasq did not answer")
-        finally:
-            probe.close()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(5)
-        self.log.close()
-        if os.path.exists(self.pidfile):
-            os.unlink(self.pidfile)
-
-
 class World:
     """The lab with its web server, dnsmasq and a silent DNS server, and resolv.conf files."""
 
@@ -114,7 +69,7 @@ class World:
             self.silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self.silent.bind((SILENT_DNS, 53))  # reads nothing, answers nothing
         threading.Thread(target=self.web.serve_forever, daemon=True).start()
-        self.dnsmasq = Dnsmasq(lab, tmp)
+        self.dnsmasq = Dnsmasq(lab, tmp, f"{lab.PEER} portal.test\n", "portal.test", ttl=None)
         self.resolv = tmp / "resolv.conf"
         self.resolv.write_text(f"nameserver {lab.B_ADDR}\noptions timeout:1 attempts:2\n")
         self.resolv_silent = tmp / "resolv-silent.conf"
@@ -153,11 +108,7 @@ def _reraise(wsi: Wsi | None, reason: Reason | None, exc: BaseException) -> None
 
 @pytest.fixture
 def world(lab: Lab, tmp_path: Path) -> Iterator[World]:
-    if not os.access(DNSMASQ, os.X_OK):
-        why = f"{DNSMASQ} is not installed (Debian dnsmasq-base)"
-        if os.environ.get("LWSPY_REQUIRE_NETNS") == "1":
-            pytest.fail(f"LWSPY_REQUIRE_NETNS=1 but {why}")
-        pytest.skip(why)
+    require_dnsmasq()
     w = World(lab, tmp_path)
     try:
         yield w

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import errno
 import itertools
-import os
 import socket
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,70 +26,30 @@ import pytest
 import lwspy
 from lwspy.net.dns import DnsAnswer
 from tests.dnsfake import FakeDns, Reply
-from tests.netns.conftest import Lab
+from tests.netns.conftest import Dnsmasq, Lab, require_dnsmasq
 
 pytestmark = pytest.mark.netns
 
-DNSMASQ = "/usr/sbin/dnsmasq"
 FAKE = "198.51.100.3"
 SPOOFER = "198.51.100.4"
 DEAD = "198.51.100.5"
 BIG = 120  # addresses of big.test: more than 1232 bytes, so dnsmasq truncates
 
 
-class Dnsmasq:
-    """dnsmasq in namespace "b", serving ``hosts``; stopped by :meth:`stop`."""
-
-    def __init__(self, lab: Lab, workdir: Path) -> None:
-        self.hosts = workdir / "hosts"
-        lines = [
-            "198.51.100.7 a.test",
-            "2001:db8::7 a.test",
-            "198.51.100.9 v4.test",
-            *(f"198.51.100.{i} big.test" for i in range(10, 10 + BIG)),
-        ]
-        self.hosts.write_text("\n".join(lines) + "\n")
-        self.pidfile = f"/tmp/lwspy-dnsmasq-{os.getpid()}.pid"
-        self.log = (workdir / "dnsmasq.log").open("w")
-        args = [
-            "ip", "netns", "exec", lab.ns["b"], DNSMASQ,
-            "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
-            f"--addn-hosts={self.hosts}", "--local=/test/", "--local-ttl=300",
-            f"--listen-address={lab.B_ADDR}", f"--listen-address={lab.B_ADDR6}",
-            "--bind-interfaces", "--port=53", f"--pid-file={self.pidfile}", "--user=root",
-            "--log-facility=-",
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
-        q = dns.message.make_query("a.test", "A")
-        for _ in range(100):  # ready when it answers
-            try:
-                dns.query.udp(q, lab.B_ADDR, timeout=0.1)
-                break
-            except (dns.exception.Timeout, OSError):
-                if self.proc.poll() is not None:
-                    log = (workdir / "dnsmasq.log").read_text()
-                    raise RuntimeError(f"dnsmasq exited: {log}") from None
-        else:
-            raise RuntimeError("dnsmasq did not answer")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(5)
-        self.log.close()
-        if os.path.exists(self.pidfile):
-            os.unlink(self.pidfile)
-
-
 @pytest.fixture
 def dnsmasq(lab: Lab, tmp_path: Path) -> Iterator[Dnsmasq]:
-    if not os.access(DNSMASQ, os.X_OK):
-        why = f"{DNSMASQ} is not installed (Debian dnsmasq-base)"
-        if os.environ.get("LWSPY_REQUIRE_NETNS") == "1":
-            pytest.fail(f"LWSPY_REQUIRE_NETNS=1 but {why}")
-        pytest.skip(why)
+    require_dnsmasq()
     for addr in (FAKE, SPOOFER, DEAD):
         lab.ip("b", "addr", "add", f"{addr}/24", "dev", "vb")
-    server = Dnsmasq(lab, tmp_path)
+    lines = [
+        "198.51.100.7 a.test",
+        "2001:db8::7 a.test",
+        "198.51.100.9 v4.test",
+        *(f"198.51.100.{i} big.test" for i in range(10, 10 + BIG)),
+    ]
+    server = Dnsmasq(
+        lab, tmp_path, "\n".join(lines) + "\n", "a.test", listen=[lab.B_ADDR, lab.B_ADDR6]
+    )
     try:
         yield server
     finally:

@@ -10,7 +10,6 @@ connections close and why against the kernel's own decision for their flow.
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 from collections import Counter
@@ -35,54 +34,42 @@ def kernel_items(lab: Lab) -> Counter[Item]:
     """Tables main and local of ns "a", one item per route (duplicates kept)."""
     index = {name: idx for idx, name in socket.if_nameindex()}
     out: Counter[Item] = Counter()
-    for fam, width in ((socket.AF_INET, 32), (socket.AF_INET6, 128)):
-        text = lab.ip(
-            "a", "-N", "-j", f"-{4 if width == 32 else 6}", "route", "show", "table", "all"
-        )
-        for r in json.loads(text or "[]"):
-            table = int(r.get("table", 254))
-            if table not in (254, 255):
-                continue
-            dst = r["dst"]
-            if dst == "default":
-                dst = "0.0.0.0/0" if width == 32 else "::/0"
-            elif "/" not in dst:
-                dst = f"{dst}/{width}"
-            src = r.get("from")
-            if src and "/" not in src:
-                src = f"{src}/{width}"
-            mtu = next((m["mtu"] for m in r.get("metrics", ()) if "mtu" in m), None)
-            hops = tuple(
-                sorted(
-                    (h.get("gateway"), index.get(h["dev"]), h.get("weight", 1))
-                    for h in r.get("nexthops", ())
-                )
+    for fam, dst, table, r in lab.kernel_json("a", numeric=True):
+        src = r.get("from")
+        if src and "/" not in src:
+            src = f"{src}/{32 if fam == socket.AF_INET else 128}"
+        mtu = next((m["mtu"] for m in r.get("metrics", ()) if "mtu" in m), None)
+        hops = tuple(
+            sorted(
+                (h.get("gateway"), index.get(h["dev"]), h.get("weight", 1))
+                for h in r.get("nexthops", ())
             )
-            gateway, dev, nhid = r.get("gateway"), index.get(r.get("dev", "")), r.get("nhid", 0)
-            if hops or nhid:
-                gateway = dev = None
-            if nhid:
-                hops = ()
-            out[
-                (
-                    int(fam),
-                    dst,
-                    src,
-                    table,
-                    int(r.get("type", 1)),
-                    gateway,
-                    dev,
-                    r.get("metric", 0),
-                    int(str(r.get("tos", 0) or 0), 0),
-                    r.get("prefsrc"),
-                    int(r.get("protocol", 3)),
-                    int(r.get("scope", 0)),
-                    mtu,
-                    "onlink" in r.get("flags", ()),
-                    nhid,
-                    hops,
-                )
-            ] += 1
+        )
+        gateway, dev, nhid = r.get("gateway"), index.get(r.get("dev", "")), r.get("nhid", 0)
+        if hops or nhid:
+            gateway = dev = None
+        if nhid:
+            hops = ()
+        out[
+            (
+                int(fam),
+                dst,
+                src,
+                table,
+                int(r.get("type", 1)),
+                gateway,
+                dev,
+                r.get("metric", 0),
+                int(str(r.get("tos", 0) or 0), 0),
+                r.get("prefsrc"),
+                int(r.get("protocol", 3)),
+                int(r.get("scope", 0)),
+                mtu,
+                "onlink" in r.get("flags", ()),
+                nhid,
+                hops,
+            )
+        ] += 1
     return out
 
 

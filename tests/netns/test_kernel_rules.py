@@ -60,47 +60,35 @@ def kernel_multiset(lab: Lab, ns: str = "a", family: int | None = None) -> Count
     kernel announces a joined IPv6 sibling first, and dumps it in table order)."""
     index = {name: idx for idx, name in socket.if_nameindex()}
     out: Counter[Item] = Counter()
-    for fam, width in ((socket.AF_INET, 32), (socket.AF_INET6, 128)):
-        if family is not None and fam != family:
-            continue
-        text = lab.ip(ns, "-j", "-4" if width == 32 else "-6", "route", "show", "table", "all")
-        for r in json.loads(text or "[]"):
-            table = {"main": 254, "local": 255}.get(r.get("table", "main"))
-            if table is None:
-                continue
-            dst = r["dst"]
-            if dst == "default":
-                dst = "0.0.0.0/0" if width == 32 else "::/0"
-            elif "/" not in dst:
-                dst = f"{dst}/{width}"
-            mtu = next((m["mtu"] for m in r.get("metrics", ()) if "mtu" in m), None)
-            hops = tuple(
-                sorted(
-                    (h.get("gateway"), index.get(h["dev"]), h.get("weight", 1))
-                    for h in r.get("nexthops", ())
-                )
+    for fam, dst, table, r in lab.kernel_json(ns, family):
+        mtu = next((m["mtu"] for m in r.get("metrics", ()) if "mtu" in m), None)
+        hops = tuple(
+            sorted(
+                (h.get("gateway"), index.get(h["dev"]), h.get("weight", 1))
+                for h in r.get("nexthops", ())
             )
-            gateway, dev = r.get("gateway"), index.get(r.get("dev", ""))
-            nhid = r.get("nhid", 0)
-            if hops or nhid:
-                gateway = dev = None  # the paths (or the nexthop object) say it
-            if nhid:
-                hops = ()  # shown only where nexthop_compat_mode is on
-            out[
-                (
-                    int(fam),
-                    dst,
-                    table,
-                    r.get("type", "unicast"),
-                    gateway,
-                    dev,
-                    r.get("metric", 0),
-                    mtu,
-                    "onlink" in r.get("flags", ()),
-                    nhid,
-                    hops,
-                )
-            ] += 1
+        )
+        gateway, dev = r.get("gateway"), index.get(r.get("dev", ""))
+        nhid = r.get("nhid", 0)
+        if hops or nhid:
+            gateway = dev = None  # the paths (or the nexthop object) say it
+        if nhid:
+            hops = ()  # shown only where nexthop_compat_mode is on
+        out[
+            (
+                int(fam),
+                dst,
+                table,
+                r.get("type", "unicast"),
+                gateway,
+                dev,
+                r.get("metric", 0),
+                mtu,
+                "onlink" in r.get("flags", ()),
+                nhid,
+                hops,
+            )
+        ] += 1
     return out
 
 

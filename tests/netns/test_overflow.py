@@ -216,31 +216,21 @@ def kernel_routes(lab: Lab) -> Counter[tuple[object, ...]]:
     names it, not its paths."""
     index = {name: idx for idx, name in socket.if_nameindex()}
     out: Counter[tuple[object, ...]] = Counter()
-    for fam, width in ((socket.AF_INET, 32), (socket.AF_INET6, 128)):
-        text = lab.ip("a", "-j", "-4" if width == 32 else "-6", "route", "show", "table", "all")
-        for r in json.loads(text or "[]"):
-            table = {"main": 254, "local": 255}.get(r.get("table", "main"))
-            if table is None:
-                continue
-            dst = r["dst"]
-            if dst == "default":
-                dst = "0.0.0.0/0" if width == 32 else "::/0"
-            elif "/" not in dst:
-                dst = f"{dst}/{width}"
-            nhid = r.get("nhid", 0)
-            out[
-                (
-                    int(fam),
-                    dst,
-                    table,
-                    r.get("type", "unicast"),
-                    None if nhid else r.get("gateway"),
-                    None if nhid else index.get(r.get("dev", "")),
-                    r.get("metric", 0),
-                    r.get("prefsrc"),
-                    nhid,
-                )
-            ] += 1
+    for fam, dst, table, r in lab.kernel_json("a"):
+        nhid = r.get("nhid", 0)
+        out[
+            (
+                int(fam),
+                dst,
+                table,
+                r.get("type", "unicast"),
+                None if nhid else r.get("gateway"),
+                None if nhid else index.get(r.get("dev", "")),
+                r.get("metric", 0),
+                r.get("prefsrc"),
+                nhid,
+            )
+        ] += 1
     return out
 
 
