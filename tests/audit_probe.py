@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import lwspy
-from lwspy import Context, Protocol, Reason, SmdClass, Wsi
+from lwspy import Context, CpdResult, Protocol, Reason, SmdClass, Wsi
 from tests.dnsfake import FakeDns
 from tests.httpfake import HttpFake, answer
 
@@ -142,8 +142,12 @@ def main() -> None:
     ctx.smd.post(SmdClass.INTERACTION, {"hello": 1})
     fired: list[int] = []
     ctx.call_later(0.01, fired.append, 1)
+
+    def cpd_done() -> bool:  # a probe started and ended (started alone is not a result)
+        return ctx.cpd.probes > 0 and ctx.cpd.result is not CpdResult.UNKNOWN
+
     for _ in range(400):
-        if len(outcomes) == 5 and len(rx) == 3 and fired and smd_got and ctx.cpd.probes:
+        if len(outcomes) == 5 and len(rx) == 3 and fired and smd_got and cpd_done():
             break
         ctx.service(10)
         recording = False
