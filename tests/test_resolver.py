@@ -982,3 +982,56 @@ def test_a_server_that_refused_a_moment_ago_is_not_asked_again_at_once(
         run(ctx, [srv], lambda: len(got) == 2)
         assert ctx.resolver.sent == 7 + 1 + 2  # refused again, then the next server
         assert all(when > 0 for when, _ in ctx.resolver._refused.values())
+
+
+def test_out_of_file_descriptors_rides_an_open_socket_and_blames_no_server(
+    tmp_path: Path, srv: FakeDns, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lwspy.core.resolver as resolver_module
+
+    real = resolver_module.open_udp
+    opened: list[object] = []
+
+    def open_udp(ctx: Any, server: Any, sink: Any) -> Any:
+        if opened:  # one socket, then the process is out of file descriptors
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        opened.append(sink)
+        return real(ctx, server, sink)
+
+    monkeypatch.setattr(resolver_module, "open_udp", open_udp)
+    for i in range(6):
+        srv.zone[f"n{i}.test"] = [("A", f"198.51.100.{60 + i}")]
+    with make_ctx(tmp_path, nameservers=[srv.address], dns_queries_per_socket=2) as ctx:
+        got: list[DnsAnswer] = []
+        for i in range(6):
+            ctx.resolver.resolve(f"n{i}.test", got.append)
+        ctx.service(0)
+        (wsi,) = udp_sockets(ctx)
+        assert len(wsi.user.by_id) == 12  # over its share of 2: there was no other way
+        run(ctx, [srv], lambda: len(got) == 12)
+        assert sorted(a for g in got for a in g.addresses) == [
+            f"198.51.100.{60 + i}" for i in range(6)
+        ]
+        assert not ctx.resolver._down and only_wake_fd(ctx)
+
+
+def test_out_of_file_descriptors_with_no_socket_open_fails_but_marks_no_server_down(
+    tmp_path: Path, srv: FakeDns, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lwspy.core.resolver as resolver_module
+
+    def open_udp(ctx: Any, server: Any, sink: Any) -> Any:
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    monkeypatch.setattr(resolver_module, "open_udp", open_udp)
+    with FakeDns() as second:
+        second.zone.update(srv.zone)
+        with make_ctx(tmp_path, nameservers=[srv.address, second.address]) as ctx:
+            got: list[DnsAnswer] = []
+            ctx.resolver.resolve("a.test", got.append)
+            run(ctx, [srv, second], lambda: len(got) == 2)
+            assert {a.disposition for a in got} == {"SERVER_UNREACHABLE"}
+            assert all("too many open files" in a.detail for a in got)
+            assert not ctx.resolver._down  # the servers did nothing wrong
+            assert not srv.queries and not second.queries
+            assert only_wake_fd(ctx)

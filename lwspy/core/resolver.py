@@ -72,6 +72,11 @@ any socket to a server moves every query waiting on every socket to it. The kern
 limits ICMP errors (Linux: a burst of 6 per peer, then one a second), so in a burst of
 lookups only a few of the sockets to a dead server would ever be told."""
 
+LOCAL_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+"""Errors opening a socket that are this host's, not the server's: a query then rides a
+socket already open to its server, over that socket's share, or moves on without the
+server being counted down."""
+
 REFUSED_SECS = 1.0
 """After such an error, UDP sends to that server move on at once for this long, unsent
 (the kernel's ICMP rate-limit interval: within it, it might not say so again)."""
@@ -361,7 +366,9 @@ class _Ask:
                         q.wsi = open_tcp(ctx, action.server, action.payload, q)
                         resolver.sent += 1
                     except OSError as e:  # no route, no address of that family: next server
-                        later.append((q, q.machine.unreachable(ctx.now(), _why(e.errno or 0))))
+                        err = e.errno or 0
+                        local = err in LOCAL_ERRORS
+                        later.append((q, q.machine.unreachable(ctx.now(), _why(err), local=local)))
                 else:
                     later.append((q, action))  # a Done: delivered after the sends
             if udp is not None:
@@ -399,11 +406,17 @@ class _Ask:
                     port.retire()
                 try:
                     port = _Port(resolver, server)
+                    ports[server] = port
                 except OSError as e:  # no route, no address of that family: next server
-                    why = resolver._refuse(server, e.errno or 0)
-                    later.append((q, q.machine.unreachable(resolver._ctx.now(), why)))
-                    continue
-                ports[server] = port
+                    err = e.errno or 0
+                    spare = resolver._spare(server, q.machine.query_id, err)
+                    if spare is None:
+                        why = resolver._refuse(server, err)
+                        now = resolver._ctx.now()
+                        local = err in LOCAL_ERRORS
+                        later.append((q, q.machine.unreachable(now, why, local=local)))
+                        continue
+                    port = spare  # out of file descriptors: over the share of an open one
             try:
                 port.send(q, s.payload)
             except OSError as e:
@@ -658,6 +671,15 @@ class Resolver:
         for other in list(self._open.get(port.server, ())):
             pairs += other.fail(why)
         return pairs
+
+    def _spare(self, server: tuple[str, int], qid: int, err: int) -> _Port | None:
+        """A socket already open to ``server`` that can take query id ``qid`` although it
+        may have carried its share, when a new one could not be opened for a reason of
+        this host's (``err`` in LOCAL_ERRORS); None if there is none."""
+        if err not in LOCAL_ERRORS:
+            return None
+        ports = [p for p in self._open.get(server, ()) if qid not in p.by_id]
+        return min(ports, key=lambda p: len(p.by_id)) if ports else None
 
     def _refuse(self, server: tuple[str, int], err: int) -> str:
         """Errno ``err`` came from a socket to ``server``: if it is the server's, sends

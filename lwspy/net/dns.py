@@ -994,14 +994,21 @@ class QueryMachine:
             return None
         return self._event(QEvent.TIMEOUT, now, "no answer")
 
-    def unreachable(self, now: float, why: str = "") -> Action | None:
+    def unreachable(self, now: float, why: str = "", *, local: bool = False) -> Action | None:
         """The socket to the current server failed (ICMP refused, no route, TCP closed);
-        ``why`` (e.g. "connection refused") ends up in the give-up text."""
+        ``why`` (e.g. "connection refused") ends up in the give-up text. ``local``: the
+        failure is this host's (no file descriptor or memory for a socket), not the
+        server's: it moves on all the same, but the server is not counted :attr:`down`."""
         if self.state is not QState.UDP and self.state is not QState.TCP:
             return None
         if why:
             self._error = why
-        return self._event(QEvent.UNREACHABLE, now, "unreachable")
+        index = self._try % len(self.servers)
+        kept = index in self.down
+        action = self._event(QEvent.UNREACHABLE, now, "unreachable")
+        if local and not kept:
+            self.down.discard(index)
+        return action
 
     def resume(self, now: float) -> Action | None:
         """Lockstep, PAUSED: the other family had no record at this name either: go on
