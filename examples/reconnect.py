@@ -7,8 +7,9 @@ The server is not up when the client starts: the first connects are refused, and
 policy retries them silently (``conceal``) after its delays (0.1 s, 0.2 s, then 0.4 s
 again and again). The example starts the server 0.35 s in, so one connect succeeds after
 a few attempts, all of them in ``wsi.caos``. The server then drops each connection; the
-client reconnects, pacing itself with ``policy.delay(n)``, and stops after three
-sessions.
+client reconnects, pacing itself with ``policy.delay(n)`` where ``n`` counts the drops
+since the last session that lasted (``STABLE_SECS``: one that did starts the pacing
+again from the first delay), and stops after three sessions.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from typing import Any
 from lwspy import Context, Protocol, Reason, RetryPolicy, Wsi
 
 policy = RetryPolicy([0.1, 0.2, 0.4], conceal=20, jitter_percent=10)
+STABLE_SECS = 5.0  # a session up this long was not a flap: back to the first delay
 sessions = {"up": 0, "drops": 0}
+since: dict[Wsi, float] = {}  # when each session came up
 
 
 def server(wsi: Wsi | None, reason: Reason, user: Any, data: Any) -> int:
@@ -34,11 +37,14 @@ def client(wsi: Wsi | None, reason: Reason, user: Any, data: Any) -> int:
         return 0
     if reason is Reason.RAW_CONNECTED:
         sessions["up"] += 1
+        since[wsi] = wsi.ctx.now()
         results = [cao.result.name for cao in wsi.caos]
         print(f"session {sessions['up']}: up after {len(results)} attempt(s): {results}")
     elif reason is Reason.RAW_RX:
         print(f"  got {data!r}")
     elif reason is Reason.RAW_CLOSE:
+        if wsi.ctx.now() - since.pop(wsi, wsi.ctx.now()) >= STABLE_SECS:
+            sessions["drops"] = 0
         sessions["drops"] += 1
         if sessions["up"] == 3:
             wsi.ctx.stop()
