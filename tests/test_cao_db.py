@@ -275,3 +275,18 @@ def test_a_path_learnt_late_refiles_a_record_in_age_order() -> None:
     flying.result = CaoResult.WON
     db.add(flying)
     assert db.query(route_id=9) == [flying] and db.query(ifindex=3) == [flying]
+
+
+def test_discard_drops_one_record_or_keeps_one_in_flight_out() -> None:
+    db = CaoDb(history=8, ttl=10, clock=FakeClock())
+    one = _cao("a.test", "198.51.100.1", None, None, None, CaoResult.WON, 1)
+    two = _cao("a.test", "198.51.100.1", None, None, None, CaoResult.REFUSED, 1)
+    for cao in (one, two):
+        db.add(cao)
+    assert db.discard(one) and db.query() == [two]
+    assert not db.discard(one)  # not recorded (any more): nothing to drop
+    flying = _cao("a.test", "198.51.100.1", None, None, None, CaoResult.PENDING, 0)
+    db.started(flying)
+    assert not db.discard(flying)
+    flying.result = CaoResult.WON
+    assert not db.add(flying) and db.query() == [two]  # its path went while it flew

@@ -348,11 +348,7 @@ class CaoDb:
         known yet): its fields and, if it is recorded, its index entries, so that queries
         and forgets by interface, gateway and route find it from now on."""
         self._expire(self.clock())
-        serial = None
-        for s, rec in self._index["address"].get(cao.address, {}).items():
-            if rec is cao:
-                serial = s
-                break
+        serial = self._serial_of(cao)
         cao.ifindex, cao.gateway, cao.route_id = ifindex, gateway, route_id
         if serial is None:  # in flight, or not kept: add() indexes it as it is then
             return
@@ -372,6 +368,29 @@ class CaoDb:
                 bucket[serial] = cao
                 if newest > serial:  # oldest first, as add() keeps them
                     index[after] = dict(sorted(bucket.items()))
+
+    def discard(self, cao: Cao) -> bool:
+        """Drop the history of this one attempt: the path it took changed, though none of
+        its keys says so (it started before the netlink role knew the route table). An
+        attempt in flight is kept out when it ends, as :meth:`forget` does. True if it was
+        recorded."""
+        self._expire(self.clock())
+        key = id(cao)
+        if self._flying.pop(key, None) is not None:
+            self._stale[key] = cao
+            return False
+        serial = self._serial_of(cao)
+        if serial is None:
+            return False
+        self._drop(serial)
+        return True
+
+    def _serial_of(self, cao: Cao) -> int | None:
+        """The serial of ``cao``'s record (None: not recorded), in O(records of its address)."""
+        for serial, rec in self._index["address"].get(cao.address, {}).items():
+            if rec is cao:
+                return serial
+        return None
 
     def clear(self) -> None:
         """Drop every record (and keep out the attempts in flight)."""

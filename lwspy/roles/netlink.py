@@ -86,7 +86,7 @@ import itertools
 import socket
 import struct
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -103,6 +103,7 @@ from lwspy.net.nlmsg import (
     AF_UNSPEC,
     IFF_LOWER_UP,
     IFF_RUNNING,
+    NLM_F_REPLACE,
     RT_TABLE_LOCAL,
     RT_TABLE_MAIN,
     RTM_DELADDR,
@@ -525,6 +526,20 @@ def forget_probe_sockets(kept: _ProbeCache) -> None:
     for udp in kept.values():
         udp.close()
     kept.clear()
+
+
+def _always(cao: Cao) -> bool:
+    """Every early attempt is stale (events were lost)."""
+    return True
+
+
+def _covers(route: Route, cao: Cao) -> bool:
+    """Whether ``route``'s prefix holds the address ``cao`` connected to."""
+    if route.family != cao.family:
+        return False
+    addr = int(ipaddress.ip_address(cao.address.partition("%")[0]))
+    shift = (32 if route.family == AF_INET else 128) - route.dst_len
+    return addr >> shift == route.dst_num >> shift
 
 
 class RouteWatcher:
@@ -1160,7 +1175,10 @@ class RouteWatcher:
                 for rec in decode(data):
                     self._record(rec, batch)
             else:
-                self._queue.extend(decode(data))
+                recs = decode(data)
+                if not self._synced and self.early_caos:
+                    self._coldplug_changes(recs)
+                self._queue.extend(recs)
 
     def _overflow(self) -> None:
         """The kernel dropped events (ENOBUFS): what the event socket still holds is older
@@ -1174,8 +1192,50 @@ class RouteWatcher:
         self._resync = None
         self._queue.clear()
         self._dump = None
+        if not self._synced:  # what changed since the early attempts started is not known
+            self._forget_early(_always)
         self.phase = Phase.DRAINING
         self._drain()
+
+    def _coldplug_changes(self, recs: list[NlRecord]) -> None:
+        """Events read during the cold plug are queued and applied to the dump, never
+        settled, and the attempts started meanwhile (:attr:`early_caos`) have no route id
+        to be forgotten by: a route deleted or replaced forgets those whose address it
+        covers (whatever its table: policy routing too), a link down or deleted those over
+        it and those whose interface is not known (it may have been theirs)."""
+        gone: list[Route] = []
+        links: set[int] = set()
+        for rec in recs:
+            if type(rec) is RouteMsg:
+                if rec.type == RTM_DELROUTE or rec.nl_flags & NLM_F_REPLACE:
+                    gone.extend(rec.routes)
+            elif (
+                type(rec) is LinkMsg
+                and rec.family != AF_BRIDGE
+                and (rec.type == RTM_DELLINK or not rec.up)
+            ):
+                links.add(rec.index)
+        if not gone and not links:
+            return
+
+        def stale(cao: Cao) -> bool:
+            if links and (cao.ifindex is None or cao.ifindex in links):
+                return True
+            return any(_covers(route, cao) for route in gone)
+
+        self._forget_early(stale)
+
+    def _forget_early(self, stale: Callable[[Cao], bool]) -> None:
+        """Drop the history of the early attempts ``stale`` says took a path now gone (one
+        in flight is kept out when it ends); they are not given a path any more."""
+        db = self.ctx.cao_db
+        keep: deque[Cao] = deque(maxlen=EARLY_CAOS)
+        for cao in self.early_caos:
+            if stale(cao):
+                db.discard(cao)
+            else:
+                keep.append(cao)
+        self.early_caos = keep
 
     def _drain(self) -> None:
         """Drop what the event socket holds; at the first empty read, dump again."""

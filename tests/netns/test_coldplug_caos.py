@@ -14,6 +14,7 @@ before the context's first service pass.
 from __future__ import annotations
 
 import socket
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -177,3 +178,56 @@ def test_the_kernel_is_asked_only_about_a_connected_routed_socket(early: Early) 
             assert watcher.ask_path(udp) is None  # the ask fails: no answer
         finally:
             watcher._query = query
+
+
+# -- what changed during the cold plug ---------------------------------------------------
+# Events read during the cold plug are only queued and applied to the dump: the history
+# of the attempts started meanwhile must still go when the path they took goes.
+
+
+def test_a_link_that_went_down_during_the_cold_plug_takes_its_history(early: Early) -> None:
+    va = socket.if_nametoindex("va")
+    w = early.a.connect(Lab.PEER, early.port)
+    early.until(lambda: Reason.RAW_CONNECTED in early.cli.reasons(w))
+    assert w.caos[0].ifindex == va  # the kernel said so
+    w.close()
+    db = early.a.cao_db
+    early.lab.ip("a", "link", "set", "va", "down")
+    early.release()
+    early.until(lambda: early.watcher.coldplug_done)
+    assert db.stats(ifindex=va).attempts == 0
+    assert db.stats(host=Lab.PEER).attempts == 0
+
+
+def test_a_route_deleted_and_added_again_during_the_cold_plug_takes_its_history(
+    early: Early,
+) -> None:
+    w = early.a.connect(Lab.PEER, 9)  # refused, via 203.0.113.0/24
+    other = early.a.connect(Lab.B_ADDR, 9)  # refused, on va's own subnet
+    early.until(
+        lambda: all(Reason.CLIENT_CONNECTION_ERROR in early.cli.reasons(x) for x in (w, other))
+    )
+    db = early.a.cao_db
+    early.lab.ip("a", "route", "del", "203.0.113.0/24")
+    early.lab.ip("a", "route", "add", "203.0.113.0/24", "via", Lab.B_ADDR)
+    early.release()
+    early.until(lambda: early.watcher.coldplug_done)
+    assert db.stats(host=Lab.PEER).attempts == 0  # the route it took went
+    [kept] = db.query(host=Lab.B_ADDR)  # another path's history stays, and gets its path
+    assert kept.route_id == early.route_id(Lab.B_ADDR)
+
+
+def test_events_lost_during_the_cold_plug_take_the_early_history(early: Early) -> None:
+    w = early.a.connect(Lab.PEER, 9)
+    early.until(lambda: Reason.CLIENT_CONNECTION_ERROR in early.cli.reasons(w))
+    db = early.a.cao_db
+    watcher = early.watcher
+    watcher.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # the kernel's least
+    batch = "".join(f"route add 198.18.{i // 256}.{i % 256}/32 dev va\n" for i in range(2000))
+    subprocess.run(
+        ["ip", "-n", early.lab.ns["a"], "-batch", "-"], input=batch, text=True, check=True
+    )
+    early.release()
+    early.until(lambda: watcher.coldplug_done)
+    assert watcher.stats["enobufs"] >= 1
+    assert db.stats(host=Lab.PEER).attempts == 0
