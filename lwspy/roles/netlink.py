@@ -727,7 +727,10 @@ class RouteWatcher:
         if not oif and family == AF_INET6:
             oif = peer[3]  # a link-local peer's scope is its device
         seq = next(self._seq)
-        dst, src = peer[0].partition("%")[0], local[0].partition("%")[0]
+        dst = peer[0].partition("%")[0]
+        # The kernel's IPv6 lookup holds to the device asked for only without a source
+        # (ip6_route_output: RT6_LOOKUP_F_IFACE), as it does for a socket bound to it.
+        src = None if oif and family == AF_INET6 else local[0].partition("%")[0]
         try:
             query.send(flow_route_request(family, dst, seq, src, oif))
             for _ in range(_QUERY_READS):  # an answer left from an earlier ask comes first
