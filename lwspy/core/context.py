@@ -23,7 +23,7 @@ from lwspy.core.retry import RetryPolicy
 from lwspy.core.role import RoleOps
 from lwspy.core.sul import Sul
 from lwspy.core.vhost import Vhost
-from lwspy.core.wsi import CLOSED, EV_READ, EV_WRITE, Wsi, WsiState
+from lwspy.core.wsi import CLOSED, EV_READ, EV_WRITE, Wsi, WsiState, sock_family
 from lwspy.net.cao import CaoDb
 from lwspy.net.hosts import parse_hosts
 from lwspy.roles.listen import LISTEN
@@ -49,6 +49,7 @@ CallbackErrorHandler = Callable[["Wsi | None", "Reason | None", BaseException], 
 
 ``wsi`` and ``reason`` are None for a timer or a ``call_from_thread`` function."""
 
+_INET = (int(socket.AF_INET), int(socket.AF_INET6))
 _MAX_WAIT = 86400.0
 """The longest one select() waits, in seconds: epoll and poll take at most 2**31-1 ms."""
 
@@ -903,7 +904,7 @@ class Context:
         """Take a connected socket into the loop (accepted, or given by the user)."""
         sock.setblocking(False)
         wsi = Wsi(self, role, vh, proto, sock)
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
+        if sock_family(sock) in _INET:
             try:
                 # Memory per idle wsi: the accepted sockets of a listener share one local
                 # name, and the peer's host text is interned (many come from one host).

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from lwspy.core.protocol import INTERNAL, Reason
 from lwspy.core.role import RX_CHUNK, InternalRole, RoleOps
-from lwspy.core.wsi import ESTABLISHED, EV_READ, Wsi, errno_reason
+from lwspy.core.wsi import ESTABLISHED, EV_READ, Wsi, errno_reason, sock_type
 
 if TYPE_CHECKING:
     from lwspy.core.context import Context
@@ -31,6 +31,7 @@ _SCRATCH = bytearray(RX_CHUNK)  # where discarded bytes are read to; never looke
 _PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
 _SIOCOUTQ = 0x5411  # linux/sockios.h (TIOCOUTQ): bytes sent and not yet acknowledged
 _OUTQ = array("i", [0])
+_SOCK_DGRAM = int(socket.SOCK_DGRAM)
 
 if sys.platform.startswith("linux"):
     import fcntl
@@ -84,7 +85,7 @@ class RawSktRole(RoleOps):
                 return
             if ret and wsi._rx_on:
                 wsi.close("callback")
-        elif sock.type == socket.SOCK_DGRAM:  # an empty datagram is a datagram, not the end
+        elif sock_type(sock) == _SOCK_DGRAM:  # an empty datagram is a datagram, not the end
             wsi._call(RAW_RX, data)
         else:
             # Half-close: nothing more will come; what we still owe the peer is flushed.
