@@ -477,8 +477,7 @@ class Context:
         self._in_service = True
         try:
             events = pt.sel.select(timeout)
-            for key, mask in events:
-                wsi = key.data
+            for wsi, mask in events:
                 if wsi.state is CLOSED:
                     continue  # closed by an earlier callback of this pass; its fd may be reused
                 if mask & EV_READ:
