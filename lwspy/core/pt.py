@@ -104,8 +104,10 @@ class _EpollPoller:
     def unregister(self, fd: int) -> None:
         """Stop watching ``fd`` (which may be closed already)."""
         del self._keys[fd]
-        with contextlib.suppress(OSError):
+        try:  # not contextlib.suppress: ten times dearer, twice per connect
             self._ep.unregister(fd)
+        except OSError:
+            pass
 
     def select(self, timeout: float | None = None) -> list[tuple[Any, int]]:
         """Wait up to ``timeout`` seconds (None: no bound); (data, events) per ready fd."""
