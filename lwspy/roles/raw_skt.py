@@ -28,8 +28,8 @@ __all__ = ["RAW_SKT", "RAW_SKT_SHUTDOWN", "RawSktRole", "ShutdownRole"]
 RAW_RX = Reason.RAW_RX
 _DRAIN_READS = 16  # reads per readable event of a socket being shut down
 _SCRATCH = bytearray(RX_CHUNK)  # where discarded bytes are read to; never looked at
-_PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
 _SIOCOUTQ = 0x5411  # linux/sockios.h (TIOCOUTQ): bytes sent and not yet acknowledged
+_SIOCINQ = 0x541B  # linux/sockios.h (FIONREAD): bytes received and not yet read
 _OUTQ = array("i", [0])
 _SOCK_DGRAM = int(socket.SOCK_DGRAM)
 
@@ -39,14 +39,14 @@ if sys.platform.startswith("linux"):
     def _idle(sock: socket.socket) -> bool:
         """Everything we sent was acknowledged and nothing waits to be read (or the peer
         has ended its stream): a close now is a FIN that can lose nothing of ours."""
-        try:
-            fcntl.ioctl(sock.fileno(), _SIOCOUTQ, _OUTQ)
+        try:  # two ioctls: a peek that finds nothing raises, at three times the cost
+            fd = sock.fileno()
+            fcntl.ioctl(fd, _SIOCOUTQ, _OUTQ)
             if _OUTQ[0]:
                 return False
-            return not sock.recv_into(_SCRATCH, 1, _PEEK)  # 0: the end of the peer's stream
-        except BlockingIOError:  # nothing to read
-            return True
-        except OSError:  # reset, never connected: the full path knows what to do
+            fcntl.ioctl(fd, _SIOCINQ, _OUTQ)  # 0 at the end of the peer's stream too
+            return not _OUTQ[0]
+        except OSError:  # a listener, not a socket: the full path knows what to do
             return False
 
 else:  # pragma: no cover - SIOCOUTQ is Linux's
