@@ -64,6 +64,8 @@ _ERRNO_RESULT = {
 _RESET_AFTER_CONNECT = (errno.ECONNRESET, errno.EPIPE)
 """A connect's SO_ERROR that only a connection that was established can have (Linux
 ``tcp_reset()``: ECONNRESET; EPIPE once the peer's FIN had come)."""
+_NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
+_STREAM_NONBLOCK = socket.SOCK_STREAM | _NONBLOCK  # one system call less than setblocking()
 _V6 = int(socket.AF_INET6)
 _V4 = int(socket.AF_INET)
 # IFA_F_* flags of an address (linux/if_addr.h) that RFC 6724's source rules read
@@ -228,7 +230,7 @@ class ClientConnect:
         self.started = 0.0  # when the current try began (clock seconds)
         self.start_sul = Sul(suls, lambda: _start(wsi))
         self.race_sul = Sul(suls, lambda: _race_timer(wsi))
-        self.start_sul.schedule(0)
+        suls.push(self.start_sul, suls.clock())  # schedule(0), less its argument checks
 
     def abandon(self, now: float) -> None:
         """The wsi closes (user, destroy, the outcome): stop every timer, socket, query.
@@ -540,7 +542,9 @@ def _act(wsi: Wsi, cc: ClientConnect, actions: list[Any], now: float) -> None:
     if due is None or wsi.state >= WsiState.CLOSING:  # pragma: no cover - ended above
         cc.race_sul.cancel()
     else:
-        cc.race_sul.schedule(max(0.0, due - wsi.ctx.pt.suls.clock()))
+        # schedule(max(0, due - now)), less its argument checks: a due time passed already
+        # fires on the next pass all the same
+        wsi.ctx.pt.suls.push(cc.race_sul, due)
 
 
 def _race_timer(wsi: Wsi) -> None:
@@ -573,10 +577,11 @@ def _start_attempt(wsi: Wsi, cc: ClientConnect, n: int, address: str, now: float
         if wsi.state >= WsiState.CLOSING:
             return []
     try:
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = socket.socket(family, _STREAM_NONBLOCK)
     except OSError as e:  # pragma: no cover - out of fds (EMFILE), or no such family here
         return _attempt_failed(att, e.errno or errno.EINVAL, str(e), now, record=False)
-    sock.setblocking(False)
+    if not _NONBLOCK:  # pragma: no cover - Linux makes it non-blocking in socket(2)
+        sock.setblocking(False)
     aw = Wsi(ctx, ATTEMPT, None, INTERNAL, sock)
     aw.user = att
     aw.state = WsiState.CONNECTING
