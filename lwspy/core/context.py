@@ -23,7 +23,7 @@ from lwspy.core.retry import RetryPolicy
 from lwspy.core.role import RoleOps
 from lwspy.core.sul import Sul
 from lwspy.core.vhost import Vhost
-from lwspy.core.wsi import CLOSED, EV_READ, EV_WRITE, Wsi, WsiState, sock_family
+from lwspy.core.wsi import CLOSED, EV_READ, EV_WRITE, Wsi, WsiState, sock_family, sock_type
 from lwspy.net.cao import CaoDb
 from lwspy.net.hosts import parse_hosts
 from lwspy.roles.listen import LISTEN
@@ -663,6 +663,7 @@ class Context:
         vh._explicit = True
         if sock is not None:
             vh.port = sock.getsockname()[1]
+            vh._accept_kind = (sock_family(sock), sock_type(sock), sock.proto)
             listener = Wsi(self, LISTEN, vh, accept or INTERNAL, sock)
             listener.state = WsiState.LISTENING
             self.pt.add(listener, EV_READ)

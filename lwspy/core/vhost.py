@@ -31,6 +31,7 @@ class Vhost:
     """
 
     __slots__ = (
+        "_accept_kind",
         "_backoff",
         "_backoff_sul",
         "_explicit",
@@ -61,6 +62,8 @@ class Vhost:
         self._explicit = False
         self._backoff = 0.0
         self._backoff_sul: Sul | None = None
+        # The listener's (family, type, proto), for the sockets accept(2) gives it
+        self._accept_kind = (0, 0, 0)
 
     def __repr__(self) -> str:
         return f"<Vhost {self.name!r} port={self.port}>"
