@@ -664,6 +664,13 @@ class Context:
         if sock is not None:
             vh.port = sock.getsockname()[1]
             vh._accept_kind = (sock_family(sock), sock_type(sock), sock.proto)
+            bound = client.literal_address(iface) if iface is not None else None
+            if (
+                bound is not None
+                and not ipaddress.ip_address(bound.partition("%")[0]).is_unspecified
+            ):
+                here = sock.getsockname()
+                vh._accept_local = (here[0], here[1])  # what getsockname() gives each of them
             listener = Wsi(self, LISTEN, vh, accept or INTERNAL, sock)
             listener.state = WsiState.LISTENING
             self.pt.add(listener, EV_READ)
@@ -900,20 +907,30 @@ class Context:
             raise ValueError(f"vhost {vh.name!r} has no protocol to bind the wsi to")
         return vh.accept_protocol
 
-    def _adopt(self, sock: socket.socket, vh: Vhost, proto: Protocol, role: RoleOps) -> Wsi:
-        """Take a connected socket into the loop (accepted, or given by the user)."""
+    def _adopt(
+        self,
+        sock: socket.socket,
+        vh: Vhost,
+        proto: Protocol,
+        role: RoleOps,
+        local: tuple[str, int] | None = None,
+    ) -> Wsi:
+        """Take a connected socket into the loop (accepted, or given by the user);
+        ``local``: its local name when the caller knows it (the listener's)."""
         sock.setblocking(False)
         wsi = Wsi(self, role, vh, proto, sock)
         if sock_family(sock) in _INET:
             try:
                 # Memory per idle wsi: the accepted sockets of a listener share one local
                 # name, and the peer's host text is interned (many come from one host).
-                local = sock.getsockname()
-                local = local if len(local) == 2 else (local[0], local[1])
-                names = self._names
-                if len(names) > 256:  # adopted client sockets: ephemeral ports, no sharing
-                    names.clear()
-                wsi.local = names.setdefault(local, local)
+                if local is None:
+                    name = sock.getsockname()
+                    local = name if len(name) == 2 else (name[0], name[1])
+                    names = self._names
+                    if len(names) > 256:  # adopted client sockets: ephemeral ports, no sharing
+                        names.clear()
+                    local = names.setdefault(local, local)
+                wsi.local = local
                 peer = sock.getpeername()
                 wsi.peer = (sys.intern(peer[0]), peer[1])
             except OSError:

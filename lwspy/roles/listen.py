@@ -40,6 +40,7 @@ class ListenRole(InternalRole):
         # socket.accept() less its Python layer, which reads the listener's family and type
         # as enums and its timeout (_adopt makes the new socket non-blocking)
         family, kind, sproto = vh._accept_kind
+        local = vh._accept_local
         for _ in range(ACCEPT_BURST):
             try:
                 fd, _addr = sock._accept()  # type: ignore[attr-defined]  # accept(2), CPython 3.3+
@@ -54,7 +55,9 @@ class ListenRole(InternalRole):
                 continue
             vh._accept_ok()
             conn = socket.socket(family, kind, sproto, fileno=fd)
-            ctx._adopt(conn, vh, proto, RAW_SKT)  # it cannot fail: a new fd is not in the map
+            ctx._adopt(
+                conn, vh, proto, RAW_SKT, local
+            )  # it cannot fail: a new fd is not in the map
 
 
 LISTEN = ListenRole()
