@@ -23,7 +23,16 @@ from lwspy.core.retry import RetryPolicy
 from lwspy.core.role import RoleOps
 from lwspy.core.sul import Sul
 from lwspy.core.vhost import Vhost
-from lwspy.core.wsi import CLOSED, EV_READ, EV_WRITE, Wsi, WsiState, sock_family, sock_type
+from lwspy.core.wsi import (
+    CLOSED,
+    ESTABLISHED,
+    EV_READ,
+    EV_WRITE,
+    Wsi,
+    WsiState,
+    sock_family,
+    sock_type,
+)
 from lwspy.net.cao import CaoDb
 from lwspy.net.hosts import parse_hosts
 from lwspy.roles.listen import LISTEN
@@ -50,6 +59,7 @@ CallbackErrorHandler = Callable[["Wsi | None", "Reason | None", BaseException], 
 ``wsi`` and ``reason`` are None for a timer or a ``call_from_thread`` function."""
 
 _INET = (int(socket.AF_INET), int(socket.AF_INET6))
+_WSI_CREATE = Reason.WSI_CREATE  # a global lookup, not an enum class attribute
 _MAX_WAIT = 86400.0
 """The longest one select() waits, in seconds: epoll and poll take at most 2**31-1 ms."""
 
@@ -939,16 +949,16 @@ class Context:
         return self._adopted(wsi)
 
     def _adopted(self, wsi: Wsi) -> Wsi:
-        wsi.state = WsiState.ESTABLISHED
+        wsi.state = ESTABLISHED
         self._wsis[wsi] = None
         try:
             wsi.user = wsi.protocol.user_factory()
         except Exception as exc:
-            self._callback_failed(wsi, Reason.WSI_CREATE, exc)
+            self._callback_failed(wsi, _WSI_CREATE, exc)
             return wsi
         wsi._created = True
-        wsi._call(Reason.WSI_CREATE)
-        if wsi.state is not WsiState.ESTABLISHED:
+        wsi._call(_WSI_CREATE)
+        if wsi.state is not ESTABLISHED:
             return wsi
         wsi._rx_on = True
         wsi._announced = True

@@ -52,6 +52,8 @@ CONNECTING = WsiState.CONNECTING
 ESTABLISHED = WsiState.ESTABLISHED
 CLOSING = WsiState.CLOSING
 CLOSED = WsiState.CLOSED
+_WSI_DESTROY = Reason.WSI_DESTROY
+_CLIENT_CONNECTION_ERROR = Reason.CLIENT_CONNECTION_ERROR
 
 _SMALL = 1024
 """Buffered pieces up to this size are copied into the tail chunk instead of queued apart."""
@@ -145,7 +147,7 @@ class Wsi:
         self.user: Any = None
         self.sock = sock
         self.fd = sock.fileno() if sock is not None else fd
-        self.state = WsiState.PENDING
+        self.state = PENDING
         self.is_client = False
         self.peer: tuple[str, int] | None = None
         self.local: tuple[str, int] | None = None
@@ -311,7 +313,7 @@ class Wsi:
 
         Buffered data is flushed first: the callback comes when ``tx_pending`` is 0.
         """
-        if self.state >= WsiState.CLOSING:
+        if self.state >= CLOSING:
             return
         self._want_writable = True
         if not self._events & EV_WRITE:
@@ -322,7 +324,7 @@ class Wsi:
 
         ``cancel_timer()`` takes it off.
         """
-        if self.state is WsiState.CLOSED:
+        if self.state is CLOSED:
             return
         if self._timer is None:
             self._timer = Sul(self.ctx.pt.suls, self._on_timer)
@@ -338,7 +340,7 @@ class Wsi:
 
         On a closing wsi it does nothing: the flush stays bounded by ``timeout_secs``.
         """
-        if self.state >= WsiState.CLOSING:
+        if self.state >= CLOSING:
             return
         if not isinstance(reason, str):
             raise TypeError(f"reason must be a str, not {type(reason).__name__}")
@@ -366,7 +368,7 @@ class Wsi:
         if not isinstance(reason, str):
             raise TypeError(f"reason must be a str, not {type(reason).__name__}")
         state = self.state
-        if state >= WsiState.CLOSING:
+        if state >= CLOSING:
             return
         if state is not ESTABLISHED:
             self._close_now(reason)
@@ -452,7 +454,7 @@ class Wsi:
         self._close_now(errno_reason(exc.errno) if exc.errno else str(exc))
 
     def _on_timer(self) -> None:
-        if self.state < WsiState.CLOSING:
+        if self.state < CLOSING:
             self._call(Reason.TIMER)
 
     def _on_timeout(self) -> None:
@@ -466,10 +468,10 @@ class Wsi:
         ``graceful``: the role shuts the fd down cleanly (what was sent still arrives);
         else it is closed at once (after an fd error, or a flush that cannot finish).
         """
-        if self.state is WsiState.CLOSED:
+        if self.state is CLOSED:
             return
         prev = self.state
-        self.state = WsiState.CLOSED
+        self.state = CLOSED
         # Not listed while its close callbacks run: ctx.wsis is "what is still open", and
         # destroy() called from RAW_CLOSE must not pick this wsi again.
         self.ctx._wsis.pop(self, None)
@@ -496,10 +498,10 @@ class Wsi:
                 try:
                     if self._announced:
                         self._call(self.role.close_reason)
-                    elif self.is_client and prev <= WsiState.CONNECTING:
-                        self._call(Reason.CLIENT_CONNECTION_ERROR, self.close_reason)
+                    elif self.is_client and prev <= CONNECTING:
+                        self._call(_CLIENT_CONNECTION_ERROR, self.close_reason)
                 finally:  # owed even when the close callback raised SystemExit
                     if self._created:
-                        self._call(Reason.WSI_DESTROY)
+                        self._call(_WSI_DESTROY)
         finally:  # even when on_callback_error re-raised: a closed wsi must not stay listed
             self.ctx._wsi_closed(self)
