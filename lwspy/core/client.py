@@ -342,11 +342,14 @@ def _begin_try(wsi: Wsi, cc: ClientConnect) -> None:
     # The hosts file has it (the resolver would answer from it too, a pass later): both
     # answers are here at once, and go to the racer as one.
     elapsed = ctx.pt.suls.clock() - now
-    if wsi.conmon is not None:  # resolver order is the file's order
-        wsi.conmon.dns_results = list(addrs)
+    if wsi.conmon is not None:  # resolver order is the file's order (addrs is our copy)
+        wsi.conmon.dns_results = addrs
+    by_family: dict[int, list[str]] = {_V6: [], _V4: []}
+    for a in addrs:  # one pass, in file order
+        by_family[_V6 if ":" in a else _V4].append(a)
     together = []
     for fam in families:
-        these = [a for a in addrs if _family(a) == fam]
+        these = by_family[fam]
         if not these:
             cc.answers.append(("NO_RESULT", f"DNS NO_RESULT: {cc.host}"))
         together.append((fam, these))
