@@ -41,8 +41,12 @@ class _Log:
 
     def isEnabledFor(self, level: int) -> bool:
         """As ``logging.Logger.isEnabledFor``."""
-        logger = self._real(level >= WARNING)
-        return logger is not None and logger.isEnabledFor(level)
+        logger = self._logger
+        if logger is None:  # the common case asks no more than this
+            logger = self._real(level >= WARNING)
+            if logger is None:
+                return False
+        return logger.isEnabledFor(level)
 
     def debug(self, msg: str, *args: object, **kwargs: Any) -> None:
         """Log at DEBUG, if anyone could be listening."""

@@ -194,7 +194,9 @@ def test_idle_means_all_acknowledged_and_nothing_to_read() -> None:
         assert not raw_skt._idle(ours)  # sent, not acknowledged
         peer.close()
     with socket.socket() as never:
-        assert not raw_skt._idle(never)  # not connected: the full path decides
+        assert raw_skt._idle(never)  # never connected: nothing of ours to lose
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        assert not raw_skt._idle(listener)  # no connection at all: the full path decides
     ours, peer = tcp_pair()
     with ours, peer:
         peer.shutdown(socket.SHUT_WR)

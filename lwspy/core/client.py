@@ -31,7 +31,16 @@ from typing import TYPE_CHECKING, Any, cast
 from lwspy.core.protocol import INTERNAL, Reason
 from lwspy.core.role import InternalRole
 from lwspy.core.sul import Sul
-from lwspy.core.wsi import EV_WRITE, Wsi, WsiState, errno_reason
+from lwspy.core.wsi import (
+    CLOSED,
+    CLOSING,
+    CONNECTING,
+    ESTABLISHED,
+    EV_WRITE,
+    PENDING,
+    Wsi,
+    errno_reason,
+)
 from lwspy.net import sort
 from lwspy.net.cao import Cao, CaoDb, CaoResult, Conmon, summarize
 from lwspy.net.connect import GiveUp, Racer, Start, Won, attempt_delay
@@ -64,6 +73,8 @@ _ERRNO_RESULT = {
 _RESET_AFTER_CONNECT = (errno.ECONNRESET, errno.EPIPE)
 """A connect's SO_ERROR that only a connection that was established can have (Linux
 ``tcp_reset()``: ECONNRESET; EPIPE once the peer's FIN had come)."""
+_NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
+_STREAM_NONBLOCK = socket.SOCK_STREAM | _NONBLOCK  # one system call less than setblocking()
 _V6 = int(socket.AF_INET6)
 _V4 = int(socket.AF_INET)
 # IFA_F_* flags of an address (linux/if_addr.h) that RFC 6724's source rules read
@@ -73,6 +84,15 @@ _IFA_F_HOMEADDRESS = 0x10
 _IFA_F_DEPRECATED = 0x20
 _IFA_F_TENTATIVE = 0x40
 _RTN_THROW = 9  # rtm_type of a throw route (linux/rtnetlink.h)
+# Module-level aliases: a global lookup, where an enum member is a class attribute lookup
+_PENDING = CaoResult.PENDING
+_WON = CaoResult.WON
+_LOST_RACE = CaoResult.LOST_RACE
+_TIMED_OUT = CaoResult.TIMED_OUT
+_ERROR = CaoResult.ERROR
+_R_CONNECTING = Reason.CONNECTING
+_R_RAW_CONNECTED = Reason.RAW_CONNECTED
+_R_WSI_CREATE = Reason.WSI_CREATE
 _RECENT = 8  # how many of an address's (or host's) newest records a connect looks at
 _DNS_WORST = ("NXDOMAIN", "SERVER_UNREACHABLE", "NO_RESULT")  # which failure a DNS error names
 
@@ -228,7 +248,7 @@ class ClientConnect:
         self.started = 0.0  # when the current try began (clock seconds)
         self.start_sul = Sul(suls, lambda: _start(wsi))
         self.race_sul = Sul(suls, lambda: _race_timer(wsi))
-        self.start_sul.schedule(0)
+        suls.push(self.start_sul, suls.clock())  # schedule(0), less its argument checks
 
     def abandon(self, now: float) -> None:
         """The wsi closes (user, destroy, the outcome): stop every timer, socket, query.
@@ -244,8 +264,8 @@ class ClientConnect:
             handle.cancel()
         attempts, self.attempts = self.attempts, {}
         for att in attempts.values():
-            if att.cao.result is CaoResult.PENDING:
-                att.cao.result = CaoResult.ERROR
+            if att.cao.result is _PENDING:
+                att.cao.result = _ERROR
                 att.cao.ended = now
             db.ended(att.cao)
             if att.wsi is not None:
@@ -263,11 +283,11 @@ def _start(wsi: Wsi) -> None:
         if cc.want_conmon:
             wsi.conmon = Conmon()
         if cc.user_error is not None:  # user_factory raised inside connect(): report it here
-            wsi.ctx._callback_failed(wsi, Reason.WSI_CREATE, cc.user_error)
+            wsi.ctx._callback_failed(wsi, _R_WSI_CREATE, cc.user_error)
             return
         wsi._created = True
-        wsi._call(Reason.WSI_CREATE)
-        if wsi.state is not WsiState.PENDING:  # the callback closed it
+        wsi._call(_R_WSI_CREATE)
+        if wsi.state is not PENDING:  # the callback closed it
             return
     _begin_try(wsi, cc)
 
@@ -322,11 +342,14 @@ def _begin_try(wsi: Wsi, cc: ClientConnect) -> None:
     # The hosts file has it (the resolver would answer from it too, a pass later): both
     # answers are here at once, and go to the racer as one.
     elapsed = ctx.pt.suls.clock() - now
-    if wsi.conmon is not None:  # resolver order is the file's order
-        wsi.conmon.dns_results = list(addrs)
+    if wsi.conmon is not None:  # resolver order is the file's order (addrs is our copy)
+        wsi.conmon.dns_results = addrs
+    by_family: dict[int, list[str]] = {_V6: [], _V4: []}
+    for a in addrs:  # one pass, in file order
+        by_family[_V6 if ":" in a else _V4].append(a)
     together = []
     for fam in families:
-        these = [a for a in addrs if _family(a) == fam]
+        these = by_family[fam]
         if not these:
             cc.answers.append(("NO_RESULT", f"DNS NO_RESULT: {cc.host}"))
         together.append((fam, these))
@@ -341,7 +364,7 @@ def _resolve(wsi: Wsi, cc: ClientConnect) -> None:
     racer = cc.racer
 
     def on_answer(ans: DnsAnswer) -> None:
-        if cc.racer is not racer or racer is None or wsi.state >= WsiState.ESTABLISHED:
+        if cc.racer is not racer or racer is None or wsi.state >= ESTABLISHED:
             return  # an answer for an earlier try, or after the outcome
         if ans.family not in racer.outstanding:  # not asked for (a bound source's family)
             _conmon_dns(wsi, cc, ans.addresses, ans.elapsed)
@@ -480,7 +503,7 @@ def _kernel_source(address: str) -> sort.Source | None:
 def _preferred_family(db: CaoDb, host: str) -> int:
     """The family of the host's latest win (IPv6 without one): its answer starts the race."""
     for cao in db.query(host=host, limit=_RECENT):
-        if cao.result is CaoResult.WON:
+        if cao.result is _WON:
             return cao.family
     return _V6
 
@@ -502,7 +525,7 @@ def _order(ctx: Context, cc: ClientConnect, pool: list[str], after: int | None) 
         path = _path(ctx, cc, address)
         for cao in db.query(address=address, limit=_RECENT):  # newest first: the latest word
             if _same_path(cao, path):
-                return sort.RANK_WON if cao.result is CaoResult.WON else sort.RANK_DEMOTED
+                return sort.RANK_WON if cao.result is _WON else sort.RANK_DEMOTED
         return sort.RANK_UNKNOWN
 
     return sort.order(pool, lambda a: _source(ctx, cc, a), rank, after)
@@ -522,7 +545,7 @@ def _delay(ctx: Context, cc: ClientConnect, address: str) -> float:
 def _act(wsi: Wsi, cc: ClientConnect, actions: list[Any], now: float) -> None:
     """Carry out what the racer said at ``now``, then set its timer."""
     for act in actions:
-        if wsi.state >= WsiState.CLOSING:  # a callback closed it
+        if wsi.state >= CLOSING:  # a callback closed it
             return
         if type(act) is Start:
             more = _start_attempt(wsi, cc, act.n, act.address, now)
@@ -537,16 +560,18 @@ def _act(wsi: Wsi, cc: ClientConnect, actions: list[Any], now: float) -> None:
             return
     racer = cc.racer
     due = racer.deadline if racer is not None else None
-    if due is None or wsi.state >= WsiState.CLOSING:  # pragma: no cover - ended above
+    if due is None or wsi.state >= CLOSING:  # pragma: no cover - ended above
         cc.race_sul.cancel()
     else:
-        cc.race_sul.schedule(max(0.0, due - wsi.ctx.pt.suls.clock()))
+        # schedule(max(0, due - now)), less its argument checks: a due time passed already
+        # fires on the next pass all the same
+        wsi.ctx.pt.suls.push(cc.race_sul, due)
 
 
 def _race_timer(wsi: Wsi) -> None:
     cc = wsi._client
     assert cc is not None
-    if cc.racer is not None and wsi.state < WsiState.CLOSING:
+    if cc.racer is not None and wsi.state < CLOSING:
         now = wsi.ctx.pt.suls.clock()
         _act(wsi, cc, cc.racer.timer(now), now)
 
@@ -567,19 +592,20 @@ def _start_attempt(wsi: Wsi, cc: ClientConnect, n: int, address: str, now: float
     cc.db.started(cao)  # a forget() of its path from now on keeps it out of the database
     att = _Attempt(wsi, n, cao, None)
     cc.attempts[n] = att
-    if wsi.state is WsiState.PENDING:
-        wsi.state = WsiState.CONNECTING
-        wsi._call(Reason.CONNECTING)  # once per connect, before its first socket
-        if wsi.state >= WsiState.CLOSING:
+    if wsi.state is PENDING:
+        wsi.state = CONNECTING
+        wsi._call(_R_CONNECTING)  # once per connect, before its first socket
+        if wsi.state >= CLOSING:
             return []
     try:
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = socket.socket(family, _STREAM_NONBLOCK)
     except OSError as e:  # pragma: no cover - out of fds (EMFILE), or no such family here
         return _attempt_failed(att, e.errno or errno.EINVAL, str(e), now, record=False)
-    sock.setblocking(False)
+    if not _NONBLOCK:  # pragma: no cover - Linux makes it non-blocking in socket(2)
+        sock.setblocking(False)
     aw = Wsi(ctx, ATTEMPT, None, INTERNAL, sock)
     aw.user = att
-    aw.state = WsiState.CONNECTING
+    aw.state = CONNECTING
     att.wsi = aw
     try:
         if cc.iface is not None:
@@ -638,7 +664,7 @@ def _attempt_failed(
     wsi = att.owner
     cc = wsi._client
     assert cc is not None and cc.racer is not None
-    _end(att, _ERRNO_RESULT.get(err, CaoResult.ERROR), now, err)
+    _end(att, _ERRNO_RESULT.get(err, _ERROR), now, err)
     if record:
         cc.db.add(att.cao)
     else:
@@ -654,7 +680,7 @@ def _end(att: _Attempt, result: CaoResult, now: float, err: int = 0) -> None:
     cao.ended = now
     cao.result = result
     cao.errno = err
-    if result is not CaoResult.WON:
+    if result is not _WON:
         cao.connect_us = _us(now - cao.started)
 
 
@@ -669,7 +695,7 @@ def _won(wsi: Wsi, cc: ClientConnect, act: Won) -> None:
     db = ctx.cao_db
     for n in act.losers:
         loser = cc.attempts.pop(n)
-        _end(loser, CaoResult.LOST_RACE, now)
+        _end(loser, _LOST_RACE, now)
         db.add(loser.cao)
         if loser.wsi is not None:
             loser.wsi._close_now("lost the race")
@@ -681,10 +707,10 @@ def _won(wsi: Wsi, cc: ClientConnect, act: Won) -> None:
     wsi.fd = sock.fileno()
     ctx.pt.hand_over(aw, wsi)  # the socket changes hands: open, still in the selector
     aw.sock = None
-    aw.state = WsiState.CLOSED
+    aw.state = CLOSED
     cao = att.cao
     cao.ended = now
-    cao.result = CaoResult.WON
+    cao.result = _WON
     cc.caos.remove(cao)
     cc.caos.insert(0, cao)  # the HEAD; the others stay in start order behind it
     wsi.sock = sock
@@ -711,12 +737,12 @@ def _won(wsi: Wsi, cc: ClientConnect, act: Won) -> None:
         wsi.conmon.peer = wsi.peer
         wsi.conmon.sockconn_us = cao.connect_us
         cao.conmon = wsi.conmon
-    wsi.state = WsiState.ESTABLISHED
+    wsi.state = ESTABLISHED
     wsi._rx_on = True
     wsi._announced = True
     wsi._update_events()
     ctx._established(wsi)
-    wsi._call(Reason.RAW_CONNECTED)
+    wsi._call(_R_RAW_CONNECTED)
 
 
 def _gave_up(wsi: Wsi, cc: ClientConnect, act: GiveUp) -> None:
@@ -726,7 +752,7 @@ def _gave_up(wsi: Wsi, cc: ClientConnect, act: GiveUp) -> None:
     db = wsi.ctx.cao_db
     for n in act.pending:
         att = cc.attempts.pop(n)
-        _end(att, CaoResult.TIMED_OUT, now, errno.ETIMEDOUT)
+        _end(att, _TIMED_OUT, now, errno.ETIMEDOUT)
         db.add(att.cao)
         if att.wsi is not None:
             att.wsi._close_now("timed out")

@@ -23,7 +23,16 @@ from lwspy.core.retry import RetryPolicy
 from lwspy.core.role import RoleOps
 from lwspy.core.sul import Sul
 from lwspy.core.vhost import Vhost
-from lwspy.core.wsi import CLOSED, EV_READ, EV_WRITE, Wsi, WsiState
+from lwspy.core.wsi import (
+    CLOSED,
+    ESTABLISHED,
+    EV_READ,
+    EV_WRITE,
+    Wsi,
+    WsiState,
+    sock_family,
+    sock_type,
+)
 from lwspy.net.cao import CaoDb
 from lwspy.net.hosts import parse_hosts
 from lwspy.roles.listen import LISTEN
@@ -49,6 +58,8 @@ CallbackErrorHandler = Callable[["Wsi | None", "Reason | None", BaseException], 
 
 ``wsi`` and ``reason`` are None for a timer or a ``call_from_thread`` function."""
 
+_INET = (int(socket.AF_INET), int(socket.AF_INET6))
+_WSI_CREATE = Reason.WSI_CREATE  # a global lookup, not an enum class attribute
 _MAX_WAIT = 86400.0
 """The longest one select() waits, in seconds: epoll and poll take at most 2**31-1 ms."""
 
@@ -476,8 +487,7 @@ class Context:
         self._in_service = True
         try:
             events = pt.sel.select(timeout)
-            for key, mask in events:
-                wsi = key.data
+            for wsi, mask in events:
                 if wsi.state is CLOSED:
                     continue  # closed by an earlier callback of this pass; its fd may be reused
                 if mask & EV_READ:
@@ -663,6 +673,14 @@ class Context:
         vh._explicit = True
         if sock is not None:
             vh.port = sock.getsockname()[1]
+            vh._accept_kind = (sock_family(sock), sock_type(sock), sock.proto)
+            bound = client.literal_address(iface) if iface is not None else None
+            if (
+                bound is not None
+                and not ipaddress.ip_address(bound.partition("%")[0]).is_unspecified
+            ):
+                here = sock.getsockname()
+                vh._accept_local = (here[0], here[1])  # what getsockname() gives each of them
             listener = Wsi(self, LISTEN, vh, accept or INTERNAL, sock)
             listener.state = WsiState.LISTENING
             self.pt.add(listener, EV_READ)
@@ -899,20 +917,30 @@ class Context:
             raise ValueError(f"vhost {vh.name!r} has no protocol to bind the wsi to")
         return vh.accept_protocol
 
-    def _adopt(self, sock: socket.socket, vh: Vhost, proto: Protocol, role: RoleOps) -> Wsi:
-        """Take a connected socket into the loop (accepted, or given by the user)."""
+    def _adopt(
+        self,
+        sock: socket.socket,
+        vh: Vhost,
+        proto: Protocol,
+        role: RoleOps,
+        local: tuple[str, int] | None = None,
+    ) -> Wsi:
+        """Take a connected socket into the loop (accepted, or given by the user);
+        ``local``: its local name when the caller knows it (the listener's)."""
         sock.setblocking(False)
         wsi = Wsi(self, role, vh, proto, sock)
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
+        if sock_family(sock) in _INET:
             try:
                 # Memory per idle wsi: the accepted sockets of a listener share one local
                 # name, and the peer's host text is interned (many come from one host).
-                local = sock.getsockname()
-                local = local if len(local) == 2 else (local[0], local[1])
-                names = self._names
-                if len(names) > 256:  # adopted client sockets: ephemeral ports, no sharing
-                    names.clear()
-                wsi.local = names.setdefault(local, local)
+                if local is None:
+                    name = sock.getsockname()
+                    local = name if len(name) == 2 else (name[0], name[1])
+                    names = self._names
+                    if len(names) > 256:  # adopted client sockets: ephemeral ports, no sharing
+                        names.clear()
+                    local = names.setdefault(local, local)
+                wsi.local = local
                 peer = sock.getpeername()
                 wsi.peer = (sys.intern(peer[0]), peer[1])
             except OSError:
@@ -921,16 +949,16 @@ class Context:
         return self._adopted(wsi)
 
     def _adopted(self, wsi: Wsi) -> Wsi:
-        wsi.state = WsiState.ESTABLISHED
+        wsi.state = ESTABLISHED
         self._wsis[wsi] = None
         try:
             wsi.user = wsi.protocol.user_factory()
         except Exception as exc:
-            self._callback_failed(wsi, Reason.WSI_CREATE, exc)
+            self._callback_failed(wsi, _WSI_CREATE, exc)
             return wsi
         wsi._created = True
-        wsi._call(Reason.WSI_CREATE)
-        if wsi.state is not WsiState.ESTABLISHED:
+        wsi._call(_WSI_CREATE)
+        if wsi.state is not ESTABLISHED:
             return wsi
         wsi._rx_on = True
         wsi._announced = True

@@ -31,6 +31,8 @@ class Vhost:
     """
 
     __slots__ = (
+        "_accept_kind",
+        "_accept_local",
         "_backoff",
         "_backoff_sul",
         "_explicit",
@@ -61,6 +63,10 @@ class Vhost:
         self._explicit = False
         self._backoff = 0.0
         self._backoff_sul: Sul | None = None
+        # The listener's (family, type, proto), for the sockets accept(2) gives it
+        self._accept_kind = (0, 0, 0)
+        # Their local name, when every one has the same (a listener bound to one address)
+        self._accept_local: tuple[str, int] | None = None
 
     def __repr__(self) -> str:
         return f"<Vhost {self.name!r} port={self.port}>"

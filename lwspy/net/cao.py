@@ -218,7 +218,17 @@ class CaoDb:
     The clock is injected (the context's), so the database itself reads no time.
     """
 
-    __slots__ = ("_flying", "_index", "_records", "_serial", "_stale", "clock", "history", "ttl")
+    __slots__ = (
+        "_flying",
+        "_index",
+        "_indexes",
+        "_records",
+        "_serial",
+        "_stale",
+        "clock",
+        "history",
+        "ttl",
+    )
 
     def __init__(self, history: int, ttl: float, clock: Callable[[], float]) -> None:
         if isinstance(history, bool) or not isinstance(history, int) or history < 0:
@@ -229,6 +239,7 @@ class CaoDb:
         self._serial = 0
         self._records: OrderedDict[int, _Entry] = OrderedDict()  # oldest first
         self._index: dict[str, dict[object, dict[int, Cao]]] = {k: {} for k in _KEYS}
+        self._indexes = tuple(self._index.values())  # in _KEYS order, as a record's keys
         # Attempts in flight (by id(); the record is held, so the id stays its own), and
         # those a forget() made stale before they ended: they never go in.
         self._flying: dict[int, Cao] = {}
@@ -262,22 +273,27 @@ class CaoDb:
         if cao.result is CaoResult.PENDING:
             raise ValueError("only finished attempts go into the CAO database")
         key = id(cao)
-        if self._stale.pop(key, None) is not None:
+        if self._stale and self._stale.pop(key, None) is not None:
             return False
         self._flying.pop(key, None)
         now = self.clock()
         self._expire(now)
+        records = self._records
         if self.history == 0:
             return True
-        while len(self._records) >= self.history:
-            self._drop(next(iter(self._records)))
-        self._serial += 1
-        serial = self._serial
+        while len(records) >= self.history:
+            self._drop(next(iter(records)))
+        self._serial = serial = self._serial + 1
         keys: tuple[object, ...] = _keys_of(cao)
-        self._records[serial] = (cao, now, keys)
-        for index, value in zip(self._index.values(), keys, strict=True):
+        records[serial] = (cao, now, keys)
+        # get, not setdefault(value, {}): that makes an empty dict per key per add
+        for index, value in zip(self._indexes, keys):  # noqa: B905 - both are len(_KEYS)
             if value is not None:
-                index.setdefault(value, {})[serial] = cao
+                bucket = index.get(value)
+                if bucket is None:
+                    index[value] = {serial: cao}
+                else:
+                    bucket[serial] = cao
         return True
 
     def query(
@@ -438,7 +454,7 @@ class CaoDb:
 
     def _drop(self, serial: int) -> None:
         keys = self._records.pop(serial)[2]
-        for index, value in zip(self._index.values(), keys, strict=True):
+        for index, value in zip(self._indexes, keys):  # noqa: B905 - both are len(_KEYS)
             if value is not None:
                 bucket = index[value]
                 del bucket[serial]

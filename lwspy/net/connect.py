@@ -79,6 +79,10 @@ def attempt_delay(median_connect_us: int | None, default: float) -> float:
 class RacerState(Enum):
     """Where a race is."""
 
+    # Members compare by identity: hash them so too (Enum's hash is a Python call on the
+    # name, three of them per transition check).
+    __hash__ = object.__hash__
+
     RESOLVING = "RESOLVING"  # waiting for answers; nothing in flight, nothing to start
     RESOLUTION_DELAY = "RESOLUTION_DELAY"  # A is in, AAAA outstanding: wait a little
     RACING = "RACING"  # attempts started, or about to be
@@ -88,6 +92,8 @@ class RacerState(Enum):
 
 class Event(Enum):
     """What the driver tells the racer."""
+
+    __hash__ = object.__hash__  # as RacerState's
 
     ANSWER = "ANSWER"
     ATTEMPT_FAILED = "ATTEMPT_FAILED"

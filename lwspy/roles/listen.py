@@ -8,6 +8,7 @@ socket it cannot serve; it resumes at once when a wsi of the context closes.
 from __future__ import annotations
 
 import errno
+import socket
 from typing import TYPE_CHECKING
 
 from lwspy.core.log import log
@@ -36,9 +37,13 @@ class ListenRole(InternalRole):
         assert sock is not None and vh is not None and vh.accept_protocol is not None
         proto = vh.accept_protocol
         ctx = wsi.ctx
+        # socket.accept() less its Python layer, which reads the listener's family and type
+        # as enums and its timeout (_adopt makes the new socket non-blocking)
+        family, kind, sproto = vh._accept_kind
+        local = vh._accept_local
         for _ in range(ACCEPT_BURST):
             try:
-                conn, _addr = sock.accept()
+                fd, _addr = sock._accept()  # type: ignore[attr-defined]  # accept(2), CPython 3.3+
             except BlockingIOError:
                 return
             except OSError as e:
@@ -49,7 +54,10 @@ class ListenRole(InternalRole):
                 log.debug("accept on %s: %s", vh.name, e)
                 continue
             vh._accept_ok()
-            ctx._adopt(conn, vh, proto, RAW_SKT)  # it cannot fail: a new fd is not in the map
+            conn = socket.socket(family, kind, sproto, fileno=fd)
+            ctx._adopt(
+                conn, vh, proto, RAW_SKT, local
+            )  # it cannot fail: a new fd is not in the map
 
 
 LISTEN = ListenRole()
