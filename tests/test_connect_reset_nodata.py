@@ -38,11 +38,6 @@ def listeners() -> Iterator[tuple[socket.socket, socket.socket]]:
     pytest.skip("no port free on both 127.0.0.1 and ::1")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="client.py _attempt_writable takes any ECONNRESET/EPIPE in SO_ERROR as a win, "
-    "even with nothing queued to deliver",
-)
 def test_a_reset_at_connect_with_nothing_to_read_fails_and_the_next_address_wins(
     listeners: tuple[socket.socket, socket.socket], tmp_path: Path
 ) -> None:

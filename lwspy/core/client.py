@@ -26,6 +26,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
+import struct
 from typing import TYPE_CHECKING, Any, cast
 
 from lwspy.core.protocol import INTERNAL, Reason
@@ -70,6 +71,9 @@ _ERRNO_RESULT = {
     errno.ENETUNREACH: CaoResult.UNREACHABLE,
     errno.ETIMEDOUT: CaoResult.TIMED_OUT,
 }
+_TCP_INFO_LEN = 128  # struct tcp_info up to tcpi_bytes_acked and beyond
+_TCPI_BYTES_ACKED = 120  # its offset (linux/tcp.h, since 4.1): SYN acknowledged -> >= 1
+_U64 = struct.Struct("=Q")
 _RESET_AFTER_CONNECT = (errno.ECONNRESET, errno.EPIPE)
 """A connect's SO_ERROR that only a connection that was established can have (Linux
 ``tcp_reset()``: ECONNRESET; EPIPE once the peer's FIN had come)."""
@@ -435,8 +439,21 @@ def _path(ctx: Context, cc: ClientConnect, address: str) -> _Path:
         path = _Path(None, early=True)
     else:
         path = _table_path(watcher.table, address)
+    if cc.iface is not None and literal_address(cc.iface) is None:
+        # Bound to a device: the connection leaves by it, whatever the table's route.
+        ifindex = _ifindex(cc.iface)
+        if ifindex is not None and path.ifindex != ifindex:
+            path = _Path(None, early=path.early)
+            path.ifindex = ifindex
     cc.paths[address] = path
     return path
+
+
+def _ifindex(name: str) -> int | None:
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        return None
 
 
 def _table_path(table: RouteTable, address: str) -> _Path:
@@ -626,6 +643,19 @@ def _start_attempt(wsi: Wsi, cc: ClientConnect, n: int, address: str, now: float
     return []
 
 
+def _answered_then_reset(sock: socket.socket) -> bool:
+    """A socket whose SO_ERROR said reset: did its handshake complete (TCP_INFO's
+    ``tcpi_bytes_acked`` counts our SYN once it is acknowledged) and is there data from
+    the peer to read? Only then was it a connection, answered, before the reset."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
+        if len(info) >= _TCPI_BYTES_ACKED + 8 and not _U64.unpack_from(info, _TCPI_BYTES_ACKED)[0]:
+            return False
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except OSError:
+        return False
+
+
 def _bind_iface(sock: socket.socket, family: int, iface: str) -> None:
     """Bind the source: an IP literal is the source address, anything else a device name."""
     literal = literal_address(iface)
@@ -644,10 +674,12 @@ def _attempt_writable(aw: Wsi) -> None:
     sock = aw.sock
     assert sock is not None and cc is not None and cc.racer is not None
     err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-    if err in _RESET_AFTER_CONNECT:
-        # The connect completed and the peer reset it at once (Linux tcp_reset(): a reset
-        # in SYN-SENT is ECONNREFUSED): it won. What the peer sent before its reset is
-        # still queued; the wsi reads it, then closes with the reset that SO_ERROR took.
+    if err in _RESET_AFTER_CONNECT and _answered_then_reset(sock):
+        # The connect completed, the peer sent something and reset it at once: it won.
+        # What the peer sent is still queued; the wsi reads it, then closes with the
+        # reset that SO_ERROR took. A reset with nothing sent, or before the handshake
+        # ended (SYN-RECV after a simultaneous open also reads ECONNRESET), is a failed
+        # attempt: the race goes on to the next address.
         att.reset, err = err, 0
     now = wsi.ctx.pt.suls.clock()
     if err:
@@ -790,7 +822,9 @@ def fill_paths(db: CaoDb, table: RouteTable, caos: Iterable[Cao]) -> None:
     meanwhile stays where the table has no route for it)."""
     for cao in caos:
         path = _table_path(table, cao.address)
-        if path.route is not None:
+        # not over what the kernel said of a connection that went another way (bound
+        # to a device, or policy routing)
+        if path.route is not None and cao.ifindex in (None, path.ifindex):
             db.set_path(cao, path.ifindex, path.gateway, path.route_id)
 
 

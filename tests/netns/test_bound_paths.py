@@ -21,12 +21,6 @@ from tests.netns.test_coldplug_caos import Early
 
 pytestmark = pytest.mark.netns
 
-REASON = (
-    "client.py takes a CAO's path from the table's lookup of the address alone, whatever "
-    "device the socket is bound to (_path / _table_path; fill_paths overwrites the kernel's "
-    "word for an early one)"
-)
-
 
 def second_link(lab: Lab) -> socket.socket:
     """va2 -- vb2 and a worse route to 2001:db8:2::/64 over it; a listener on PEER6."""
@@ -51,7 +45,6 @@ def listener(lab: Lab) -> Iterator[socket.socket]:
         yield s
 
 
-@pytest.mark.xfail(strict=True, reason=REASON)
 def test_a_device_bound_connect_is_filed_under_its_device(
     lab: Lab, listener: socket.socket
 ) -> None:
@@ -95,7 +88,6 @@ def test_the_kernel_asked_in_the_cold_plug_says_the_bound_device(lab: Lab, famil
         e.close()
 
 
-@pytest.mark.xfail(strict=True, reason=REASON)
 def test_a_device_bound_connect_in_the_cold_plug_keeps_the_kernels_word(lab: Lab) -> None:
     e = Early(lab, hold=True)
     try:

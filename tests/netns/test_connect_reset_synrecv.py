@@ -128,11 +128,6 @@ def resetter(lab: Lab) -> Iterator[SynRecvResetter]:
         r.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="client.py _attempt_writable takes ECONNRESET in SO_ERROR as a completed connect; "
-    "a reset in SYN-RECV (simultaneous open) reads ECONNRESET too",
-)
 def test_a_reset_in_syn_recv_is_a_failed_attempt_and_the_race_goes_on(
     lab: Lab, resetter: SynRecvResetter, tmp_path: Path
 ) -> None:
@@ -165,11 +160,6 @@ def test_a_reset_in_syn_recv_is_a_failed_attempt_and_the_race_goes_on(
         lsock.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="client.py _attempt_writable takes ECONNRESET in SO_ERROR as a completed connect; "
-    "a reset in SYN-RECV (simultaneous open) reads ECONNRESET too",
-)
 def test_a_reset_in_syn_recv_is_one_connection_error(lab: Lab, resetter: SynRecvResetter) -> None:
     rec = Recorder("p")
     with Context(protocols=[rec.protocol], netlink=False, on_callback_error=reraise) as ctx:
