@@ -75,8 +75,9 @@ _TCP_INFO_LEN = 128  # struct tcp_info up to tcpi_bytes_acked and beyond
 _TCPI_BYTES_ACKED = 120  # its offset (linux/tcp.h, since 4.1): SYN acknowledged -> >= 1
 _U64 = struct.Struct("=Q")
 _RESET_AFTER_CONNECT = (errno.ECONNRESET, errno.EPIPE)
-"""A connect's SO_ERROR that only a connection that was established can have (Linux
-``tcp_reset()``: ECONNRESET; EPIPE once the peer's FIN had come)."""
+"""A connect's SO_ERROR after a reset that may have come once it was established (Linux
+``tcp_reset()``: ECONNRESET, also in SYN-RECV; EPIPE once the peer's FIN had come);
+:func:`_answered_then_reset` tells a connection that was answered from the rest."""
 _NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
 _STREAM_NONBLOCK = socket.SOCK_STREAM | _NONBLOCK  # one system call less than setblocking()
 _V6 = int(socket.AF_INET6)
