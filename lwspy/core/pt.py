@@ -29,6 +29,9 @@ __all__ = ["Poller", "Pt"]
 
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
+# linux/eventpoll.h; read with a default so that this module imports where there is no epoll
+_EPOLLIN = getattr(select, "EPOLLIN", 0x001)
+_EPOLLOUT = getattr(select, "EPOLLOUT", 0x004)
 
 
 class _SelectorsPoller:  # pragma: no cover - where there is no epoll (not Linux)
@@ -68,9 +71,9 @@ class _EpollPoller:
 
     # No __slots__: one per context, and a test may wrap an instance's select().
 
-    _TO_EPOLL = (0, select.EPOLLIN, select.EPOLLOUT, select.EPOLLIN | select.EPOLLOUT)
-    _NOT_IN = ~select.EPOLLIN  # as selectors: an error or hang-up wakes both directions
-    _NOT_OUT = ~select.EPOLLOUT
+    _TO_EPOLL = (0, _EPOLLIN, _EPOLLOUT, _EPOLLIN | _EPOLLOUT)
+    _NOT_IN = ~_EPOLLIN  # as selectors: an error or hang-up wakes both directions
+    _NOT_OUT = ~_EPOLLOUT
 
     def __init__(self) -> None:
         self._ep = select.epoll()
