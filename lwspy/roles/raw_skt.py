@@ -30,6 +30,7 @@ _DRAIN_READS = 16  # reads per readable event of a socket being shut down
 _SCRATCH = bytearray(RX_CHUNK)  # where discarded bytes are read to; never looked at
 _SIOCOUTQ = 0x5411  # linux/sockios.h (TIOCOUTQ): bytes sent and not yet acknowledged
 _SIOCINQ = 0x541B  # linux/sockios.h (FIONREAD): bytes received and not yet read
+_SIOCATMARK = 0x8905  # linux/sockios.h: the next byte to read is the urgent mark
 _OUTQ = array("i", [0])
 _SOCK_DGRAM = int(socket.SOCK_DGRAM)
 
@@ -45,9 +46,15 @@ if sys.platform.startswith("linux"):
             if _OUTQ[0]:
                 return False
             fcntl.ioctl(fd, _SIOCINQ, _OUTQ)  # 0 at the end of the peer's stream too
-            return not _OUTQ[0]
+            if _OUTQ[0]:
+                return False
         except OSError:  # a listener, not a socket: the full path knows what to do
             return False
+        try:  # SIOCINQ counts what is ahead of the urgent mark: 0 with the mark at the head
+            fcntl.ioctl(fd, _SIOCATMARK, _OUTQ)
+        except OSError:  # no urgent data but TCP's (UDP, AF_UNIX datagrams)
+            return True
+        return not _OUTQ[0]
 
 else:  # pragma: no cover - SIOCOUTQ is Linux's
 
