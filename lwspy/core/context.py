@@ -674,13 +674,7 @@ class Context:
         if sock is not None:
             vh.port = sock.getsockname()[1]
             vh._accept_kind = (sock_family(sock), sock_type(sock), sock.proto)
-            bound = client.literal_address(iface) if iface is not None else None
-            if (
-                bound is not None
-                and not ipaddress.ip_address(bound.partition("%")[0]).is_unspecified
-            ):
-                here = sock.getsockname()
-                vh._accept_local = (here[0], here[1])  # what getsockname() gives each of them
+            vh._accept_local = _one_local_name(sock)
             listener = Wsi(self, LISTEN, vh, accept or INTERNAL, sock)
             listener.state = WsiState.LISTENING
             self.pt.add(listener, EV_READ)
@@ -1039,6 +1033,18 @@ _LISTEN_BACKLOG = 0x7FFFFFFF
 """Asked of listen(2): Linux cuts a larger backlog to ``net.core.somaxconn`` (per
 namespace), so this gets the system's largest without reading /proc (the library reads
 no file but resolv.conf and the hosts file)."""
+
+
+def _one_local_name(sock: socket.socket) -> tuple[str, int] | None:
+    """The local name every socket a listener accepts has: the listener's own, when it is
+    bound to one address; None for a wildcard (``0.0.0.0``, ``::``, and ``::ffff:0.0.0.0``,
+    which takes every IPv4 address), whose accepted sockets each have their own."""
+    here = sock.getsockname()
+    addr = ipaddress.ip_address(here[0].partition("%")[0])
+    mapped = getattr(addr, "ipv4_mapped", None)
+    if addr.is_unspecified or (mapped is not None and mapped.is_unspecified):
+        return None
+    return (here[0], here[1])
 
 
 def _listen_socket(port: int, iface: str | None) -> socket.socket:
