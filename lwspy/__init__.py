@@ -1,4 +1,4 @@
-"""lwspy: a pure-Python, epoll-based event loop in the style of libwebsockets.
+"""lwspy: a pure-Python, selectors-based event loop in the style of libwebsockets.
 
 Everything public is re-exported here (``from lwspy import ...``); nothing else is
 public. ``python -m lwspy`` runs the ``lwspy`` console script.

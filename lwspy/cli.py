@@ -496,7 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="lwspy",
-        description="lwspy, an epoll-based event loop in the style of libwebsockets.",
+        description="lwspy, a selectors-based event loop in the style of libwebsockets.",
         epilog="example:\n  lwspy demo\n  lwspy routes --watch\n\n"
         + EXIT_CODES
         + "\n\nAlso runs as: python -m lwspy. Each command has --help.",
