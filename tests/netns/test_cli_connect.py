@@ -8,7 +8,6 @@ bind-mounted over /etc/resolv.conf in a private mount namespace (``unshare -m``)
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import socket
 import subprocess
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from lwspy import _lab
-from tests.netns.conftest import require_netns
+from tests.netns.conftest import require_dnsmasq, require_netns
 
 pytestmark = pytest.mark.netns
 
@@ -30,8 +29,7 @@ Lab = _lab.Lab
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[tuple[_lab.Lab, int, Path]]:
     require_netns()
-    if not os.access(_lab.DNSMASQ, os.X_OK):
-        pytest.skip(f"{_lab.DNSMASQ} is not installed (Debian dnsmasq-base)")
+    require_dnsmasq()
     lab = _lab.Lab()
     try:
         lab.build()

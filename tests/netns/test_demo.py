@@ -21,7 +21,7 @@ import pytest
 
 from lwspy import _demo, _lab
 from lwspy.cli import main
-from tests.netns.conftest import require_netns
+from tests.netns.conftest import require_dnsmasq, require_netns
 
 pytestmark = pytest.mark.netns
 
@@ -31,8 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 @pytest.fixture(autouse=True)
 def _netns() -> None:
     require_netns()
-    if not os.access(_lab.DNSMASQ, os.X_OK):
-        pytest.skip(f"{_lab.DNSMASQ} is not installed (Debian dnsmasq-base)")
+    require_dnsmasq()
 
 
 def _lab_namespaces(pid: int) -> list[str]:
