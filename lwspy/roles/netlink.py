@@ -88,7 +88,7 @@ import struct
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lwspy.core.client import fill_paths, forget_paths
 from lwspy.core.log import INFO, log
@@ -465,6 +465,20 @@ PROBE_SOCKETS = 16
 address (a connect on a kept socket costs about 1 us, a fresh socket about 9 us)."""
 
 
+def _flow(sock: socket.socket) -> tuple[Any, Any, int] | None:
+    """A connected socket's flow: its local and peer names and the ifindex it is bound to
+    (0: none); None when it cannot say (reset, closed: nothing to ask the kernel about)."""
+    try:
+        return (
+            sock.getsockname(),
+            sock.getpeername(),
+            sock.getsockopt(socket.SOL_SOCKET, SO_BINDTOIFINDEX),
+        )
+    except OSError as e:
+        log.debug("lwspy netlink: cannot ask about %r: %s", sock, e)
+        return None
+
+
 def probe(wsi: Wsi, kept: _ProbeCache | None = None) -> str | None:
     """Ask the kernel whether it still routes ``wsi``'s connection: the close reason
     ("route lost", "source address gone"), or None to keep it.
@@ -481,15 +495,10 @@ def probe(wsi: Wsi, kept: _ProbeCache | None = None) -> str | None:
     the caller empties it when a local address goes.
     """
     sock = wsi.sock
-    if sock is None:
+    flow = _flow(sock) if sock is not None else None
+    if sock is None or flow is None:
         return None
-    try:
-        local = sock.getsockname()
-        peer = sock.getpeername()
-        bound = sock.getsockopt(socket.SOL_SOCKET, SO_BINDTOIFINDEX)
-    except OSError as e:
-        log.debug("lwspy netlink: cannot ask about %r: %s", wsi, e)
-        return None
+    local, peer, bound = flow
     key = None if bound or kept is None else (sock.family, local[0], *local[3:])
     udp = kept.get(key) if kept is not None and key is not None else None
     if udp is None:
@@ -715,14 +724,10 @@ class RouteWatcher:
         bound to; answered within the send), or None if it cannot be asked: what a
         connection made before the table is known says of its path."""
         query = self._query
-        if query is None:
+        flow = _flow(sock)
+        if query is None or flow is None:
             return None
-        try:
-            local = sock.getsockname()
-            peer = sock.getpeername()
-            oif = sock.getsockopt(socket.SOL_SOCKET, SO_BINDTOIFINDEX)
-        except OSError:  # reset, closed: nothing to ask about
-            return None
+        local, peer, oif = flow
         family = AF_INET6 if sock.family == socket.AF_INET6 else AF_INET
         if not oif and family == AF_INET6:
             oif = peer[3]  # a link-local peer's scope is its device
