@@ -893,6 +893,9 @@ A (state, event) pair not in the table cannot happen (inputs in IDLE or DONE are
 """
 
 
+_NO_SOCKET = "no socket"  # the UNREACHABLE of a socket this host could not open
+
+
 class QueryMachine:
     """One name, one type (A or AAAA): the search list over the servers, sans-I/O.
 
@@ -1003,12 +1006,7 @@ class QueryMachine:
             return None
         if why:
             self._error = why
-        index = self._try % len(self.servers)
-        kept = index in self.down
-        action = self._event(QEvent.UNREACHABLE, now, "unreachable")
-        if local and not kept:
-            self.down.discard(index)
-        return action
+        return self._event(QEvent.UNREACHABLE, now, _NO_SOCKET if local else "unreachable")
 
     def resume(self, now: float) -> Action | None:
         """Lockstep, PAUSED: the other family had no record at this name either: go on
@@ -1062,7 +1060,8 @@ class QueryMachine:
         if step == "next_server":
             assert isinstance(info, str)
             if event in (QEvent.TIMEOUT, QEvent.UNREACHABLE):
-                self.down.add(self._try % len(self.servers))
+                if info != _NO_SOCKET:  # the server's silence or refusal, not ours
+                    self.down.add(self._try % len(self.servers))
                 if self.state is QState.TCP:
                     info = "truncated answer, and no answer over TCP"
             self._failures.append(info)
@@ -1132,7 +1131,7 @@ class QueryMachine:
         return Done(answer, ttl)
 
     def _give_up(self, now: float) -> Done:
-        answered = [f for f in self._failures if f not in ("no answer", "unreachable")]
+        answered = [f for f in self._failures if f not in ("no answer", "unreachable", _NO_SOCKET)]
         if answered:  # a server said something: that is the more useful text
             return self._done(now, [], "NO_RESULT", f"DNS {answered[-1]}", None)
         n = len(self.servers)
